@@ -1,1 +1,360 @@
-//! Wire types of the prewarm HTTP API.
+//! Wire types of the prewarm HTTP API, shared by the server, the CLI and tests.
+//!
+//! Field names and shapes are the contract of `SPEC.md`: camelCase JSON,
+//! RFC 3339 UTC timestamps, `null` for absent optional values in views.
+//! Request bodies reject unknown fields so a typo never silently does nothing.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Lifecycle of a prewarm task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    /// Stored, waiting for the engine to pick it up.
+    Pending,
+    /// Pull Jobs are being created and tracked.
+    Running,
+    /// Every selected node holds every image.
+    Completed,
+    /// Some (node, image) pair failed for good, no node matched, or the task timed out.
+    Failed,
+    /// Stopped by a user.
+    Cancelled,
+}
+
+impl TaskStatus {
+    /// All statuses, in lifecycle order.
+    pub const ALL: [TaskStatus; 5] = [
+        TaskStatus::Pending,
+        TaskStatus::Running,
+        TaskStatus::Completed,
+        TaskStatus::Failed,
+        TaskStatus::Cancelled,
+    ];
+
+    /// The lowercase wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Pending => "pending",
+            TaskStatus::Running => "running",
+            TaskStatus::Completed => "completed",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a wire name; `None` for anything else.
+    pub fn parse(s: &str) -> Option<TaskStatus> {
+        TaskStatus::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Whether the task has ended and can no longer change.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled
+        )
+    }
+}
+
+impl std::fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How the wait before a retry grows with the attempt number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RetryStrategy {
+    /// d, d, d
+    #[default]
+    Fixed,
+    /// d, 2d, 3d
+    Linear,
+    /// d, 2d, 4d
+    Exponential,
+}
+
+/// Image pull policy set on the pull containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum PullPolicy {
+    /// Pull only when the node lacks the image; nodes reporting it count as done.
+    #[default]
+    IfNotPresent,
+    /// Always ask the registry (refreshes moving tags).
+    Always,
+}
+
+impl PullPolicy {
+    /// The Kubernetes spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Always => "Always",
+        }
+    }
+}
+
+/// Body of `POST /api/v1/tasks` as sent by a client: only `images` is required.
+///
+/// This is the raw wire form; the server turns it into a validated spec.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateTaskRequest {
+    /// Image references, 1..=100, no duplicates.
+    pub images: Vec<String>,
+    /// Nodes pulling at once (1..=1000, default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<u32>,
+    /// Exact label match on nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// Explicit node list, combined with `nodeSelector` by AND.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_names: Option<Vec<String>>,
+    /// Higher runs first (-1000..=1000, default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    /// Retries per failed (node, image) pair (0..=10, default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+    /// `fixed` (default), `linear` or `exponential`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_strategy: Option<RetryStrategy>,
+    /// Base retry delay in seconds (0..=3600, default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_delay: Option<u32>,
+    /// http(s) URL notified when the task ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    /// `IfNotPresent` (default) or `Always`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_policy: Option<PullPolicy>,
+    /// Secret names in the service's job namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_secrets: Option<Vec<String>>,
+    /// Include nodes with NoSchedule/NoExecute taints (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerate_taints: Option<bool>,
+    /// Whole-task limit in seconds, 0 = none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+    /// Priority class set on the pull pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+}
+
+/// Node counts of a task and where the rolling window stands.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    /// Nodes selected when the task started.
+    pub total_nodes: u32,
+    /// Nodes that hold every image.
+    pub completed_nodes: u32,
+    /// Nodes where some image failed for good.
+    pub failed_nodes: u32,
+    /// Nodes that went away (deleted or NotReady) mid-task.
+    pub skipped_nodes: u32,
+    /// `ceil(startedNodes / batchSize)`.
+    pub current_batch: u32,
+    /// `ceil(totalNodes / batchSize)`.
+    pub total_batches: u32,
+    /// completed / (total − skipped) × 100, one decimal.
+    pub percentage: f64,
+}
+
+/// One (node, image) pair that failed for good.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedNodeDetail {
+    /// The node.
+    pub node_name: String,
+    /// The image as given in the task.
+    pub image: String,
+    /// `ErrImagePull`, `ImagePullBackOff`, `InvalidImageName`, `ErrImageNeverPull`,
+    /// `RegistryUnavailable`, `Timeout`, ...
+    pub reason: String,
+    /// What the kubelet (or the engine) said.
+    pub message: String,
+    /// When the failure became final.
+    pub timestamp: DateTime<Utc>,
+}
+
+/// A node left out mid-task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SkippedNodeDetail {
+    /// The node.
+    pub node_name: String,
+    /// `NodeGone`.
+    pub reason: String,
+    /// Human-readable cause.
+    pub message: String,
+    /// When it was noticed.
+    pub timestamp: DateTime<Utc>,
+}
+
+/// Outcome of one image across the task's nodes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageStatus {
+    /// The image as given in the task.
+    pub image: String,
+    /// Nodes that hold it.
+    pub completed_nodes: u32,
+    /// Nodes where it failed for good.
+    pub failed_nodes: u32,
+    /// Distinct digests the nodes resolved, sorted.
+    pub digests: Vec<String>,
+}
+
+/// The task view of `GET /api/v1/tasks/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Task {
+    /// `task-YYYYMMDD-xxxxxx`.
+    pub task_id: String,
+    /// Lifecycle state.
+    pub status: TaskStatus,
+    /// Images as given.
+    pub images: Vec<String>,
+    /// Nodes pulling at once.
+    pub batch_size: u32,
+    /// Exact label match on nodes.
+    pub node_selector: BTreeMap<String, String>,
+    /// Explicit node list (empty = all matching nodes).
+    pub node_names: Vec<String>,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Retries per failed (node, image) pair.
+    pub max_retries: u32,
+    /// Growth of the retry delay.
+    pub retry_strategy: RetryStrategy,
+    /// Base retry delay in seconds.
+    pub retry_delay: u32,
+    /// Notified when the task ends.
+    pub webhook_url: Option<String>,
+    /// Pull policy of the pull containers.
+    pub pull_policy: PullPolicy,
+    /// Secrets for private registries.
+    pub image_pull_secrets: Vec<String>,
+    /// Whether tainted nodes are included.
+    pub tolerate_taints: bool,
+    /// Whole-task limit, 0 = none.
+    pub timeout_seconds: u64,
+    /// Priority class of the pull pods.
+    pub priority_class_name: Option<String>,
+    /// Node counts and window position.
+    pub progress: Progress,
+    /// (node, image) pairs that failed for good.
+    pub failed_node_details: Vec<FailedNodeDetail>,
+    /// Nodes left out mid-task.
+    pub skipped_node_details: Vec<SkippedNodeDetail>,
+    /// Per-image outcome with resolved digests.
+    pub image_statuses: Vec<ImageStatus>,
+    /// Why the task failed as a whole (`Timeout`, `NoMatchingNodes`), if it did.
+    pub reason: Option<String>,
+    /// Human-readable explanation accompanying `reason`.
+    pub error_message: Option<String>,
+    /// Name of the caller that created it (`anonymous` when auth is off).
+    pub created_by: String,
+    /// When it was stored.
+    pub created_at: DateTime<Utc>,
+    /// When the engine picked it up.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Projected end from the observed node throughput.
+    pub estimated_completion: Option<DateTime<Utc>>,
+}
+
+/// Answer of `POST /api/v1/tasks`: the task view plus a message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskCreated {
+    /// The stored task.
+    #[serde(flatten)]
+    pub task: Task,
+    /// `Task created successfully`.
+    pub message: String,
+}
+
+/// A page of tasks, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskList {
+    /// This page.
+    pub tasks: Vec<Task>,
+    /// Tasks matching the filter, across all pages.
+    pub total: u64,
+    /// Page size used.
+    pub limit: u32,
+    /// Offset used.
+    pub offset: u64,
+}
+
+/// Answer of `DELETE /api/v1/tasks/{id}` and of the scheduled-task actions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionResponse {
+    /// The task (or scheduled task) acted upon.
+    pub task_id: String,
+    /// `cancelled` for a task, `success` for scheduled-task actions.
+    pub status: String,
+    /// Human-readable summary.
+    pub message: String,
+}
+
+/// Every error body: a short title, what exactly went wrong, and the id when one applies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    /// Short title, e.g. `Validation failed`.
+    pub error: String,
+    /// What exactly, naming the field where one is at fault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
+    /// The task concerned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    /// Current status, for conflicts on ended tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_request_rejects_unknown_fields() {
+        let err = serde_json::from_str::<CreateTaskRequest>(r#"{"images":["a"],"batchsize":3}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown field `batchsize`"), "{err}");
+    }
+
+    #[test]
+    fn create_request_reads_camel_case() {
+        let req: CreateTaskRequest = serde_json::from_str(
+            r#"{"images":["nginx"],"batchSize":5,"pullPolicy":"Always","retryStrategy":"linear"}"#,
+        )
+        .unwrap();
+        assert_eq!(req.batch_size, Some(5));
+        assert_eq!(req.pull_policy, Some(PullPolicy::Always));
+        assert_eq!(req.retry_strategy, Some(RetryStrategy::Linear));
+    }
+
+    #[test]
+    fn status_round_trips() {
+        for st in TaskStatus::ALL {
+            assert_eq!(TaskStatus::parse(st.as_str()), Some(st));
+            assert_eq!(serde_json::to_string(&st).unwrap(), format!("\"{st}\""));
+        }
+        assert_eq!(TaskStatus::parse("done"), None);
+    }
+}

@@ -1,0 +1,372 @@
+//! The kube-rs implementation of `Cluster`: three watch-fed caches (Nodes,
+//! and the service's own Jobs and Pods by label) shared by every task.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Client, Config, Resource};
+use tokio::sync::broadcast;
+
+use super::{
+    Cluster, ClusterError, ClusterEvent, ClusterResult, ContainerObservation, ContainerState,
+    JobObservation, NodeInfo, PodObservation, PullJob, ATTEMPT_LABEL, MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE, NODE_ANNOTATION, TASK_LABEL,
+};
+
+/// Capacity of the event channel; a slower consumer gets `Lagged` and resyncs.
+const EVENT_BUFFER: usize = 65_536;
+
+/// Kubernetes through kube-rs.
+pub struct KubeCluster {
+    client: Client,
+    namespace: String,
+    jobs_api: Api<Job>,
+    nodes: Store<Node>,
+    jobs: Store<Job>,
+    pods: Store<Pod>,
+    events: broadcast::Sender<ClusterEvent>,
+    connected: Arc<AtomicBool>,
+}
+
+impl KubeCluster {
+    /// Connects with the kubeconfig at `path` (None: `$KUBECONFIG`, `~/.kube/config`,
+    /// then the in-cluster config), ensures `namespace` exists, starts the watches.
+    pub async fn connect(kubeconfig: Option<&Path>, namespace: &str) -> anyhow::Result<KubeCluster> {
+        let config = match kubeconfig {
+            Some(path) => {
+                let kc = Kubeconfig::read_from(path)
+                    .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+                Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                    .await
+                    .with_context(|| format!("loading kubeconfig {}", path.display()))?
+            }
+            None => Config::infer().await.context("finding a Kubernetes configuration")?,
+        };
+        let client = Client::try_from(config).context("building the Kubernetes client")?;
+        ensure_namespace(&client, namespace).await?;
+        Ok(Self::start(client, namespace))
+    }
+
+    /// Starts the watches on an existing client.
+    pub fn start(client: Client, namespace: &str) -> KubeCluster {
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let connected = Arc::new(AtomicBool::new(true));
+        let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}");
+
+        let (nodes, writer) = reflector::store();
+        let stream = reflector::reflector(
+            writer,
+            watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
+        );
+        spawn_watch("nodes", stream, events.clone(), connected.clone(), |ev| match ev {
+            watcher::Event::Apply(n) | watcher::Event::InitApply(n) => {
+                let info = node_info(&n);
+                (!info.ready).then_some(ClusterEvent::NodeChanged(info))
+            }
+            watcher::Event::Delete(n) => n.metadata.name.clone().map(ClusterEvent::NodeDeleted),
+            watcher::Event::InitDone => Some(ClusterEvent::Resynced),
+            watcher::Event::Init => None,
+        });
+
+        let (jobs, writer) = reflector::store();
+        let stream = reflector::reflector(
+            writer,
+            watcher(
+                Api::<Job>::namespaced(client.clone(), namespace),
+                watcher::Config::default().labels(&selector),
+            ),
+        );
+        spawn_watch("jobs", stream, events.clone(), connected.clone(), |ev| match ev {
+            watcher::Event::Apply(j) | watcher::Event::InitApply(j) => {
+                job_observation(&j).map(ClusterEvent::JobChanged)
+            }
+            watcher::Event::Delete(j) => job_observation(&j).map(ClusterEvent::JobDeleted),
+            watcher::Event::InitDone => Some(ClusterEvent::Resynced),
+            watcher::Event::Init => None,
+        });
+
+        let (pods, writer) = reflector::store();
+        let stream = reflector::reflector(
+            writer,
+            watcher(
+                Api::<Pod>::namespaced(client.clone(), namespace),
+                watcher::Config::default().labels(&selector),
+            ),
+        );
+        spawn_watch("pods", stream, events.clone(), connected.clone(), |ev| match ev {
+            watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+                pod_observation(&p).map(ClusterEvent::PodChanged)
+            }
+            watcher::Event::InitDone => Some(ClusterEvent::Resynced),
+            watcher::Event::Delete(_) | watcher::Event::Init => None,
+        });
+
+        KubeCluster {
+            jobs_api: Api::namespaced(client.clone(), namespace),
+            client,
+            namespace: namespace.to_owned(),
+            nodes,
+            jobs,
+            pods,
+            events,
+            connected,
+        }
+    }
+
+    /// The namespace of the pull Jobs.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+}
+
+fn spawn_watch<K, S>(
+    kind: &'static str,
+    stream: S,
+    events: broadcast::Sender<ClusterEvent>,
+    connected: Arc<AtomicBool>,
+    to_event: impl Fn(watcher::Event<K>) -> Option<ClusterEvent> + Send + 'static,
+) where
+    K: Send + 'static,
+    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream.default_backoff());
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(ev) => {
+                    connected.store(true, Ordering::Relaxed);
+                    if let Some(ev) = to_event(ev) {
+                        let _ = events.send(ev);
+                    }
+                }
+                Err(e) => {
+                    connected.store(false, Ordering::Relaxed);
+                    tracing::warn!(kind, error = %e, "watch failed; retrying with backoff");
+                }
+            }
+        }
+    });
+}
+
+async fn ensure_namespace(client: &Client, namespace: &str) -> anyhow::Result<()> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    if api
+        .get_opt(namespace)
+        .await
+        .with_context(|| format!("reading namespace {namespace}"))?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let mut ns = Namespace::default();
+    ns.metadata.name = Some(namespace.to_owned());
+    match api.create(&PostParams::default(), &ns).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("creating namespace {namespace}")),
+    }
+}
+
+fn map_err(e: kube::Error) -> ClusterError {
+    match e {
+        kube::Error::Api(s) => ClusterError::Api {
+            code: s.code,
+            reason: s.reason.clone(),
+            message: s.message.clone(),
+        },
+        other => ClusterError::Unreachable(other.to_string()),
+    }
+}
+
+#[async_trait]
+impl Cluster for KubeCluster {
+    async fn synced(&self) {
+        let _ = self.nodes.wait_until_ready().await;
+        let _ = self.jobs.wait_until_ready().await;
+        let _ = self.pods.wait_until_ready().await;
+    }
+
+    fn nodes(&self) -> Vec<NodeInfo> {
+        self.nodes.state().iter().map(|n| node_info(n)).collect()
+    }
+
+    fn jobs(&self) -> Vec<JobObservation> {
+        self.jobs
+            .state()
+            .iter()
+            .filter_map(|j| job_observation(j))
+            .collect()
+    }
+
+    fn pods(&self) -> Vec<PodObservation> {
+        self.pods
+            .state()
+            .iter()
+            .filter_map(|p| pod_observation(p))
+            .collect()
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<ClusterEvent> {
+        self.events.subscribe()
+    }
+
+    async fn create_job(&self, job: &PullJob) -> ClusterResult<()> {
+        match self
+            .jobs_api
+            .create(&PostParams::default(), &job.to_job(&self.namespace))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 409 && e.reason == "AlreadyExists" => Ok(()),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    async fn delete_job(&self, name: &str) -> ClusterResult<()> {
+        match self.jobs_api.delete(name, &DeleteParams::background()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    async fn delete_task_jobs(&self, task_id: &str) -> ClusterResult<()> {
+        let lp = ListParams::default().labels(&format!(
+            "{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{TASK_LABEL}={task_id}"
+        ));
+        self.jobs_api
+            .delete_collection(&DeleteParams::background(), &lp)
+            .await
+            .map(|_| ())
+            .map_err(map_err)
+    }
+
+    fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    async fn probe(&self) -> ClusterResult<()> {
+        match self.client.apiserver_version().await {
+            Ok(_) => {
+                self.connected.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                self.connected.store(false, Ordering::Relaxed);
+                Err(map_err(e))
+            }
+        }
+    }
+}
+
+/// What the engine needs of a Node.
+pub fn node_info(n: &Node) -> NodeInfo {
+    let status = n.status.as_ref();
+    let ready = status
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "True");
+    let spec = n.spec.as_ref();
+    NodeInfo {
+        name: n.metadata.name.clone().unwrap_or_default(),
+        labels: n.metadata.labels.clone().unwrap_or_default(),
+        ready,
+        unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
+        tainted: spec
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|t| t.iter().any(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")),
+        images: status
+            .and_then(|s| s.images.as_ref())
+            .map(|imgs| {
+                imgs.iter()
+                    .flat_map(|i| i.names.clone().unwrap_or_default())
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+fn label<'a, K: Resource>(obj: &'a K, key: &str) -> Option<&'a str> {
+    obj.meta().labels.as_ref()?.get(key).map(String::as_str)
+}
+
+fn node_of<K: Resource>(obj: &K, fallback: Option<&String>) -> Option<String> {
+    obj.meta()
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(NODE_ANNOTATION))
+        .or(fallback)
+        .cloned()
+}
+
+/// A pull Job as the engine sees it (None for objects without our labels).
+pub fn job_observation(j: &Job) -> Option<JobObservation> {
+    let node_from_spec = j
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|s| s.node_name.as_ref());
+    Some(JobObservation {
+        name: j.metadata.name.clone()?,
+        task_id: label(j, TASK_LABEL)?.to_owned(),
+        node: node_of(j, node_from_spec)?,
+        attempt: label(j, ATTEMPT_LABEL)?.parse().ok()?,
+        failed_reason: j
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "Failed" && c.status == "True"))
+            .map(|c| c.reason.clone().unwrap_or_else(|| "Failed".to_owned())),
+    })
+}
+
+/// A pull pod as the engine sees it (None for objects without our labels).
+pub fn pod_observation(p: &Pod) -> Option<PodObservation> {
+    let status = p.status.clone().unwrap_or_default();
+    let containers = |list: Option<Vec<k8s_openapi::api::core::v1::ContainerStatus>>| {
+        list.unwrap_or_default()
+            .into_iter()
+            .map(|c| {
+                let state = c.state.unwrap_or_default();
+                let state = if state.running.is_some() {
+                    ContainerState::Running
+                } else if state.terminated.is_some() {
+                    ContainerState::Terminated
+                } else {
+                    let w = state.waiting.unwrap_or_default();
+                    ContainerState::Waiting {
+                        reason: w.reason.unwrap_or_default(),
+                        message: w.message.unwrap_or_default(),
+                    }
+                };
+                ContainerObservation {
+                    name: c.name,
+                    state,
+                    image_id: c.image_id,
+                }
+            })
+            .collect()
+    };
+    Some(PodObservation {
+        name: p.metadata.name.clone()?,
+        job: label(p, "job-name").unwrap_or_default().to_owned(),
+        task_id: label(p, TASK_LABEL)?.to_owned(),
+        node: node_of(p, p.spec.as_ref().and_then(|s| s.node_name.as_ref()))?,
+        attempt: label(p, ATTEMPT_LABEL)?.parse().ok()?,
+        phase: status.phase.clone().unwrap_or_default(),
+        reason: status.reason.clone().unwrap_or_default(),
+        message: status.message.clone().unwrap_or_default(),
+        init_containers: containers(status.init_container_statuses.clone()),
+        containers: containers(status.container_statuses.clone()),
+    })
+}

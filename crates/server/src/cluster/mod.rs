@@ -1,0 +1,183 @@
+//! Everything the engine needs from Kubernetes, behind the `Cluster` trait.
+//!
+//! The kube-rs implementation (`kube.rs`) keeps watch-fed caches of Nodes and
+//! of the service's own pull Jobs and Pods; reads come from those caches and
+//! changes arrive as `ClusterEvent`s, so the engine never polls the API.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+
+pub mod kube;
+pub mod pull_job;
+
+pub use pull_job::PullJob;
+
+/// Label on every object the service creates.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Value of `MANAGED_BY_LABEL`.
+pub const MANAGED_BY_VALUE: &str = "prewarm";
+/// Label naming the task a pull Job belongs to.
+pub const TASK_LABEL: &str = "prewarm.io/task-id";
+/// Label naming the node a pull Job is pinned to.
+pub const NODE_LABEL: &str = "prewarm.io/node";
+/// Label with the attempt number of a pull Job.
+pub const ATTEMPT_LABEL: &str = "prewarm.io/attempt";
+/// Annotation with the full node name (labels cap values at 63 characters).
+pub const NODE_ANNOTATION: &str = "prewarm.io/node-name";
+
+/// Why a cluster call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The API server answered with an error status.
+    #[error("kubernetes API: {code} {reason}: {message}")]
+    Api {
+        /// HTTP status.
+        code: u16,
+        /// Kubernetes reason (`Forbidden`, `Invalid`, ...).
+        reason: String,
+        /// Server message.
+        message: String,
+    },
+    /// The API server could not be reached.
+    #[error("kubernetes API unreachable: {0}")]
+    Unreachable(String),
+}
+
+/// Result of cluster calls.
+pub type ClusterResult<T> = Result<T, ClusterError>;
+
+/// What the engine knows about a node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeInfo {
+    /// Node name.
+    pub name: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Ready condition is True.
+    pub ready: bool,
+    /// `spec.unschedulable` (cordoned).
+    pub unschedulable: bool,
+    /// Carries a NoSchedule or NoExecute taint.
+    pub tainted: bool,
+    /// Names from `status.images` (a hint: the kubelet reports at most 50).
+    pub images: Vec<String>,
+}
+
+impl NodeInfo {
+    /// Whether a pull may be started on it at all.
+    pub fn usable(&self) -> bool {
+        self.ready && !self.unschedulable
+    }
+}
+
+/// How one pull container stands, as the kubelet reported it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ContainerState {
+    /// Not started; `reason` as reported (`ContainerCreating`, `ErrImagePull`, ...).
+    Waiting {
+        /// Kubelet reason, empty if none.
+        reason: String,
+        /// Kubelet message.
+        message: String,
+    },
+    /// Started: the image is on the node.
+    Running,
+    /// Ran and ended: the image is on the node.
+    Terminated,
+}
+
+/// One container of a pull pod.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerObservation {
+    /// Container name (`img-<index>` for image containers).
+    pub name: String,
+    /// Its state.
+    pub state: ContainerState,
+    /// `imageID` as reported (holds the resolved digest once pulled).
+    pub image_id: String,
+}
+
+/// A pull pod as last seen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodObservation {
+    /// Pod name.
+    pub name: String,
+    /// Owning Job name.
+    pub job: String,
+    /// `prewarm.io/task-id`.
+    pub task_id: String,
+    /// Full node name.
+    pub node: String,
+    /// `prewarm.io/attempt`.
+    pub attempt: u32,
+    /// Pod phase (`Pending`, `Running`, `Succeeded`, `Failed`).
+    pub phase: String,
+    /// Pod-level reason (`DeadlineExceeded`, ...).
+    pub reason: String,
+    /// Pod-level message.
+    pub message: String,
+    /// Init containers (the helper).
+    pub init_containers: Vec<ContainerObservation>,
+    /// Image containers.
+    pub containers: Vec<ContainerObservation>,
+}
+
+/// A pull Job as last seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobObservation {
+    /// Job name.
+    pub name: String,
+    /// `prewarm.io/task-id`.
+    pub task_id: String,
+    /// Full node name.
+    pub node: String,
+    /// `prewarm.io/attempt`.
+    pub attempt: u32,
+    /// The Job failed as a whole (e.g. `DeadlineExceeded`) without a pod saying why.
+    pub failed_reason: Option<String>,
+}
+
+/// A change the engine reacts to.
+#[derive(Debug, Clone)]
+pub enum ClusterEvent {
+    /// A node was added or changed.
+    NodeChanged(NodeInfo),
+    /// A node was deleted.
+    NodeDeleted(String),
+    /// A pull pod was added or changed.
+    PodChanged(PodObservation),
+    /// A pull Job was added or changed.
+    JobChanged(JobObservation),
+    /// A pull Job is gone.
+    JobDeleted(JobObservation),
+    /// The caches were rebuilt from a fresh list; re-read the snapshots.
+    Resynced,
+}
+
+/// The engine's view of Kubernetes.
+#[async_trait]
+pub trait Cluster: Send + Sync + 'static {
+    /// Waits until the caches hold a complete first list.
+    async fn synced(&self);
+    /// Every node, from the cache.
+    fn nodes(&self) -> Vec<NodeInfo>;
+    /// Every pull Job of the service, from the cache.
+    fn jobs(&self) -> Vec<JobObservation>;
+    /// Every pull pod of the service, from the cache.
+    fn pods(&self) -> Vec<PodObservation>;
+    /// Changes, in the order seen. A receiver that lags gets `Lagged` and must
+    /// re-read the snapshots (level-triggered).
+    fn subscribe(&self) -> broadcast::Receiver<ClusterEvent>;
+    /// Creates a pull Job; an existing Job of the same name counts as success.
+    async fn create_job(&self, job: &PullJob) -> ClusterResult<()>;
+    /// Deletes a Job with Background propagation; a missing Job counts as success.
+    async fn delete_job(&self, name: &str) -> ClusterResult<()>;
+    /// Deletes every Job of a task (Background propagation).
+    async fn delete_task_jobs(&self, task_id: &str) -> ClusterResult<()>;
+    /// Whether the API server answered recently (cached; never blocks).
+    fn connected(&self) -> bool;
+    /// Asks the API server now (for `/readyz`).
+    async fn probe(&self) -> ClusterResult<()>;
+}

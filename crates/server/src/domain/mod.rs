@@ -1,0 +1,7 @@
+//! Pure logic without I/O: validated task specs, image references, label
+//! rules and the per-node pull state machine.
+
+pub mod image_ref;
+pub mod labels;
+pub mod node_pull;
+pub mod task;

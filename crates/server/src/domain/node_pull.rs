@@ -1,0 +1,607 @@
+//! One node's pulls within one task: a small state machine driven by what
+//! the kubelet reports, plus the task summary derived from all nodes.
+//!
+//! `Waiting → Started → {Completed | Failed | RetryWait → Started | Skipped}`.
+//! Counters are always derived from these states, never kept separately.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use prewarm_api::{FailedNodeDetail, ImageStatus, Progress, SkippedNodeDetail};
+use serde::{Deserialize, Serialize};
+
+use super::task::TaskSpec;
+
+/// Kubelet waiting reasons that mean a pull failed.
+pub const PULL_FAILURE_REASONS: [&str; 5] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "RegistryUnavailable",
+];
+
+/// Reason recorded when a node's pulls outlive the pull timeout.
+pub const TIMEOUT_REASON: &str = "Timeout";
+/// Reason recorded for nodes that went away mid-task.
+pub const NODE_GONE_REASON: &str = "NodeGone";
+
+/// Whether a pull failure will not go away by retrying.
+pub fn is_permanent(reason: &str, message: &str) -> bool {
+    if reason == "InvalidImageName" || reason == "ErrImageNeverPull" {
+        return true;
+    }
+    let m = message.to_ascii_lowercase();
+    [
+        "not found",
+        "manifest unknown",
+        "unauthorized",
+        "authentication required",
+        "access denied",
+        "denied:",
+        "name unknown",
+    ]
+    .iter()
+    .any(|needle| m.contains(needle))
+}
+
+/// Where one image stands on one node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "camelCase")]
+pub enum ImagePull {
+    /// Still to pull (possibly after failed attempts).
+    Pending {
+        /// Failed attempts so far.
+        failures: u32,
+        /// Last failure, kept for the final report.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last: Option<PullFailure>,
+    },
+    /// The node reported it already (`status.images`), nothing was created.
+    Present,
+    /// A container with it ran on the node.
+    Pulled {
+        /// Digest the node resolved, if reported.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        digest: Option<String>,
+    },
+    /// Failed for good.
+    Failed(PullFailure),
+}
+
+/// Why a pull failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PullFailure {
+    /// Kubelet reason or `Timeout`.
+    pub reason: String,
+    /// Kubelet message.
+    pub message: String,
+    /// When it was seen.
+    pub at: DateTime<Utc>,
+}
+
+/// Where the node stands as a whole.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "camelCase")]
+pub enum NodePhase {
+    /// Not started yet.
+    Waiting,
+    /// A Job for `attempt` is (being) created.
+    Started {
+        /// When it started.
+        since: DateTime<Utc>,
+    },
+    /// Waiting to retry failed images.
+    RetryWait {
+        /// Earliest time to start the next attempt.
+        until: DateTime<Utc>,
+    },
+    /// Every image is on the node.
+    Completed {
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// Some image failed for good.
+    Failed {
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// The node went away.
+    Skipped {
+        /// When.
+        at: DateTime<Utc>,
+        /// Why.
+        message: String,
+    },
+}
+
+/// What the current attempt's pod shows for one image.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ImageReport {
+    /// Still pulling (or not reported).
+    Pulling,
+    /// Ran: pulled, with the resolved digest if known.
+    Pulled(Option<String>),
+    /// A pull failure reason with the kubelet's message.
+    Failed {
+        /// Kubelet reason.
+        reason: String,
+        /// Kubelet message.
+        message: String,
+    },
+}
+
+/// One node's pulls in one task (the durable per-node record).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodePull {
+    /// Node name.
+    pub node: String,
+    /// One entry per task image, same order.
+    pub images: Vec<ImagePull>,
+    /// Attempt number of the current or last Job (0 = first).
+    pub attempt: u32,
+    /// Whether a Job was ever started for this node.
+    pub started: bool,
+    /// Where the node stands.
+    pub phase: NodePhase,
+}
+
+impl NodePull {
+    /// A node about to be pulled; images listed in `present` count as done.
+    pub fn new(node: String, present: Vec<bool>) -> NodePull {
+        NodePull {
+            node,
+            images: present
+                .into_iter()
+                .map(|p| {
+                    if p {
+                        ImagePull::Present
+                    } else {
+                        ImagePull::Pending {
+                            failures: 0,
+                            last: None,
+                        }
+                    }
+                })
+                .collect(),
+            attempt: 0,
+            started: false,
+            phase: NodePhase::Waiting,
+        }
+    }
+
+    /// Whether the node's outcome is final.
+    pub fn is_done(&self) -> bool {
+        matches!(
+            self.phase,
+            NodePhase::Completed { .. } | NodePhase::Failed { .. } | NodePhase::Skipped { .. }
+        )
+    }
+
+    /// Whether a Job of this node is (supposed to be) alive.
+    pub fn is_started(&self) -> bool {
+        matches!(self.phase, NodePhase::Started { .. })
+    }
+
+    /// Indices of the images still to pull.
+    pub fn pending_images(&self) -> Vec<usize> {
+        self.images
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| matches!(s, ImagePull::Pending { .. }))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// If nothing is left to pull (every image present), completes at once.
+    pub fn settle_without_pull(&mut self, now: DateTime<Utc>) -> bool {
+        if matches!(self.phase, NodePhase::Waiting) && self.pending_images().is_empty() {
+            self.phase = NodePhase::Completed { at: now };
+            return true;
+        }
+        false
+    }
+
+    /// Starts the next attempt; returns its attempt number.
+    pub fn start(&mut self, now: DateTime<Utc>) -> u32 {
+        if self.started {
+            self.attempt += 1;
+        }
+        self.started = true;
+        self.phase = NodePhase::Started { since: now };
+        self.attempt
+    }
+
+    /// Undoes `start` after the Job could not be created; tries again at `until`
+    /// with the same attempt number (so a Job that was created after all is adopted).
+    pub fn unstart(&mut self, until: DateTime<Utc>) {
+        if self.attempt > 0 {
+            self.attempt -= 1;
+        } else {
+            self.started = false;
+        }
+        self.phase = NodePhase::RetryWait { until };
+    }
+
+    /// Takes up an attempt found running in the cluster (after a restart).
+    pub fn adopt(&mut self, attempt: u32, now: DateTime<Utc>) {
+        self.attempt = attempt;
+        self.started = true;
+        self.phase = NodePhase::Started { since: now };
+    }
+
+    /// Applies what the current attempt's pod shows. Returns true when the
+    /// attempt is over (the Job can go): every pending image either ran or failed.
+    pub fn observe(&mut self, reports: &[(usize, ImageReport)], spec: &TaskSpec, now: DateTime<Utc>) -> bool {
+        if !self.is_started() {
+            return false;
+        }
+        let mut failed_now = Vec::new();
+        for (index, report) in reports {
+            let Some(slot) = self.images.get_mut(*index) else {
+                continue;
+            };
+            if !matches!(slot, ImagePull::Pending { .. }) {
+                continue;
+            }
+            match report {
+                ImageReport::Pulling => {}
+                ImageReport::Pulled(digest) => {
+                    *slot = ImagePull::Pulled {
+                        digest: digest.clone(),
+                    }
+                }
+                ImageReport::Failed { reason, message } => failed_now.push((
+                    *index,
+                    PullFailure {
+                        reason: reason.clone(),
+                        message: message.clone(),
+                        at: now,
+                    },
+                )),
+            }
+        }
+        let failed_indices: BTreeSet<usize> = failed_now.iter().map(|(i, _)| *i).collect();
+        let still_pulling = self
+            .pending_images()
+            .into_iter()
+            .any(|i| !failed_indices.contains(&i));
+        if still_pulling {
+            return false;
+        }
+        self.end_attempt(failed_now, spec, now);
+        true
+    }
+
+    /// Ends the current attempt because it took too long or its pod died:
+    /// every image still pending failed with `reason`.
+    pub fn fail_attempt(&mut self, reason: &str, message: &str, spec: &TaskSpec, now: DateTime<Utc>) {
+        if !self.is_started() {
+            return;
+        }
+        let failed = self
+            .pending_images()
+            .into_iter()
+            .map(|i| {
+                (
+                    i,
+                    PullFailure {
+                        reason: reason.to_owned(),
+                        message: message.to_owned(),
+                        at: now,
+                    },
+                )
+            })
+            .collect();
+        self.end_attempt(failed, spec, now);
+    }
+
+    fn end_attempt(&mut self, failed: Vec<(usize, PullFailure)>, spec: &TaskSpec, now: DateTime<Utc>) {
+        let mut retry_after: Option<Duration> = None;
+        for (index, failure) in failed {
+            let ImagePull::Pending { failures, .. } = self.images[index] else {
+                continue;
+            };
+            let failures = failures + 1;
+            let permanent = is_permanent(&failure.reason, &failure.message);
+            if permanent || failures > spec.max_retries {
+                self.images[index] = ImagePull::Failed(failure);
+            } else {
+                let wait = spec.retry_wait(failures);
+                retry_after = Some(retry_after.map_or(wait, |w: Duration| w.max(wait)));
+                self.images[index] = ImagePull::Pending {
+                    failures,
+                    last: Some(failure),
+                };
+            }
+        }
+        self.phase = match retry_after {
+            Some(wait) => NodePhase::RetryWait {
+                until: now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::zero()),
+            },
+            None if self
+                .images
+                .iter()
+                .any(|s| matches!(s, ImagePull::Failed(_))) =>
+            {
+                NodePhase::Failed { at: now }
+            }
+            None => NodePhase::Completed { at: now },
+        };
+    }
+
+    /// The node went away: no longer counted as to-do, not a failure.
+    pub fn skip(&mut self, message: &str, now: DateTime<Utc>) {
+        if !self.is_done() {
+            self.phase = NodePhase::Skipped {
+                at: now,
+                message: message.to_owned(),
+            };
+        }
+    }
+
+    /// Cancels what remains (task cancelled or timed out): pending images fail with `reason`.
+    pub fn abort(&mut self, reason: &str, message: &str, now: DateTime<Utc>) {
+        if self.is_done() {
+            return;
+        }
+        for slot in &mut self.images {
+            if let ImagePull::Pending { .. } = slot {
+                *slot = ImagePull::Failed(PullFailure {
+                    reason: reason.to_owned(),
+                    message: message.to_owned(),
+                    at: now,
+                });
+            }
+        }
+        self.phase = NodePhase::Failed { at: now };
+    }
+}
+
+/// The user-visible summary of a task derived from its nodes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    /// Counters and window position.
+    pub progress: Progress,
+    /// Final (node, image) failures, oldest first.
+    pub failed: Vec<FailedNodeDetail>,
+    /// Skipped nodes, oldest first.
+    pub skipped: Vec<SkippedNodeDetail>,
+    /// Per-image outcome.
+    pub images: Vec<ImageStatus>,
+    /// Nodes whose outcome is final.
+    pub done_nodes: u32,
+}
+
+/// Derives the task summary from every node's state.
+pub fn summarize(images: &[String], batch_size: u32, nodes: &[NodePull]) -> Summary {
+    let mut progress = Progress {
+        total_nodes: nodes.len() as u32,
+        ..Default::default()
+    };
+    let mut failed = Vec::new();
+    let mut skipped = Vec::new();
+    let mut per_image: Vec<(u32, u32, BTreeSet<String>)> =
+        vec![(0, 0, BTreeSet::new()); images.len()];
+    let mut started = 0u32;
+    for node in nodes {
+        if node.started || node.is_done() {
+            started += 1;
+        }
+        match &node.phase {
+            NodePhase::Completed { .. } => progress.completed_nodes += 1,
+            NodePhase::Failed { .. } => progress.failed_nodes += 1,
+            NodePhase::Skipped { at, message } => {
+                progress.skipped_nodes += 1;
+                skipped.push(SkippedNodeDetail {
+                    node_name: node.node.clone(),
+                    reason: NODE_GONE_REASON.into(),
+                    message: message.clone(),
+                    timestamp: *at,
+                });
+            }
+            _ => {}
+        }
+        for (i, slot) in node.images.iter().enumerate() {
+            let Some(entry) = per_image.get_mut(i) else {
+                continue;
+            };
+            match slot {
+                ImagePull::Present => entry.0 += 1,
+                ImagePull::Pulled { digest } => {
+                    entry.0 += 1;
+                    if let Some(d) = digest {
+                        entry.2.insert(d.clone());
+                    }
+                }
+                ImagePull::Failed(f) => {
+                    entry.1 += 1;
+                    failed.push(FailedNodeDetail {
+                        node_name: node.node.clone(),
+                        image: images[i].clone(),
+                        reason: f.reason.clone(),
+                        message: f.message.clone(),
+                        timestamp: f.at,
+                    });
+                }
+                ImagePull::Pending { .. } => {}
+            }
+        }
+    }
+    let batch = batch_size.max(1);
+    progress.current_batch = started.div_ceil(batch);
+    progress.total_batches = progress.total_nodes.div_ceil(batch);
+    let effective = progress.total_nodes - progress.skipped_nodes;
+    progress.percentage = if effective == 0 {
+        0.0
+    } else {
+        (f64::from(progress.completed_nodes) * 1000.0 / f64::from(effective)).round() / 10.0
+    };
+    failed.sort_by(|a, b| a.timestamp.cmp(&b.timestamp).then(a.node_name.cmp(&b.node_name)));
+    skipped.sort_by(|a, b| a.timestamp.cmp(&b.timestamp).then(a.node_name.cmp(&b.node_name)));
+    let done_nodes = progress.completed_nodes + progress.failed_nodes + progress.skipped_nodes;
+    Summary {
+        progress,
+        failed,
+        skipped,
+        images: images
+            .iter()
+            .zip(per_image)
+            .map(|(image, (completed, failed, digests))| ImageStatus {
+                image: image.clone(),
+                completed_nodes: completed,
+                failed_nodes: failed,
+                digests: digests.into_iter().collect(),
+            })
+            .collect(),
+        done_nodes,
+    }
+}
+
+/// The digest part of a container `imageID` (`repo@sha256:…`, `docker-pullable://…`, `sha256:…`).
+pub fn digest_of(image_id: &str) -> Option<String> {
+    let tail = image_id.rsplit('@').next()?;
+    let tail = tail.rsplit("://").next()?;
+    (tail.starts_with("sha256:") && tail.len() > 7).then(|| tail.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prewarm_api::CreateTaskRequest;
+
+    fn spec(max_retries: u32) -> TaskSpec {
+        TaskSpec::from_request(CreateTaskRequest {
+            images: vec!["a:1".into(), "b:1".into()],
+            max_retries: Some(max_retries),
+            retry_delay: Some(10),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap()
+    }
+
+    fn fail(reason: &str, message: &str) -> ImageReport {
+        ImageReport::Failed {
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn completes_when_every_image_ran() {
+        let spec = spec(0);
+        let mut n = NodePull::new("n1".into(), vec![false, false]);
+        assert_eq!(n.start(t(0)), 0);
+        assert!(!n.observe(&[(0, ImageReport::Pulled(Some("sha256:aa".into())))], &spec, t(1)));
+        assert!(n.observe(&[(1, ImageReport::Pulled(None))], &spec, t(2)));
+        assert_eq!(n.phase, NodePhase::Completed { at: t(2) });
+    }
+
+    #[test]
+    fn waits_for_the_other_images_before_ending_a_failed_attempt() {
+        let spec = spec(0);
+        let mut n = NodePull::new("n1".into(), vec![false, false]);
+        n.start(t(0));
+        assert!(!n.observe(&[(0, fail("ErrImagePull", "timeout")), (1, ImageReport::Pulling)], &spec, t(1)));
+        assert!(n.observe(&[(0, fail("ErrImagePull", "timeout")), (1, ImageReport::Pulled(None))], &spec, t(2)));
+        assert!(matches!(n.phase, NodePhase::Failed { .. }));
+        let s = summarize(&["a:1".into(), "b:1".into()], 10, &[n]);
+        assert_eq!(s.failed.len(), 1);
+        assert_eq!(s.failed[0].image, "a:1");
+        assert_eq!(s.images[1].completed_nodes, 1);
+    }
+
+    #[test]
+    fn transient_failures_retry_then_give_up() {
+        let spec = spec(2);
+        let mut n = NodePull::new("n1".into(), vec![false, true]);
+        n.start(t(0));
+        assert!(n.observe(&[(0, fail("ErrImagePull", "i/o timeout"))], &spec, t(1)));
+        assert_eq!(n.phase, NodePhase::RetryWait { until: t(11) });
+        assert_eq!(n.start(t(11)), 1);
+        assert!(n.observe(&[(0, fail("ImagePullBackOff", "back-off"))], &spec, t(12)));
+        assert_eq!(n.phase, NodePhase::RetryWait { until: t(22) });
+        assert_eq!(n.start(t(22)), 2);
+        assert!(n.observe(&[(0, fail("ErrImagePull", "i/o timeout"))], &spec, t(23)));
+        assert!(matches!(n.phase, NodePhase::Failed { .. }));
+    }
+
+    #[test]
+    fn permanent_failures_do_not_retry() {
+        let spec = spec(5);
+        for (reason, message) in [
+            ("InvalidImageName", "couldn't parse"),
+            ("ErrImagePull", "rpc error: manifest unknown"),
+            ("ErrImagePull", "pull access denied: unauthorized"),
+        ] {
+            let mut n = NodePull::new("n1".into(), vec![false, true]);
+            n.start(t(0));
+            assert!(n.observe(&[(0, fail(reason, message))], &spec, t(1)));
+            assert!(matches!(n.phase, NodePhase::Failed { .. }), "{reason} {message}");
+        }
+    }
+
+    #[test]
+    fn summary_counts_and_percentage() {
+        let images = vec!["a:1".to_string()];
+        let mut nodes: Vec<NodePull> = (0..4)
+            .map(|i| NodePull::new(format!("n{i}"), vec![false]))
+            .collect();
+        let spec = TaskSpec::from_request(CreateTaskRequest {
+            images: images.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+        nodes[0].start(t(0));
+        nodes[0].observe(&[(0, ImageReport::Pulled(Some("sha256:x".into())))], &spec, t(1));
+        nodes[1].start(t(0));
+        nodes[1].skip("node deleted", t(1));
+        nodes[2].start(t(0));
+        let s = summarize(&images, 2, &nodes);
+        assert_eq!(s.progress.total_nodes, 4);
+        assert_eq!(s.progress.completed_nodes, 1);
+        assert_eq!(s.progress.skipped_nodes, 1);
+        assert_eq!(s.progress.current_batch, 2);
+        assert_eq!(s.progress.total_batches, 2);
+        assert_eq!(s.progress.percentage, 33.3);
+        assert_eq!(s.images[0].digests, vec!["sha256:x".to_string()]);
+        assert_eq!(s.skipped[0].reason, "NodeGone");
+    }
+
+    #[test]
+    fn timeout_fails_the_remaining_images() {
+        let spec = spec(0);
+        let mut n = NodePull::new("n1".into(), vec![false, false]);
+        n.start(t(0));
+        n.observe(&[(0, ImageReport::Pulled(None))], &spec, t(1));
+        n.fail_attempt(TIMEOUT_REASON, "no pull within 600s", &spec, t(600));
+        assert!(matches!(n.phase, NodePhase::Failed { .. }));
+        assert!(matches!(n.images[1], ImagePull::Failed(ref f) if f.reason == "Timeout"));
+        assert!(matches!(n.images[0], ImagePull::Pulled { .. }));
+    }
+
+    #[test]
+    fn digests_from_image_ids() {
+        assert_eq!(digest_of("docker.io/library/nginx@sha256:abc").as_deref(), Some("sha256:abc"));
+        assert_eq!(digest_of("docker-pullable://nginx@sha256:abc").as_deref(), Some("sha256:abc"));
+        assert_eq!(digest_of("sha256:abc").as_deref(), Some("sha256:abc"));
+        assert_eq!(digest_of(""), None);
+    }
+
+    #[test]
+    fn record_round_trips_as_json() {
+        let spec = spec(1);
+        let mut n = NodePull::new("n1".into(), vec![false, true]);
+        n.start(t(0));
+        n.observe(&[(0, fail("ErrImagePull", "i/o timeout"))], &spec, t(1));
+        let json = serde_json::to_value(&n).unwrap();
+        assert_eq!(serde_json::from_value::<NodePull>(json).unwrap(), n);
+    }
+}

@@ -1,0 +1,102 @@
+//! Durable task storage: the `TaskStore` trait and its backends.
+//!
+//! A task is stored as its API view (`prewarm_api::Task`) plus, per node, the
+//! engine's `NodeRecord`. Node records are written when a node's outcome is
+//! final or a retry is scheduled, always before the node's Job is deleted, so
+//! a restarted engine can tell finished nodes from ones still to do.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use prewarm_api::{Task, TaskStatus};
+
+pub mod memory;
+pub mod sqlite;
+
+pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend failed (I/O, corruption, closed connection).
+    #[error("storage backend: {0}")]
+    Backend(String),
+    /// A stored document could not be decoded.
+    #[error("corrupt stored record {id}: {message}")]
+    Corrupt {
+        /// Task id of the bad record.
+        id: String,
+        /// Decoder message.
+        message: String,
+    },
+    /// `insert` of an id that exists.
+    #[error("task {0} already exists")]
+    Duplicate(String),
+}
+
+/// Result of store operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The engine's durable memory of one node in one task (opaque JSON to the store).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeRecord {
+    /// Node name (unique within a task).
+    pub node: String,
+    /// Serialized `domain::node_pull::NodePull`.
+    pub body: serde_json::Value,
+}
+
+/// Outcome of `cancel`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CancelOutcome {
+    /// No task with that id.
+    NotFound,
+    /// The task had already ended with this status; nothing changed.
+    AlreadyEnded(TaskStatus),
+    /// The task is now `cancelled` (this view, as stored).
+    Cancelled(Task),
+}
+
+/// Where tasks live. Implementations must be safe to share between the HTTP
+/// handlers and the engine; every method is one atomic step.
+#[async_trait]
+pub trait TaskStore: Send + Sync + 'static {
+    /// Stores a new task. `Duplicate` if the id exists.
+    async fn insert(&self, task: &Task) -> StoreResult<()>;
+
+    /// One task by id.
+    async fn get(&self, id: &str) -> StoreResult<Option<Task>>;
+
+    /// A page of tasks, newest (`createdAt`, then id) first, optionally filtered by
+    /// status, plus the total number matching the filter.
+    async fn list(
+        &self,
+        status: Option<TaskStatus>,
+        limit: u32,
+        offset: u64,
+    ) -> StoreResult<(Vec<Task>, u64)>;
+
+    /// All tasks whose status is one of `statuses` (any order). Used by the engine
+    /// at start and when it looks for pending work.
+    async fn list_with_status(&self, statuses: &[TaskStatus]) -> StoreResult<Vec<Task>>;
+
+    /// Replaces the stored view of `task.task_id` only if the stored status is one
+    /// of `expected`; returns whether it wrote. This is how the engine avoids
+    /// overwriting a cancellation made by the API meanwhile.
+    async fn update_if(&self, task: &Task, expected: &[TaskStatus]) -> StoreResult<bool>;
+
+    /// Marks a pending or running task `cancelled` with `finishedAt = at`, atomically.
+    async fn cancel(&self, id: &str, at: DateTime<Utc>) -> StoreResult<CancelOutcome>;
+
+    /// Inserts or replaces node records of a task, all in one transaction.
+    async fn put_nodes(&self, task_id: &str, records: &[NodeRecord]) -> StoreResult<()>;
+
+    /// Every node record of a task.
+    async fn nodes(&self, task_id: &str) -> StoreResult<Vec<NodeRecord>>;
+
+    /// Cheap liveness probe for `/readyz`.
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+#[cfg(test)]
+pub(crate) mod contract;

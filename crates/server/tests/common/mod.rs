@@ -1,0 +1,345 @@
+//! What the integration tests share: the real control plane (one per test
+//! binary), kube-sim per test, the real `prewarm` binary on port 0, and an
+//! HTTP client — the tests talk to the service only like a user does.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{Api, ListParams};
+use kube::runtime::watcher;
+use prewarm_api::{Task, TaskStatus};
+use serde_json::Value;
+
+pub use kube_sim::testing::{LocalCluster, Sim};
+
+/// The control plane shared by every test of this binary.
+pub fn cluster() -> &'static LocalCluster {
+    LocalCluster::shared()
+}
+
+/// A running `prewarm serve` process.
+pub struct Service {
+    child: Option<Child>,
+    /// `http://127.0.0.1:<port>`
+    pub url: String,
+    /// Its SQLite file.
+    pub db: PathBuf,
+    /// Namespace of its Jobs.
+    pub namespace: String,
+    log: PathBuf,
+    _dir: Option<Arc<tempfile::TempDir>>,
+}
+
+impl Service {
+    /// Starts the service on a fresh database in `namespace`.
+    pub fn start(namespace: &str) -> Service {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let db = dir.path().join("prewarm.db");
+        let mut s = Self::start_with(namespace, &db, &[]);
+        s._dir = Some(dir);
+        s
+    }
+
+    /// Starts the service on `db` with extra flags.
+    pub fn start_with(namespace: &str, db: &Path, extra: &[&str]) -> Service {
+        let log = db.with_extension(format!("{}.log", std::process::id()));
+        let log = log.with_file_name(format!(
+            "prewarm-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_prewarm"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--kubeconfig",
+                cluster().kubeconfig_path().to_str().unwrap(),
+                "--namespace",
+                namespace,
+                "--database",
+                db.to_str().unwrap(),
+                "--helper-image",
+                "prewarm:test",
+                "--log-level",
+                "info,prewarm=debug",
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start prewarm");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "prewarm did not start; its log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        };
+        Service {
+            child: Some(child),
+            url,
+            db: db.to_owned(),
+            namespace: namespace.to_owned(),
+            log,
+            _dir: None,
+        }
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The service's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// POST a task body; returns (status code, JSON body).
+    pub async fn post(&self, body: Value) -> (u16, Value) {
+        let r = http()
+            .post(format!("{}/api/v1/tasks", self.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let code = r.status().as_u16();
+        (code, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Creates a task that must be accepted; returns its id.
+    pub async fn create(&self, body: Value) -> String {
+        let (code, v) = self.post(body).await;
+        assert_eq!(code, 201, "{v}");
+        v["taskId"].as_str().unwrap().to_owned()
+    }
+
+    /// GET a task: (status code, body).
+    pub async fn get(&self, id: &str) -> (u16, Value) {
+        let r = http()
+            .get(format!("{}/api/v1/tasks/{id}", self.url))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// DELETE a task: (status code, body).
+    pub async fn cancel(&self, id: &str) -> (u16, Value) {
+        let r = http()
+            .delete(format!("{}/api/v1/tasks/{id}", self.url))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls until the task has ended (or panics after `timeout`).
+    pub async fn wait_end(&self, id: &str, timeout: Duration) -> Task {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (code, v) = self.get(id).await;
+            assert_eq!(code, 200, "{v}");
+            let task: Task = serde_json::from_value(v.clone()).expect("task view parses");
+            if task.status.is_terminal() {
+                return task;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "task {id} did not end in {timeout:?}: {v:#}\n--- service log tail ---\n{}",
+                    tail(&self.log(), 40)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Polls until `check` holds for the task view.
+    pub async fn wait_until(&self, id: &str, timeout: Duration, check: impl Fn(&Task) -> bool) -> Task {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (_, v) = self.get(id).await;
+            let task: Task = serde_json::from_value(v).unwrap();
+            if check(&task) {
+                return task;
+            }
+            assert!(Instant::now() < deadline, "condition not reached: {task:#?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SIGTERM for a graceful stop, then make sure.
+            let _ = Command::new("kill").arg(c.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A plain HTTP client.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// Starts kube-sim with a scenario.
+pub fn sim(scenario: &str) -> Sim {
+    Sim::start(cluster().kubeconfig_path(), scenario)
+}
+
+/// The test's own watch on a task's Jobs: who existed, when, at most how many at once.
+#[derive(Clone, Default)]
+pub struct JobLog {
+    inner: Arc<Mutex<JobLogInner>>,
+}
+
+#[derive(Default)]
+struct JobLogInner {
+    alive: BTreeSet<String>,
+    max_alive: usize,
+    created: BTreeMap<String, usize>,
+    nodes: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl JobLog {
+    /// Watches every Job in `namespace` (all tasks).
+    pub async fn watch(namespace: &str) -> JobLog {
+        let client = cluster().kube_client().await;
+        let api: Api<Job> = Api::namespaced(client, namespace);
+        let log = JobLog::default();
+        let inner = log.inner.clone();
+        let stream = watcher(api, watcher::Config::default());
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let mut ready_tx = Some(ready_tx);
+            let mut stream = std::pin::pin!(stream);
+            while let Some(ev) = stream.next().await {
+                let Ok(ev) = ev else { continue };
+                let mut s = inner.lock().unwrap();
+                match ev {
+                    watcher::Event::Apply(j) | watcher::Event::InitApply(j) => {
+                        let name = j.metadata.name.clone().unwrap_or_default();
+                        let node = j
+                            .metadata
+                            .annotations
+                            .as_ref()
+                            .and_then(|a| a.get("prewarm.io/node-name"))
+                            .cloned()
+                            .unwrap_or_default();
+                        if s.alive.insert(name.clone()) {
+                            *s.created.entry(name.clone()).or_default() += 1;
+                            s.nodes.entry(node).or_default().insert(name);
+                        }
+                        s.max_alive = s.max_alive.max(s.alive.len());
+                    }
+                    watcher::Event::Delete(j) => {
+                        s.alive.remove(&j.metadata.name.unwrap_or_default());
+                    }
+                    watcher::Event::InitDone => {
+                        if let Some(tx) = ready_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    watcher::Event::Init => {}
+                }
+            }
+        });
+        let _ = tokio::time::timeout(Duration::from_secs(30), ready_rx).await;
+        log
+    }
+
+    /// Most Jobs alive at once.
+    pub fn max_alive(&self) -> usize {
+        self.inner.lock().unwrap().max_alive
+    }
+
+    /// Jobs alive now.
+    pub fn alive(&self) -> usize {
+        self.inner.lock().unwrap().alive.len()
+    }
+
+    /// Distinct Job names ever seen.
+    pub fn created(&self) -> usize {
+        self.inner.lock().unwrap().created.len()
+    }
+
+    /// Job names per node.
+    pub fn per_node(&self) -> BTreeMap<String, BTreeSet<String>> {
+        self.inner.lock().unwrap().nodes.clone()
+    }
+}
+
+/// Jobs currently in `namespace` according to the API server (a fresh list).
+pub async fn jobs_in(namespace: &str) -> usize {
+    let client = cluster().kube_client().await;
+    let api: Api<Job> = Api::namespaced(client, namespace);
+    api.list(&ListParams::default()).await.unwrap().items.len()
+}
+
+/// Waits until `namespace` holds no Job.
+pub async fn wait_no_jobs(namespace: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let n = jobs_in(namespace).await;
+        if n == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{n} Jobs still in {namespace}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Status as a string for assertions.
+pub fn status(t: &Task) -> &'static str {
+    match t.status {
+        TaskStatus::Pending => "pending",
+        TaskStatus::Running => "running",
+        TaskStatus::Completed => "completed",
+        TaskStatus::Failed => "failed",
+        TaskStatus::Cancelled => "cancelled",
+    }
+}

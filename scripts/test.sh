@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every check and test from a fresh clone: installs what is needed,
+# then formatting, lints, unit tests and the integration tests against a
+# real local control plane with simulated nodes.
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+"$REPO/scripts/setup.sh"
+# shellcheck source=scripts/env.sh
+. "$REPO/scripts/env.sh"
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== build binaries used by the integration tests"
+cargo build --workspace --bins
+echo "== cargo test"
+cargo test --workspace -- --test-threads "${TEST_THREADS:-4}"
+echo "== all tests passed"
