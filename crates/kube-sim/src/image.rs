@@ -1,0 +1,340 @@
+//! Image references as containerd and the kubelet see them: parsing, normalization
+//! (`nginx` → `docker.io/library/nginx:latest`), the names a node reports and the
+//! `imageID` a container status carries.
+
+use sha2::{Digest, Sha256};
+
+/// A parsed, normalized image reference. Once built it is valid.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ImageRef {
+    /// The reference exactly as written in the pod spec.
+    original: String,
+    /// Normalized repository, e.g. `docker.io/library/nginx`.
+    repository: String,
+    /// Tag, if any; `latest` is filled in when neither tag nor digest is given.
+    tag: Option<String>,
+    /// Digest (`sha256:…`), if the reference pins one.
+    digest: Option<String>,
+}
+
+/// Why a reference cannot be parsed; `Display` is the kubelet's `InvalidImageName` message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidImage {
+    reference: String,
+    reason: &'static str,
+}
+
+impl std::fmt::Display for InvalidImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Failed to apply default image tag {r:?}: couldn't parse image reference {r:?}: {reason}",
+            r = self.reference,
+            reason = self.reason
+        )
+    }
+}
+
+impl std::error::Error for InvalidImage {}
+
+const INVALID_FORMAT: &str = "invalid reference format";
+const UPPERCASE: &str = "invalid reference format: repository name must be lowercase";
+
+impl ImageRef {
+    /// Parses a reference with the grammar of `github.com/distribution/reference`
+    /// (what the kubelet uses), applying Docker Hub defaults.
+    pub fn parse(reference: &str) -> Result<Self, InvalidImage> {
+        let invalid = |reason| InvalidImage {
+            reference: reference.to_string(),
+            reason,
+        };
+        let (name_and_tag, digest) = match reference.split_once('@') {
+            Some((n, d)) => {
+                if !valid_digest(d) {
+                    return Err(invalid(INVALID_FORMAT));
+                }
+                (n, Some(d.to_string()))
+            }
+            None => (reference, None),
+        };
+        let last_slash = name_and_tag.rfind('/').map_or(0, |i| i + 1);
+        let (name, tag) = match name_and_tag[last_slash..].rfind(':') {
+            Some(i) => {
+                let i = last_slash + i;
+                let tag = &name_and_tag[i + 1..];
+                if !valid_tag(tag) {
+                    return Err(invalid(INVALID_FORMAT));
+                }
+                (&name_and_tag[..i], Some(tag.to_string()))
+            }
+            None => (name_and_tag, None),
+        };
+        if name.is_empty() || name.len() > 255 {
+            return Err(invalid(INVALID_FORMAT));
+        }
+        let mut parts: Vec<&str> = name.split('/').collect();
+        let domain = if parts.len() > 1
+            && (parts[0].contains('.') || parts[0].contains(':') || parts[0] == "localhost")
+        {
+            let d = parts.remove(0);
+            if !valid_domain(d) {
+                return Err(invalid(INVALID_FORMAT));
+            }
+            Some(d)
+        } else {
+            None
+        };
+        for p in &parts {
+            if !valid_component(p) {
+                let lower = p.to_ascii_lowercase();
+                return Err(invalid(if valid_component(&lower) {
+                    UPPERCASE
+                } else {
+                    INVALID_FORMAT
+                }));
+            }
+        }
+        let path = parts.join("/");
+        let repository = match domain {
+            None | Some("docker.io") | Some("index.docker.io") if parts.len() == 1 => {
+                format!("docker.io/library/{path}")
+            }
+            None | Some("index.docker.io") => format!("docker.io/{path}"),
+            Some(d) => format!("{d}/{path}"),
+        };
+        let tag = match (&tag, &digest) {
+            (None, None) => Some("latest".to_string()),
+            _ => tag,
+        };
+        Ok(ImageRef {
+            original: reference.to_string(),
+            repository,
+            tag,
+            digest,
+        })
+    }
+
+    /// The reference as written in the pod spec.
+    pub fn original(&self) -> &str {
+        &self.original
+    }
+
+    /// The normalized repository, e.g. `docker.io/library/nginx`.
+    pub fn repository(&self) -> &str {
+        &self.repository
+    }
+
+    /// The pinned digest, if the reference has one.
+    pub fn digest(&self) -> Option<&str> {
+        self.digest.as_deref()
+    }
+
+    /// The fully qualified reference, e.g. `docker.io/library/nginx:latest`.
+    pub fn normalized(&self) -> String {
+        let mut s = self.repository.clone();
+        if let Some(t) = &self.tag {
+            s.push(':');
+            s.push_str(t);
+        }
+        if let Some(d) = &self.digest {
+            s.push('@');
+            s.push_str(d);
+        }
+        s
+    }
+
+    /// The name under which a node lists this reference once pulled
+    /// (`repo:tag` or `repo@digest`); used to decide whether it is present.
+    pub fn lookup_name(&self) -> String {
+        match (&self.digest, &self.tag) {
+            (Some(d), _) => format!("{}@{d}", self.repository),
+            (None, Some(t)) => format!("{}:{t}", self.repository),
+            (None, None) => self.repository.clone(),
+        }
+    }
+
+    /// The content digest this image resolves to: the pinned digest, else `fixed`
+    /// (a scenario override), else `sha256:` of the normalized reference, so it is
+    /// stable per reference.
+    pub fn resolved_digest(&self, fixed: Option<&str>) -> String {
+        if let Some(d) = &self.digest {
+            return d.clone();
+        }
+        if let Some(d) = fixed {
+            return d.to_string();
+        }
+        format!("sha256:{}", hex_sha256(self.normalized().as_bytes()))
+    }
+
+    /// `imageID` as containerd reports it: `<repository>@<digest>`.
+    pub fn image_id(&self, digest: &str) -> String {
+        format!("{}@{digest}", self.repository)
+    }
+
+    /// The `names` of this image in `node.status.images`, as containerd reports
+    /// them: the digest name first, then the tag name.
+    pub fn node_names(&self, digest: &str) -> Vec<String> {
+        let mut names = vec![self.image_id(digest)];
+        if let Some(t) = &self.tag {
+            names.push(format!("{}:{t}", self.repository));
+        }
+        names
+    }
+}
+
+/// A deterministic, plausible image size (2 MiB … 300 MiB) derived from its digest.
+pub fn default_size_bytes(digest: &str) -> i64 {
+    let h = Sha256::digest(digest.as_bytes());
+    let n = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as i64;
+    2 * 1024 * 1024 + n % (298 * 1024 * 1024)
+}
+
+/// Lowercase hex SHA-256 of `data`.
+pub fn hex_sha256(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn valid_digest(d: &str) -> bool {
+    let Some((algo, hex)) = d.split_once(':') else {
+        return false;
+    };
+    let algo_ok = !algo.is_empty()
+        && algo.starts_with(|c: char| c.is_ascii_alphabetic())
+        && algo
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_+.".contains(c));
+    let hex_ok = hex.chars().all(|c| c.is_ascii_hexdigit())
+        && if algo == "sha256" {
+            hex.len() == 64
+        } else {
+            hex.len() >= 32
+        };
+    algo_ok && hex_ok
+}
+
+fn valid_tag(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 128
+        && t.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+fn valid_domain(d: &str) -> bool {
+    let (host, port) = match d.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (d, None),
+    };
+    if let Some(p) = port {
+        if p.is_empty() || !p.chars().all(|c| c.is_ascii_digit()) {
+            return false;
+        }
+    }
+    !host.is_empty()
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// `[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*`
+fn valid_component(p: &str) -> bool {
+    let b = p.as_bytes();
+    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let mut i = 0;
+    loop {
+        let start = i;
+        while i < b.len() && alnum(b[i]) {
+            i += 1;
+        }
+        if i == start {
+            return false;
+        }
+        if i == b.len() {
+            return true;
+        }
+        let sep_start = i;
+        match b[i] {
+            b'.' => i += 1,
+            b'_' => {
+                i += 1;
+                if i < b.len() && b[i] == b'_' {
+                    i += 1;
+                }
+            }
+            b'-' => {
+                while i < b.len() && b[i] == b'-' {
+                    i += 1;
+                }
+            }
+            _ => return false,
+        }
+        debug_assert!(i > sep_start);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_like_containerd() {
+        let r = ImageRef::parse("nginx").unwrap();
+        assert_eq!(r.normalized(), "docker.io/library/nginx:latest");
+        let r = ImageRef::parse("bitnami/redis:7.2").unwrap();
+        assert_eq!(r.normalized(), "docker.io/bitnami/redis:7.2");
+        let r = ImageRef::parse("registry.example.com:5000/team/app:v1").unwrap();
+        assert_eq!(r.repository(), "registry.example.com:5000/team/app");
+        let r = ImageRef::parse("localhost/app").unwrap();
+        assert_eq!(r.normalized(), "localhost/app:latest");
+        let d = format!("sha256:{}", "a".repeat(64));
+        let r = ImageRef::parse(&format!("nginx@{d}")).unwrap();
+        assert_eq!(r.normalized(), format!("docker.io/library/nginx@{d}"));
+        assert_eq!(r.resolved_digest(None), d);
+    }
+
+    #[test]
+    fn image_id_and_names_use_a_stable_digest() {
+        let a = ImageRef::parse("nginx:latest").unwrap();
+        let b = ImageRef::parse("docker.io/library/nginx").unwrap();
+        let d = a.resolved_digest(None);
+        assert_eq!(d, b.resolved_digest(None));
+        assert!(d.starts_with("sha256:") && d.len() == 7 + 64);
+        assert_eq!(a.image_id(&d), format!("docker.io/library/nginx@{d}"));
+        assert_eq!(
+            a.node_names(&d),
+            vec![
+                format!("docker.io/library/nginx@{d}"),
+                "docker.io/library/nginx:latest".to_string()
+            ]
+        );
+        assert_eq!(a.resolved_digest(Some("sha256:ff")), "sha256:ff");
+    }
+
+    #[test]
+    fn rejects_what_the_kubelet_rejects() {
+        for bad in [
+            "",
+            "nginx:",
+            "-nginx",
+            "nginx::1",
+            "a//b",
+            "nginx@sha256:123",
+            "my image",
+        ] {
+            let e = ImageRef::parse(bad).unwrap_err().to_string();
+            assert!(e.ends_with("invalid reference format"), "{bad:?}: {e}");
+        }
+        let e = ImageRef::parse("Nginx").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "Failed to apply default image tag \"Nginx\": couldn't parse image reference \"Nginx\": \
+             invalid reference format: repository name must be lowercase"
+        );
+    }
+}

@@ -1,0 +1,195 @@
+//! The Node object a kubelet registers: labels, taints, capacity, conditions,
+//! addresses, nodeInfo and images.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    ContainerImage, DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints,
+    NodeSpec as K8sNodeSpec, NodeStatus, NodeSystemInfo, Taint,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::ObjectMeta;
+
+use crate::image::hex_sha256;
+use crate::kubelet::NodeState;
+use crate::scenario::NodeSpec;
+
+/// Annotation that marks a Node as simulated by kube-sim.
+pub const SIMULATED_ANNOTATION: &str = "kube-sim.prewarm.dev/simulated";
+
+/// The full Node object (metadata, spec and status) for `spec`.
+pub fn node_object(spec: &NodeSpec, state: &NodeState, now: Timestamp) -> Node {
+    let mut labels = BTreeMap::from([
+        ("kubernetes.io/hostname".to_string(), spec.name.clone()),
+        ("kubernetes.io/os".to_string(), "linux".to_string()),
+        ("kubernetes.io/arch".to_string(), "amd64".to_string()),
+        ("beta.kubernetes.io/os".to_string(), "linux".to_string()),
+        ("beta.kubernetes.io/arch".to_string(), "amd64".to_string()),
+    ]);
+    labels.extend(spec.labels.clone());
+    let taints: Vec<Taint> = spec
+        .taints
+        .iter()
+        .map(|t| Taint {
+            key: t.key.clone(),
+            value: t.value.clone(),
+            effect: t.effect.clone(),
+            time_added: None,
+        })
+        .collect();
+    let pod_cidr = {
+        let h = hex_sha256(spec.name.as_bytes());
+        let b = u8::from_str_radix(&h[..2], 16).unwrap_or(0);
+        let c = u8::from_str_radix(&h[2..4], 16).unwrap_or(0);
+        format!("10.{}.{}.0/24", 64 + b % 64, c)
+    };
+    Node {
+        metadata: ObjectMeta {
+            name: Some(spec.name.clone()),
+            labels: Some(labels),
+            annotations: Some(BTreeMap::from([
+                (SIMULATED_ANNOTATION.to_string(), "true".to_string()),
+                ("node.alpha.kubernetes.io/ttl".to_string(), "0".to_string()),
+            ])),
+            ..Default::default()
+        },
+        spec: Some(K8sNodeSpec {
+            pod_cidr: Some(pod_cidr.clone()),
+            pod_cidrs: Some(vec![pod_cidr]),
+            taints: (!taints.is_empty()).then_some(taints),
+            unschedulable: spec.unschedulable.then_some(true),
+            ..Default::default()
+        }),
+        status: Some(node_status(spec, state, spec.ready, now)),
+    }
+}
+
+/// The status part of the Node: what the kubelet writes to `nodes/status`.
+pub fn node_status(spec: &NodeSpec, state: &NodeState, ready: bool, now: Timestamp) -> NodeStatus {
+    let capacity = BTreeMap::from([
+        ("cpu".to_string(), Quantity(spec.cpu.clone())),
+        ("memory".to_string(), Quantity(spec.memory.clone())),
+        ("pods".to_string(), Quantity(spec.pods.to_string())),
+        (
+            "ephemeral-storage".to_string(),
+            Quantity("102350Mi".to_string()),
+        ),
+        ("hugepages-2Mi".to_string(), Quantity("0".to_string())),
+    ]);
+    let mut allocatable = capacity.clone();
+    allocatable.insert(
+        "ephemeral-storage".to_string(),
+        Quantity("94326066270".to_string()),
+    );
+    let h = hex_sha256(format!("machine/{}", spec.name).as_bytes());
+    NodeStatus {
+        capacity: Some(capacity),
+        allocatable: Some(allocatable),
+        conditions: Some(conditions(ready, now)),
+        addresses: Some(vec![
+            NodeAddress {
+                type_: "InternalIP".to_string(),
+                address: state.ip.clone(),
+            },
+            NodeAddress {
+                type_: "Hostname".to_string(),
+                address: spec.name.clone(),
+            },
+        ]),
+        daemon_endpoints: Some(NodeDaemonEndpoints {
+            kubelet_endpoint: Some(DaemonEndpoint { port: 10250 }),
+        }),
+        node_info: Some(NodeSystemInfo {
+            architecture: "amd64".to_string(),
+            boot_id: format!(
+                "{}-{}-{}-{}-{}",
+                &h[0..8],
+                &h[8..12],
+                &h[12..16],
+                &h[16..20],
+                &h[20..32]
+            ),
+            container_runtime_version: "containerd://1.4.13".to_string(),
+            kernel_version: "5.10.0-28-cloud-amd64".to_string(),
+            kube_proxy_version: "v1.20.2".to_string(),
+            kubelet_version: "v1.20.2".to_string(),
+            machine_id: h[32..64].to_string(),
+            operating_system: "linux".to_string(),
+            os_image: "Debian GNU/Linux 11 (bullseye)".to_string(),
+            system_uuid: format!(
+                "{}-{}-{}-{}-{}",
+                &h[32..40],
+                &h[40..44],
+                &h[44..48],
+                &h[48..52],
+                &h[52..64]
+            ),
+            ..Default::default()
+        }),
+        images: Some(images(state)),
+        ..Default::default()
+    }
+}
+
+/// `status.images` for a node.
+pub fn images(state: &NodeState) -> Vec<ContainerImage> {
+    state
+        .reported_images()
+        .iter()
+        .map(|i| ContainerImage {
+            names: Some(i.names.clone()),
+            size_bytes: Some(i.size_bytes),
+        })
+        .collect()
+}
+
+/// The four kubelet conditions; `Ready` as given, the pressure ones healthy.
+pub fn conditions(ready: bool, now: Timestamp) -> Vec<NodeCondition> {
+    let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
+    let cond = |type_: &str, status: &str, reason: &str, message: &str| NodeCondition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason: Some(reason.to_string()),
+        message: Some(message.to_string()),
+        last_heartbeat_time: Some(Time(now)),
+        last_transition_time: Some(Time(now)),
+    };
+    vec![
+        cond(
+            "MemoryPressure",
+            "False",
+            "KubeletHasSufficientMemory",
+            "kubelet has sufficient memory available",
+        ),
+        cond(
+            "DiskPressure",
+            "False",
+            "KubeletHasNoDiskPressure",
+            "kubelet has no disk pressure",
+        ),
+        cond(
+            "PIDPressure",
+            "False",
+            "KubeletHasSufficientPID",
+            "kubelet has sufficient PID available",
+        ),
+        if ready {
+            cond(
+                "Ready",
+                "True",
+                "KubeletReady",
+                "kubelet is posting ready status",
+            )
+        } else {
+            cond(
+                "Ready",
+                "False",
+                "KubeletNotReady",
+                "container runtime network not ready: NetworkReady=false \
+                 reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized",
+            )
+        },
+    ]
+}
