@@ -12,5 +12,6 @@ pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod http;
+pub mod metrics;
 pub mod startup;
 pub mod store;

@@ -47,7 +47,11 @@ images:
     assert!(task.failed_node_details.is_empty());
     wait_no_jobs("t-full", Duration::from_secs(30)).await;
     assert_eq!(jobs.created(), 20, "one Job per node");
-    assert!(jobs.max_alive() <= 5, "window of 5, saw {}", jobs.max_alive());
+    assert!(
+        jobs.max_alive() <= 5,
+        "window of 5, saw {}",
+        jobs.max_alive()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,7 +102,9 @@ images:
         .map(|d| d.node_name.as_str())
         .collect();
     assert_eq!(failed, ["fail-3"]);
-    assert!(["ErrImagePull", "ImagePullBackOff"].contains(&task.failed_node_details[0].reason.as_str()));
+    assert!(
+        ["ErrImagePull", "ImagePullBackOff"].contains(&task.failed_node_details[0].reason.as_str())
+    );
 
     let retried = svc
         .create(json!({"images": ["flaky/app:1"], "nodeNames": ["fail-0", "fail-1"], "maxRetries": 3, "retryDelay": 0}))
@@ -223,17 +229,26 @@ preloaded:
         .await;
     let task = svc.wait_end(&id, LONG).await;
     assert_eq!(status(&task), "completed");
-    assert_eq!(task.progress.total_nodes, 3, "only Ready, uncordoned, untainted pool-a nodes");
+    assert_eq!(
+        task.progress.total_nodes, 3,
+        "only Ready, uncordoned, untainted pool-a nodes"
+    );
     assert_eq!(task.progress.completed_nodes, 3);
     let per_node = jobs.per_node();
-    assert!(!per_node.contains_key("sel-a-0"), "preloaded node needs no Job: {per_node:?}");
+    assert!(
+        !per_node.contains_key("sel-a-0"),
+        "preloaded node needs no Job: {per_node:?}"
+    );
     assert_eq!(per_node.len(), 2);
 
     let id = svc
         .create(json!({"images": ["redis:7"], "nodeSelector": {"suite": "sel", "pool": "a"}}))
         .await;
     let task = svc.wait_end(&id, LONG).await;
-    assert_eq!(task.progress.total_nodes, 4, "tainted node included by default");
+    assert_eq!(
+        task.progress.total_nodes, 4,
+        "tainted node included by default"
+    );
 
     let id = svc
         .create(json!({"images": ["redis:7"], "nodeSelector": {"suite": "sel", "pool": "nope"}}))
@@ -293,8 +308,10 @@ images:
     let id = svc
         .create(json!({"images": ["nginx:1.25", "redis:7"], "batchSize": 4, "nodeSelector": {"suite": "crash"}}))
         .await;
-    svc.wait_until(&id, Duration::from_secs(120), |t| t.progress.completed_nodes >= 5)
-        .await;
+    svc.wait_until(&id, Duration::from_secs(120), |t| {
+        t.progress.completed_nodes >= 5
+    })
+    .await;
     svc.kill9();
     let svc = Service::start_with("t-crash", &db, &[]);
     let task = svc.wait_end(&id, LONG).await;
@@ -357,9 +374,16 @@ exit 2
         .await
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("done 100"), "{stdout}");
-    assert!(stdout.lines().next().unwrap().starts_with("task: task-"), "{stdout}");
+    assert!(
+        stdout.lines().next().unwrap().starts_with("task: task-"),
+        "{stdout}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -369,16 +393,25 @@ async fn bad_requests_get_clear_errors_and_store_nothing() {
         (json!({"images": ["nginx::latest"]}), "images[0]"),
         (json!({"images": ["nginx", "nginx"]}), "images[1]"),
         (json!({"images": []}), "images"),
-        (json!({"images": ["nginx"], "batchSize": "ten"}), "batchSize"),
+        (
+            json!({"images": ["nginx"], "batchSize": "ten"}),
+            "batchSize",
+        ),
         (json!({"images": ["nginx"], "batchsize": 3}), "batchsize"),
         (json!({"images": ["Nginx"]}), "images[0]"),
-        (json!({"images": ["nginx"], "retryStrategy": "random"}), "retryStrategy"),
+        (
+            json!({"images": ["nginx"], "retryStrategy": "random"}),
+            "retryStrategy",
+        ),
     ];
     for (body, field) in cases {
         let (code, v) = svc.post(body.clone()).await;
         assert_eq!(code, 400, "{body} -> {v}");
         assert!(v["error"].is_string(), "{v}");
-        assert!(v["details"].as_str().unwrap_or("").contains(field), "{body} -> {v}");
+        assert!(
+            v["details"].as_str().unwrap_or("").contains(field),
+            "{body} -> {v}"
+        );
     }
     let r = http()
         .post(format!("{}/api/v1/tasks", svc.url))

@@ -17,6 +17,8 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Config, Resource};
 use tokio::sync::broadcast;
 
+use crate::metrics::{CountKubeRequests, Metrics};
+
 use super::{
     Cluster, ClusterError, ClusterEvent, ClusterResult, ContainerObservation, ContainerState,
     JobObservation, NodeInfo, PodObservation, PullJob, ATTEMPT_LABEL, MANAGED_BY_LABEL,
@@ -41,7 +43,12 @@ pub struct KubeCluster {
 impl KubeCluster {
     /// Connects with the kubeconfig at `path` (None: `$KUBECONFIG`, `~/.kube/config`,
     /// then the in-cluster config), ensures `namespace` exists, starts the watches.
-    pub async fn connect(kubeconfig: Option<&Path>, namespace: &str) -> anyhow::Result<KubeCluster> {
+    /// Every API request is counted in `metrics`.
+    pub async fn connect(
+        kubeconfig: Option<&Path>,
+        namespace: &str,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<KubeCluster> {
         let config = match kubeconfig {
             Some(path) => {
                 let kc = Kubeconfig::read_from(path)
@@ -50,9 +57,14 @@ impl KubeCluster {
                     .await
                     .with_context(|| format!("loading kubeconfig {}", path.display()))?
             }
-            None => Config::infer().await.context("finding a Kubernetes configuration")?,
+            None => Config::infer()
+                .await
+                .context("finding a Kubernetes configuration")?,
         };
-        let client = Client::try_from(config).context("building the Kubernetes client")?;
+        let client = kube::client::ClientBuilder::try_from(config)
+            .context("building the Kubernetes client")?
+            .with_layer(&CountKubeRequests(metrics))
+            .build();
         ensure_namespace(&client, namespace).await?;
         Ok(Self::start(client, namespace))
     }
@@ -68,15 +80,21 @@ impl KubeCluster {
             writer,
             watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
         );
-        spawn_watch("nodes", stream, events.clone(), connected.clone(), |ev| match ev {
-            watcher::Event::Apply(n) | watcher::Event::InitApply(n) => {
-                let info = node_info(&n);
-                (!info.ready).then_some(ClusterEvent::NodeChanged(info))
-            }
-            watcher::Event::Delete(n) => n.metadata.name.clone().map(ClusterEvent::NodeDeleted),
-            watcher::Event::InitDone => Some(ClusterEvent::Resynced),
-            watcher::Event::Init => None,
-        });
+        spawn_watch(
+            "nodes",
+            stream,
+            events.clone(),
+            connected.clone(),
+            |ev| match ev {
+                watcher::Event::Apply(n) | watcher::Event::InitApply(n) => {
+                    let info = node_info(&n);
+                    (!info.ready).then_some(ClusterEvent::NodeChanged(info))
+                }
+                watcher::Event::Delete(n) => n.metadata.name.clone().map(ClusterEvent::NodeDeleted),
+                watcher::Event::InitDone => Some(ClusterEvent::Resynced),
+                watcher::Event::Init => None,
+            },
+        );
 
         let (jobs, writer) = reflector::store();
         let stream = reflector::reflector(
@@ -86,14 +104,20 @@ impl KubeCluster {
                 watcher::Config::default().labels(&selector),
             ),
         );
-        spawn_watch("jobs", stream, events.clone(), connected.clone(), |ev| match ev {
-            watcher::Event::Apply(j) | watcher::Event::InitApply(j) => {
-                job_observation(&j).map(ClusterEvent::JobChanged)
-            }
-            watcher::Event::Delete(j) => job_observation(&j).map(ClusterEvent::JobDeleted),
-            watcher::Event::InitDone => Some(ClusterEvent::Resynced),
-            watcher::Event::Init => None,
-        });
+        spawn_watch(
+            "jobs",
+            stream,
+            events.clone(),
+            connected.clone(),
+            |ev| match ev {
+                watcher::Event::Apply(j) | watcher::Event::InitApply(j) => {
+                    job_observation(&j).map(ClusterEvent::JobChanged)
+                }
+                watcher::Event::Delete(j) => job_observation(&j).map(ClusterEvent::JobDeleted),
+                watcher::Event::InitDone => Some(ClusterEvent::Resynced),
+                watcher::Event::Init => None,
+            },
+        );
 
         let (pods, writer) = reflector::store();
         let stream = reflector::reflector(
@@ -103,13 +127,19 @@ impl KubeCluster {
                 watcher::Config::default().labels(&selector),
             ),
         );
-        spawn_watch("pods", stream, events.clone(), connected.clone(), |ev| match ev {
-            watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
-                pod_observation(&p).map(ClusterEvent::PodChanged)
-            }
-            watcher::Event::InitDone => Some(ClusterEvent::Resynced),
-            watcher::Event::Delete(_) | watcher::Event::Init => None,
-        });
+        spawn_watch(
+            "pods",
+            stream,
+            events.clone(),
+            connected.clone(),
+            |ev| match ev {
+                watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+                    pod_observation(&p).map(ClusterEvent::PodChanged)
+                }
+                watcher::Event::InitDone => Some(ClusterEvent::Resynced),
+                watcher::Event::Delete(_) | watcher::Event::Init => None,
+            },
+        );
 
         KubeCluster {
             jobs_api: Api::namespaced(client.clone(), namespace),
@@ -233,7 +263,11 @@ impl Cluster for KubeCluster {
     }
 
     async fn delete_job(&self, name: &str) -> ClusterResult<()> {
-        match self.jobs_api.delete(name, &DeleteParams::background()).await {
+        match self
+            .jobs_api
+            .delete(name, &DeleteParams::background())
+            .await
+        {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
             Err(e) => Err(map_err(e)),
@@ -282,9 +316,10 @@ pub fn node_info(n: &Node) -> NodeInfo {
         labels: n.metadata.labels.clone().unwrap_or_default(),
         ready,
         unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
-        tainted: spec
-            .and_then(|s| s.taints.as_ref())
-            .is_some_and(|t| t.iter().any(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")),
+        tainted: spec.and_then(|s| s.taints.as_ref()).is_some_and(|t| {
+            t.iter()
+                .any(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
+        }),
         images: status
             .and_then(|s| s.images.as_ref())
             .map(|imgs| {

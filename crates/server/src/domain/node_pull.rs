@@ -235,7 +235,12 @@ impl NodePull {
 
     /// Applies what the current attempt's pod shows. Returns true when the
     /// attempt is over (the Job can go): every pending image either ran or failed.
-    pub fn observe(&mut self, reports: &[(usize, ImageReport)], spec: &TaskSpec, now: DateTime<Utc>) -> bool {
+    pub fn observe(
+        &mut self,
+        reports: &[(usize, ImageReport)],
+        spec: &TaskSpec,
+        now: DateTime<Utc>,
+    ) -> bool {
         if !self.is_started() {
             return false;
         }
@@ -278,7 +283,13 @@ impl NodePull {
 
     /// Ends the current attempt because it took too long or its pod died:
     /// every image still pending failed with `reason`.
-    pub fn fail_attempt(&mut self, reason: &str, message: &str, spec: &TaskSpec, now: DateTime<Utc>) {
+    pub fn fail_attempt(
+        &mut self,
+        reason: &str,
+        message: &str,
+        spec: &TaskSpec,
+        now: DateTime<Utc>,
+    ) {
         if !self.is_started() {
             return;
         }
@@ -299,7 +310,12 @@ impl NodePull {
         self.end_attempt(failed, spec, now);
     }
 
-    fn end_attempt(&mut self, failed: Vec<(usize, PullFailure)>, spec: &TaskSpec, now: DateTime<Utc>) {
+    fn end_attempt(
+        &mut self,
+        failed: Vec<(usize, PullFailure)>,
+        spec: &TaskSpec,
+        now: DateTime<Utc>,
+    ) {
         let mut retry_after: Option<Duration> = None;
         for (index, failure) in failed {
             let ImagePull::Pending { failures, .. } = self.images[index] else {
@@ -440,8 +456,16 @@ pub fn summarize(images: &[String], batch_size: u32, nodes: &[NodePull]) -> Summ
     } else {
         (f64::from(progress.completed_nodes) * 1000.0 / f64::from(effective)).round() / 10.0
     };
-    failed.sort_by(|a, b| a.timestamp.cmp(&b.timestamp).then(a.node_name.cmp(&b.node_name)));
-    skipped.sort_by(|a, b| a.timestamp.cmp(&b.timestamp).then(a.node_name.cmp(&b.node_name)));
+    failed.sort_by(|a, b| {
+        a.timestamp
+            .cmp(&b.timestamp)
+            .then(a.node_name.cmp(&b.node_name))
+    });
+    skipped.sort_by(|a, b| {
+        a.timestamp
+            .cmp(&b.timestamp)
+            .then(a.node_name.cmp(&b.node_name))
+    });
     let done_nodes = progress.completed_nodes + progress.failed_nodes + progress.skipped_nodes;
     Summary {
         progress,
@@ -499,7 +523,11 @@ mod tests {
         let spec = spec(0);
         let mut n = NodePull::new("n1".into(), vec![false, false]);
         assert_eq!(n.start(t(0)), 0);
-        assert!(!n.observe(&[(0, ImageReport::Pulled(Some("sha256:aa".into())))], &spec, t(1)));
+        assert!(!n.observe(
+            &[(0, ImageReport::Pulled(Some("sha256:aa".into())))],
+            &spec,
+            t(1)
+        ));
         assert!(n.observe(&[(1, ImageReport::Pulled(None))], &spec, t(2)));
         assert_eq!(n.phase, NodePhase::Completed { at: t(2) });
     }
@@ -509,8 +537,22 @@ mod tests {
         let spec = spec(0);
         let mut n = NodePull::new("n1".into(), vec![false, false]);
         n.start(t(0));
-        assert!(!n.observe(&[(0, fail("ErrImagePull", "timeout")), (1, ImageReport::Pulling)], &spec, t(1)));
-        assert!(n.observe(&[(0, fail("ErrImagePull", "timeout")), (1, ImageReport::Pulled(None))], &spec, t(2)));
+        assert!(!n.observe(
+            &[
+                (0, fail("ErrImagePull", "timeout")),
+                (1, ImageReport::Pulling)
+            ],
+            &spec,
+            t(1)
+        ));
+        assert!(n.observe(
+            &[
+                (0, fail("ErrImagePull", "timeout")),
+                (1, ImageReport::Pulled(None))
+            ],
+            &spec,
+            t(2)
+        ));
         assert!(matches!(n.phase, NodePhase::Failed { .. }));
         let s = summarize(&["a:1".into(), "b:1".into()], 10, &[n]);
         assert_eq!(s.failed.len(), 1);
@@ -544,7 +586,10 @@ mod tests {
             let mut n = NodePull::new("n1".into(), vec![false, true]);
             n.start(t(0));
             assert!(n.observe(&[(0, fail(reason, message))], &spec, t(1)));
-            assert!(matches!(n.phase, NodePhase::Failed { .. }), "{reason} {message}");
+            assert!(
+                matches!(n.phase, NodePhase::Failed { .. }),
+                "{reason} {message}"
+            );
         }
     }
 
@@ -560,7 +605,11 @@ mod tests {
         })
         .unwrap();
         nodes[0].start(t(0));
-        nodes[0].observe(&[(0, ImageReport::Pulled(Some("sha256:x".into())))], &spec, t(1));
+        nodes[0].observe(
+            &[(0, ImageReport::Pulled(Some("sha256:x".into())))],
+            &spec,
+            t(1),
+        );
         nodes[1].start(t(0));
         nodes[1].skip("node deleted", t(1));
         nodes[2].start(t(0));
@@ -589,8 +638,14 @@ mod tests {
 
     #[test]
     fn digests_from_image_ids() {
-        assert_eq!(digest_of("docker.io/library/nginx@sha256:abc").as_deref(), Some("sha256:abc"));
-        assert_eq!(digest_of("docker-pullable://nginx@sha256:abc").as_deref(), Some("sha256:abc"));
+        assert_eq!(
+            digest_of("docker.io/library/nginx@sha256:abc").as_deref(),
+            Some("sha256:abc")
+        );
+        assert_eq!(
+            digest_of("docker-pullable://nginx@sha256:abc").as_deref(),
+            Some("sha256:abc")
+        );
         assert_eq!(digest_of("sha256:abc").as_deref(), Some("sha256:abc"));
         assert_eq!(digest_of(""), None);
     }

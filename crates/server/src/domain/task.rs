@@ -84,12 +84,18 @@ impl TaskSpec {
     /// Validates a create body, applying the SPEC's defaults.
     pub fn from_request(req: CreateTaskRequest) -> Result<TaskSpec, ValidationError> {
         if req.images.is_empty() {
-            return Err(ValidationError::new("images", "at least one image is required"));
+            return Err(ValidationError::new(
+                "images",
+                "at least one image is required",
+            ));
         }
         if req.images.len() > MAX_IMAGES {
             return Err(ValidationError::new(
                 "images",
-                format!("at most {MAX_IMAGES} images per task, got {}", req.images.len()),
+                format!(
+                    "at most {MAX_IMAGES} images per task, got {}",
+                    req.images.len()
+                ),
             ));
         }
         let mut images = Vec::with_capacity(req.images.len());
@@ -464,7 +470,11 @@ mod tests {
             ..req(&["nginx"])
         })
         .unwrap();
-        let secs = |s: &TaskSpec| (1..=3).map(|n| s.retry_wait(n).as_secs()).collect::<Vec<_>>();
+        let secs = |s: &TaskSpec| {
+            (1..=3)
+                .map(|n| s.retry_wait(n).as_secs())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(secs(&spec), vec![5, 5, 5]);
         spec.retry_strategy = RetryStrategy::Linear;
         assert_eq!(secs(&spec), vec![5, 10, 15]);

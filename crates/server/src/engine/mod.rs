@@ -22,6 +22,7 @@ use crate::cluster::{Cluster, ClusterError, ClusterEvent, NodeInfo, PullJob};
 use crate::domain::image_ref::matches_node_image;
 use crate::domain::node_pull::{NodePull, TIMEOUT_REASON};
 use crate::domain::task::TaskSpec;
+use crate::metrics::{Metrics, StatusLabels};
 use crate::store::TaskStore;
 
 mod task_run;
@@ -96,6 +97,7 @@ pub struct Engine {
     last_store_check: DateTime<Utc>,
     store_check_due: bool,
     stopping: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl Engine {
@@ -126,7 +128,14 @@ impl Engine {
             last_store_check: now,
             store_check_due: true,
             stopping: false,
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// Reports into `metrics` (task, node and pull figures).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Engine {
+        self.metrics = metrics;
+        self
     }
 
     /// A handle for the HTTP layer.
@@ -190,6 +199,7 @@ impl Engine {
         }
         self.complete_finished().await;
         self.flush(false).await;
+        self.metrics.tasks_running.set(self.runs.len() as i64);
     }
 
     fn on_recv(&mut self, ev: Result<ClusterEvent, broadcast::error::RecvError>) {
@@ -221,7 +231,10 @@ impl Engine {
                         let node = &run.nodes[i];
                         if node.is_started() && node.attempt == job.attempt {
                             let (reason, message) = if reason == "DeadlineExceeded" {
-                                (TIMEOUT_REASON, "the pull Job exceeded its deadline".to_owned())
+                                (
+                                    TIMEOUT_REASON,
+                                    "the pull Job exceeded its deadline".to_owned(),
+                                )
                             } else {
                                 (reason, format!("the pull Job failed: {reason}"))
                             };
@@ -307,7 +320,10 @@ impl Engine {
         };
         let mut jobs_by_task: HashMap<String, Vec<crate::cluster::JobObservation>> = HashMap::new();
         for job in self.cluster.jobs() {
-            jobs_by_task.entry(job.task_id.clone()).or_default().push(job);
+            jobs_by_task
+                .entry(job.task_id.clone())
+                .or_default()
+                .push(job);
         }
         for view in running {
             let spec = match TaskSpec::from_view(&view) {
@@ -453,15 +469,22 @@ impl Engine {
             run.view.started_at = Some(now);
             run.finish(
                 TaskStatus::Failed,
-                Some((
-                    "NoMatchingNodes",
-                    no_match_message(&spec, all_nodes.len()),
-                )),
+                Some(("NoMatchingNodes", no_match_message(&spec, all_nodes.len()))),
                 now,
             );
-            if let Err(e) = self.store.update_if(&run.view, &[TaskStatus::Pending]).await {
+            if let Err(e) = self
+                .store
+                .update_if(&run.view, &[TaskStatus::Pending])
+                .await
+            {
                 tracing::error!(task = %run.view.task_id, error = %e, "could not store task end");
             }
+            self.metrics
+                .tasks_total
+                .get_or_create(&StatusLabels {
+                    status: "failed".into(),
+                })
+                .inc();
             tracing::info!(task = %run.view.task_id, "task failed: no matching node");
             return;
         }
@@ -490,7 +513,11 @@ impl Engine {
         view.started_at = Some(now);
         let mut run = TaskRun::new(view, spec, nodes);
         run.refresh_view(now);
-        match self.store.update_if(&run.view, &[TaskStatus::Pending]).await {
+        match self
+            .store
+            .update_if(&run.view, &[TaskStatus::Pending])
+            .await
+        {
             Ok(true) => {
                 tracing::info!(task = %run.view.task_id, nodes = run.nodes.len(), "task started");
                 run.dirty = false;
@@ -526,7 +553,11 @@ impl Engine {
                 .iter()
                 .enumerate()
                 .filter(|(_, n)| {
-                    n.started && matches!(n.phase, crate::domain::node_pull::NodePhase::RetryWait { .. })
+                    n.started
+                        && matches!(
+                            n.phase,
+                            crate::domain::node_pull::NodePhase::RetryWait { .. }
+                        )
                         && ready_to_start(&n.phase, now)
                 })
                 .map(|(i, _)| i)
@@ -556,6 +587,7 @@ impl Engine {
             }
             for i in starts {
                 let attempt = run.nodes[i].start(now);
+                run.attempt_started.insert(i, now);
                 run.dirty = true;
                 let job = PullJob {
                     task_id: run.view.task_id.clone(),
@@ -604,7 +636,9 @@ impl Engine {
             return;
         }
         match &err {
-            ClusterError::Api { code, message, .. } if (400..500).contains(code) && *code != 409 && *code != 429 => {
+            ClusterError::Api { code, message, .. }
+                if (400..500).contains(code) && *code != 409 && *code != 429 =>
+            {
                 tracing::warn!(task = %created.task_id, node = %node.node, error = %err, "pull Job rejected");
                 let spec = run.spec.clone();
                 run.nodes[created.node].abort("JobRejected", message, now);
@@ -687,18 +721,17 @@ impl Engine {
             };
             run.refresh_view(now);
             let p = &run.view.progress;
-            let (status, reason) = if run.view.reason.as_deref() == Some(TIMEOUT_REASON) {
-                (TaskStatus::Failed, None)
-            } else if p.failed_nodes > 0 {
-                (TaskStatus::Failed, None)
-            } else if p.completed_nodes == 0 && p.skipped_nodes == p.total_nodes {
-                (
-                    TaskStatus::Failed,
-                    Some(("NoNodesLeft", "every selected node went away".to_owned())),
-                )
-            } else {
-                (TaskStatus::Completed, None)
-            };
+            let (status, reason) =
+                if run.view.reason.as_deref() == Some(TIMEOUT_REASON) || p.failed_nodes > 0 {
+                    (TaskStatus::Failed, None)
+                } else if p.completed_nodes == 0 && p.skipped_nodes == p.total_nodes {
+                    (
+                        TaskStatus::Failed,
+                        Some(("NoNodesLeft", "every selected node went away".to_owned())),
+                    )
+                } else {
+                    (TaskStatus::Completed, None)
+                };
             run.finish(status, reason, now);
             self.end_run(run, TaskStatus::Running).await;
         }
@@ -713,8 +746,23 @@ impl Engine {
         }
         match self.store.update_if(&run.view, &[expected]).await {
             Ok(true) => {}
-            Ok(false) => tracing::info!(task = %run.view.task_id, "task changed meanwhile; keeping the stored status"),
-            Err(e) => tracing::error!(task = %run.view.task_id, error = %e, "could not store task end"),
+            Ok(false) => {
+                tracing::info!(task = %run.view.task_id, "task changed meanwhile; keeping the stored status")
+            }
+            Err(e) => {
+                tracing::error!(task = %run.view.task_id, error = %e, "could not store task end")
+            }
+        }
+        self.metrics
+            .tasks_total
+            .get_or_create(&StatusLabels {
+                status: run.view.status.to_string(),
+            })
+            .inc();
+        if let (Some(start), Some(end)) = (run.view.started_at, run.view.finished_at) {
+            self.metrics
+                .task_duration
+                .observe((end - start).num_milliseconds().max(0) as f64 / 1000.0);
         }
         tracing::info!(
             task = %run.view.task_id,
@@ -732,6 +780,12 @@ impl Engine {
         let now = self.clock.now();
         let mut doomed = Vec::new();
         for run in self.runs.values_mut() {
+            for (outcome, secs) in run.ended.drain(..) {
+                self.metrics.node_pull(outcome);
+                if secs >= 0.0 {
+                    self.metrics.image_pull_duration.observe(secs);
+                }
+            }
             let records = run.take_records();
             if !records.is_empty() {
                 if let Err(e) = self.store.put_nodes(&run.view.task_id, &records).await {
@@ -745,7 +799,11 @@ impl Engine {
                 }
             }
             let task_id = &run.view.task_id;
-            doomed.extend(run.doomed_jobs.drain(..).map(|j| (Some(task_id.clone()), j)));
+            doomed.extend(
+                run.doomed_jobs
+                    .drain(..)
+                    .map(|j| (Some(task_id.clone()), j)),
+            );
         }
         self.delete_jobs(doomed);
         if !force_views && elapsed(self.last_view_flush, now) < VIEW_FLUSH_EVERY {
@@ -755,10 +813,16 @@ impl Engine {
         let mut lost = Vec::new();
         for run in self.runs.values_mut().filter(|r| r.dirty) {
             run.refresh_view(now);
-            match self.store.update_if(&run.view, &[TaskStatus::Running]).await {
+            match self
+                .store
+                .update_if(&run.view, &[TaskStatus::Running])
+                .await
+            {
                 Ok(true) => run.dirty = false,
                 Ok(false) => lost.push(run.view.task_id.clone()),
-                Err(e) => tracing::warn!(task = %run.view.task_id, error = %e, "progress write failed"),
+                Err(e) => {
+                    tracing::warn!(task = %run.view.task_id, error = %e, "progress write failed")
+                }
             }
         }
         if !lost.is_empty() {

@@ -37,6 +37,10 @@ pub struct TaskRun {
     pub doomed_jobs: Vec<String>,
     /// The view changed since the last write.
     pub dirty: bool,
+    /// When each node's current attempt started (for the pull duration metric).
+    pub attempt_started: HashMap<usize, DateTime<Utc>>,
+    /// Node attempts ended since the metrics were last updated: (outcome, seconds).
+    pub ended: Vec<(&'static str, f64)>,
 }
 
 impl TaskRun {
@@ -59,6 +63,8 @@ impl TaskRun {
             unrecorded: BTreeSet::new(),
             doomed_jobs: Vec::new(),
             dirty: true,
+            attempt_started: HashMap::new(),
+            ended: Vec::new(),
         }
     }
 
@@ -77,6 +83,23 @@ impl TaskRun {
     /// task never has more than `batchSize` Jobs in the cluster.
     pub fn attempt_ended(&mut self, i: usize) {
         self.unrecorded.insert(i);
+        let outcome = match self.nodes[i].phase {
+            NodePhase::Completed { at } => {
+                let secs = self
+                    .attempt_started
+                    .get(&i)
+                    .map(|s| (at - *s).num_milliseconds() as f64 / 1000.0);
+                self.ended.push(("success", secs.unwrap_or(-1.0)));
+                None
+            }
+            NodePhase::Failed { .. } => Some("failed"),
+            NodePhase::Skipped { .. } => Some("skipped"),
+            _ => Some("retried"),
+        };
+        if let Some(outcome) = outcome {
+            self.ended.push((outcome, -1.0));
+        }
+        self.attempt_started.remove(&i);
         let job = self.job_of(i);
         self.doomed_jobs.push(job);
         self.dirty = true;
@@ -189,7 +212,12 @@ impl TaskRun {
         self.view.skipped_node_details = s.skipped;
         self.view.image_statuses = s.images;
         self.view.estimated_completion = if self.view.status == TaskStatus::Running {
-            estimate(self.view.started_at, now, s.done_nodes, self.nodes.len() as u32)
+            estimate(
+                self.view.started_at,
+                now,
+                s.done_nodes,
+                self.nodes.len() as u32,
+            )
         } else {
             None
         };

@@ -48,7 +48,13 @@ impl FakeCluster {
         self.state.lock().unwrap().creates.clone()
     }
     fn max_alive(&self, task: &str) -> usize {
-        self.state.lock().unwrap().max_alive_per_task.get(task).copied().unwrap_or(0)
+        self.state
+            .lock()
+            .unwrap()
+            .max_alive_per_task
+            .get(task)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -80,7 +86,11 @@ impl Cluster for FakeCluster {
         let mut s = self.state.lock().unwrap();
         s.creates.push(job.name());
         s.alive.insert(job.name(), job.clone());
-        let n = s.alive.values().filter(|j| j.task_id == job.task_id).count();
+        let n = s
+            .alive
+            .values()
+            .filter(|j| j.task_id == job.task_id)
+            .count();
         let m = s.max_alive_per_task.entry(job.task_id.clone()).or_default();
         *m = (*m).max(n);
         Ok(())
@@ -90,7 +100,11 @@ impl Cluster for FakeCluster {
         Ok(())
     }
     async fn delete_task_jobs(&self, task_id: &str) -> ClusterResult<()> {
-        self.state.lock().unwrap().alive.retain(|_, j| j.task_id != task_id);
+        self.state
+            .lock()
+            .unwrap()
+            .alive
+            .retain(|_, j| j.task_id != task_id);
         Ok(())
     }
     fn connected(&self) -> bool {
@@ -104,7 +118,10 @@ impl Cluster for FakeCluster {
 fn node(name: &str, labels: &[(&str, &str)]) -> NodeInfo {
     NodeInfo {
         name: name.into(),
-        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         ready: true,
         unschedulable: false,
         tainted: false,
@@ -187,18 +204,19 @@ impl Harness {
                     }
                 })
                 .collect();
-            self.engine.on_event(ClusterEvent::PodChanged(PodObservation {
-                name: format!("{}-pod", job.name()),
-                job: job.name(),
-                task_id: job.task_id.clone(),
-                node: job.node.clone(),
-                attempt: job.attempt,
-                phase: "Running".into(),
-                reason: String::new(),
-                message: String::new(),
-                init_containers: Vec::new(),
-                containers,
-            }));
+            self.engine
+                .on_event(ClusterEvent::PodChanged(PodObservation {
+                    name: format!("{}-pod", job.name()),
+                    job: job.name(),
+                    task_id: job.task_id.clone(),
+                    node: job.node.clone(),
+                    attempt: job.attempt,
+                    phase: "Running".into(),
+                    reason: String::new(),
+                    message: String::new(),
+                    init_containers: Vec::new(),
+                    containers,
+                }));
         }
     }
 
@@ -290,7 +308,10 @@ async fn exhausted_retries_fail_naming_node_image_and_reason() {
     assert_eq!(task.progress.failed_nodes, 2);
     assert_eq!(task.failed_node_details.len(), 2);
     let d = &task.failed_node_details[0];
-    assert_eq!((d.image.as_str(), d.reason.as_str()), ("bad/app:1", "ImagePullBackOff"));
+    assert_eq!(
+        (d.image.as_str(), d.reason.as_str()),
+        ("bad/app:1", "ImagePullBackOff")
+    );
     assert_eq!(task.image_statuses[0].completed_nodes, 2);
 }
 

@@ -181,7 +181,12 @@ impl Service {
     }
 
     /// Polls until `check` holds for the task view.
-    pub async fn wait_until(&self, id: &str, timeout: Duration, check: impl Fn(&Task) -> bool) -> Task {
+    pub async fn wait_until(
+        &self,
+        id: &str,
+        timeout: Duration,
+        check: impl Fn(&Task) -> bool,
+    ) -> Task {
         let deadline = Instant::now() + timeout;
         loop {
             let (_, v) = self.get(id).await;
@@ -189,7 +194,10 @@ impl Service {
             if check(&task) {
                 return task;
             }
-            assert!(Instant::now() < deadline, "condition not reached: {task:#?}");
+            assert!(
+                Instant::now() < deadline,
+                "condition not reached: {task:#?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

@@ -1,0 +1,331 @@
+//! Engine benchmark on the real local control plane with kube-sim nodes.
+//!
+//! ```sh
+//! cargo bench -p prewarm --bench engine -- --nodes 1000 --batch 100 --pull-seconds 2
+//! ```
+//!
+//! Prints, for one task of 2 images over N nodes with a rolling window of
+//! `batch`: the makespan against the ideal `nodes × pull ÷ batch`, the
+//! Kubernetes API requests the service made per node (from its own client
+//! metrics), POST → first Job latency (from a watch), Job → pod latency,
+//! and the service's peak RSS.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::runtime::watcher;
+use kube_sim::testing::{LocalCluster, Sim};
+
+struct Args {
+    nodes: usize,
+    batch: usize,
+    pull_seconds: f64,
+    posts: usize,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        nodes: 1000,
+        batch: 100,
+        pull_seconds: 2.0,
+        posts: 5,
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < argv.len() {
+        let v = argv.get(i + 1).cloned().unwrap_or_default();
+        match argv[i].as_str() {
+            "--nodes" => a.nodes = v.parse().expect("--nodes N"),
+            "--batch" => a.batch = v.parse().expect("--batch N"),
+            "--pull-seconds" => a.pull_seconds = v.parse().expect("--pull-seconds S"),
+            "--posts" => a.posts = v.parse().expect("--posts N"),
+            "--bench" => {
+                i += 1;
+                continue;
+            }
+            other => panic!("unknown argument {other}"),
+        }
+        i += 2;
+    }
+    a
+}
+
+fn rss_peak_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args = parse_args();
+    let cluster = LocalCluster::up();
+    let scenario = format!(
+        "timeScale: 1.0\nnodes:\n  - namePrefix: bench-\n    count: {}\n    labels: {{suite: bench}}\nimages:\n  - match: \"*\"\n    pullSeconds: {}\n",
+        args.nodes, args.pull_seconds
+    );
+    let t = Instant::now();
+    let _sim = Sim::start(cluster.kubeconfig_path(), &scenario);
+    eprintln!(
+        "{} nodes registered in {:.1}s",
+        args.nodes,
+        t.elapsed().as_secs_f64()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_prewarm"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--kubeconfig",
+            cluster.kubeconfig_path().to_str().unwrap(),
+            "--namespace",
+            "bench",
+            "--database",
+            dir.path().join("bench.db").to_str().unwrap(),
+            "--helper-image",
+            "prewarm:bench",
+            "--max-concurrent-nodes",
+            "1000",
+            "--log-level",
+            "warn",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start prewarm");
+    let pid = child.id();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("prewarm exited").unwrap();
+        if let Some(u) = line.strip_prefix("listening on ") {
+            break u.trim().to_owned();
+        }
+    };
+    let http = reqwest::Client::new();
+    let client = cluster.kube_client().await;
+
+    // Job and pod creation times as the watch delivers them.
+    let job_seen: Arc<Mutex<Vec<(String, String, Instant)>>> = Arc::default();
+    let pod_seen: Arc<Mutex<std::collections::HashMap<String, Instant>>> = Arc::default();
+    {
+        let seen = job_seen.clone();
+        let api: Api<Job> = Api::namespaced(client.clone(), "bench");
+        tokio::spawn(async move {
+            let mut s = std::pin::pin!(watcher(api, watcher::Config::default()));
+            while let Some(Ok(ev)) = s.next().await {
+                if let watcher::Event::Apply(j) = ev {
+                    let task = j
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get("prewarm.io/task-id"))
+                        .cloned()
+                        .unwrap_or_default();
+                    let name = j.metadata.name.clone().unwrap_or_default();
+                    let mut seen = seen.lock().unwrap();
+                    if !seen.iter().any(|(_, n, _)| *n == name) {
+                        seen.push((task, name, Instant::now()));
+                    }
+                }
+            }
+        });
+        let seen = pod_seen.clone();
+        let api: Api<Pod> = Api::namespaced(client.clone(), "bench");
+        tokio::spawn(async move {
+            let mut s = std::pin::pin!(watcher(api, watcher::Config::default()));
+            while let Some(Ok(ev)) = s.next().await {
+                if let watcher::Event::Apply(p) = ev {
+                    let job = p
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get("job-name"))
+                        .cloned()
+                        .unwrap_or_default();
+                    seen.lock().unwrap().entry(job).or_insert_with(Instant::now);
+                }
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // POST → first Job, on small tasks.
+    let mut first_job_ms = Vec::new();
+    for i in 0..args.posts {
+        let sent = Instant::now();
+        let v: serde_json::Value = http
+            .post(format!("{url}/api/v1/tasks"))
+            .json(&serde_json::json!({"images": [format!("probe/app:{i}")], "nodeNames": ["bench-0"]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = v["taskId"].as_str().unwrap().to_owned();
+        loop {
+            if let Some((_, _, at)) = job_seen.lock().unwrap().iter().find(|(t, _, _)| *t == id) {
+                first_job_ms.push(at.duration_since(sent).as_secs_f64() * 1000.0);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        wait_done(&http, &url, &id).await;
+    }
+    first_job_ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+
+    let before = kube_requests(&http, &url).await;
+    let started = Instant::now();
+    let v: serde_json::Value = http
+        .post(format!("{url}/api/v1/tasks"))
+        .json(&serde_json::json!({
+            "images": ["bench/app:1", "bench/sidecar:1"],
+            "batchSize": args.batch,
+            "nodeSelector": {"suite": "bench"}
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = v["taskId"].as_str().unwrap().to_owned();
+    let task = wait_done(&http, &url, &id).await;
+    let makespan = started.elapsed().as_secs_f64();
+    let after = kube_requests(&http, &url).await;
+    let ideal = args.nodes as f64 * args.pull_seconds / args.batch as f64;
+
+    // Job → pod latency: from the Job's ADDED to its pod's ADDED, per node.
+    let pods = pod_seen.lock().unwrap().clone();
+    let mut job_to_pod_ms: Vec<f64> = job_seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(task, _, _)| *task == id)
+        .filter_map(|(_, name, at)| {
+            pods.get(name)
+                .map(|p| p.duration_since(*at).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    job_to_pod_ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let pull_ms = args.pull_seconds * 1000.0;
+
+    let writes: f64 = after.0 - before.0;
+    let reads: f64 = after.1 - before.1;
+    println!(
+        "command: cargo bench -p prewarm --bench engine -- --nodes {} --batch {} --pull-seconds {}",
+        args.nodes, args.batch, args.pull_seconds
+    );
+    println!("task status: {}", task["status"]);
+    println!(
+        "nodes: {}  batch: {}  pull: {}s  images: 2",
+        args.nodes, args.batch, args.pull_seconds
+    );
+    println!(
+        "makespan: {makespan:.1}s  ideal: {ideal:.1}s  ratio: {:.3}",
+        makespan / ideal
+    );
+    println!(
+        "kube API writes/node: {:.2}  non-watch reads/node: {:.3}",
+        writes / args.nodes as f64,
+        reads / args.nodes as f64
+    );
+    println!(
+        "POST -> first Job: median {:.1} ms  max {:.1} ms  (n={})",
+        percentile(&first_job_ms, 0.5),
+        percentile(&first_job_ms, 1.0),
+        first_job_ms.len()
+    );
+    println!(
+        "Job -> pod: median {:.0} ms  p95 {:.0} ms  ({:.0}% of a node's {:.0} ms pull)",
+        percentile(&job_to_pod_ms, 0.5),
+        percentile(&job_to_pod_ms, 0.95),
+        percentile(&job_to_pod_ms, 0.5) / pull_ms * 100.0,
+        pull_ms
+    );
+    println!(
+        "service peak RSS: {:.1} MiB",
+        rss_peak_kib(pid) as f64 / 1024.0
+    );
+    let _ = Command::new("kill").arg(pid.to_string()).status();
+    let _ = child.wait();
+}
+
+async fn wait_done(http: &reqwest::Client, url: &str, id: &str) -> serde_json::Value {
+    loop {
+        let v: serde_json::Value = http
+            .get(format!("{url}/api/v1/tasks/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if matches!(
+            v["status"].as_str(),
+            Some("completed" | "failed" | "cancelled")
+        ) {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// (writes, non-watch reads) the service has made so far, from its `/metrics`.
+async fn kube_requests(http: &reqwest::Client, url: &str) -> (f64, f64) {
+    let text = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap_or_default();
+    let mut writes = 0.0;
+    let mut reads = 0.0;
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("prewarm_kube_requests_total{"))
+    {
+        let value: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        if [
+            "verb=\"create\"",
+            "verb=\"delete\"",
+            "verb=\"update\"",
+            "verb=\"patch\"",
+            "verb=\"deletecollection\"",
+        ]
+        .iter()
+        .any(|v| line.contains(v))
+        {
+            writes += value;
+        } else if ["verb=\"get\"", "verb=\"list\""]
+            .iter()
+            .any(|v| line.contains(v))
+        {
+            reads += value;
+        }
+    }
+    (writes, reads)
+}

@@ -1,0 +1,300 @@
+//! Command line and environment: one clap struct for the `prewarm` binary.
+//!
+//! Every flag of `prewarm serve` can also come from an environment variable
+//! (`PREWARM_*`, plus the names the original design used: `STORAGE_TYPE`,
+//! `LOG_LEVEL`, `KUBECONFIG`). A flag on the command line wins over its variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::engine::EngineConfig;
+
+/// Image of the pull pods' helper init container. The service's own image
+/// carries the static no-op binary at `/usr/local/bin/prewarm-noop`, which the
+/// helper copies into an `emptyDir` for the image containers to execute.
+pub const DEFAULT_HELPER_IMAGE: &str = "ghcr.io/prewarm/prewarm:0.1.0";
+
+/// The `prewarm` binary's command line.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "prewarm",
+    version,
+    about = "Pre-pulls container images onto Kubernetes nodes"
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands of `prewarm`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API and the engine until SIGTERM/SIGINT.
+    Serve(ServeConfig),
+    /// Print the version and exit.
+    Version,
+}
+
+/// Where tasks are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// A SQLite file; history survives restarts.
+    Sqlite,
+    /// In memory; everything is lost on exit.
+    Memory,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Settings of `prewarm serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address the HTTP API listens on (port 0 picks a free port).
+    #[arg(long, env = "PREWARM_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Kubeconfig file (one path); unset: $KUBECONFIG, ~/.kube/config, then in-cluster.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Namespace of the pull Jobs (created if missing).
+    #[arg(long, env = "PREWARM_NAMESPACE", default_value = "prewarm")]
+    pub namespace: String,
+
+    /// Task storage backend.
+    #[arg(
+        long = "store",
+        env = "STORAGE_TYPE",
+        value_enum,
+        ignore_case = true,
+        default_value = "sqlite"
+    )]
+    pub store: StoreKind,
+
+    /// SQLite database file (with `--store sqlite`).
+    #[arg(long, env = "PREWARM_DATABASE", default_value = "./prewarm.db")]
+    pub database: PathBuf,
+
+    /// Image of the pull pods' helper init container.
+    #[arg(long, env = "PREWARM_HELPER_IMAGE", default_value = DEFAULT_HELPER_IMAGE)]
+    pub helper_image: String,
+
+    /// Most nodes pulling at once across all tasks.
+    #[arg(
+        long,
+        env = "PREWARM_MAX_CONCURRENT_NODES",
+        default_value_t = 500,
+        value_parser = parse_at_least_one
+    )]
+    pub max_concurrent_nodes: usize,
+
+    /// Seconds a node may take to pull its images before it fails with `Timeout`.
+    #[arg(
+        long,
+        env = "PREWARM_PULL_TIMEOUT",
+        default_value_t = 600,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub pull_timeout: u64,
+
+    /// Log filter, an EnvFilter directive (`info`, `prewarm=debug,kube=warn`, ...).
+    #[arg(long, env = "LOG_LEVEL", default_value = "info", value_parser = parse_log_filter)]
+    pub log_level: String,
+
+    /// Log line format.
+    #[arg(
+        long,
+        env = "PREWARM_LOG_FORMAT",
+        value_enum,
+        ignore_case = true,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+impl ServeConfig {
+    /// The pull timeout as a duration.
+    pub fn pull_timeout(&self) -> Duration {
+        Duration::from_secs(self.pull_timeout)
+    }
+
+    /// The engine's share of the settings.
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            namespace: self.namespace.clone(),
+            helper_image: self.helper_image.clone(),
+            max_concurrent_nodes: self.max_concurrent_nodes,
+            pull_timeout: self.pull_timeout(),
+        }
+    }
+}
+
+fn parse_at_least_one(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("expected a whole number of at least 1, got {s:?}")),
+    }
+}
+
+fn parse_log_filter(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| format!("invalid log filter {s:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Every variable the config reads; tests that touch the environment hold `ENV`.
+    const VARS: [&str; 10] = [
+        "PREWARM_LISTEN",
+        "KUBECONFIG",
+        "PREWARM_NAMESPACE",
+        "STORAGE_TYPE",
+        "PREWARM_DATABASE",
+        "PREWARM_HELPER_IMAGE",
+        "PREWARM_MAX_CONCURRENT_NODES",
+        "PREWARM_PULL_TIMEOUT",
+        "LOG_LEVEL",
+        "PREWARM_LOG_FORMAT",
+    ];
+    static ENV: Mutex<()> = Mutex::new(());
+
+    fn with_env<T>(vars: &[(&str, &str)], f: impl FnOnce() -> T) -> T {
+        let _guard = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        let saved: Vec<_> = VARS.iter().map(|k| (*k, std::env::var_os(k))).collect();
+        for k in VARS {
+            std::env::remove_var(k);
+        }
+        for (k, v) in vars {
+            std::env::set_var(k, v);
+        }
+        let out = f();
+        for (k, v) in saved {
+            match v {
+                Some(v) => std::env::set_var(k, v),
+                None => std::env::remove_var(k),
+            }
+        }
+        out
+    }
+
+    fn serve(args: &[&str]) -> Result<ServeConfig, clap::Error> {
+        let argv = ["prewarm", "serve"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Serve(cfg) => Ok(cfg),
+            Command::Version => panic!("parsed as version"),
+        }
+    }
+
+    #[test]
+    fn defaults_without_flags_or_env() {
+        let cfg = with_env(&[], || serve(&[])).unwrap();
+        assert_eq!(cfg.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(cfg.kubeconfig, None);
+        assert_eq!(cfg.namespace, "prewarm");
+        assert_eq!(cfg.store, StoreKind::Sqlite);
+        assert_eq!(cfg.database, PathBuf::from("./prewarm.db"));
+        assert_eq!(cfg.helper_image, DEFAULT_HELPER_IMAGE);
+        assert_eq!(cfg.max_concurrent_nodes, 500);
+        assert_eq!(cfg.pull_timeout(), Duration::from_secs(600));
+        assert_eq!(cfg.log_level, "info");
+        assert_eq!(cfg.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn environment_variables_set_every_flag() {
+        let cfg = with_env(
+            &[
+                ("PREWARM_LISTEN", "127.0.0.1:0"),
+                ("KUBECONFIG", "/etc/kube/config"),
+                ("PREWARM_NAMESPACE", "warm"),
+                ("STORAGE_TYPE", "memory"),
+                ("PREWARM_DATABASE", "/var/lib/prewarm/tasks.db"),
+                ("PREWARM_HELPER_IMAGE", "registry.local/prewarm:dev"),
+                ("PREWARM_MAX_CONCURRENT_NODES", "7"),
+                ("PREWARM_PULL_TIMEOUT", "30"),
+                ("LOG_LEVEL", "prewarm=debug,kube=warn"),
+                ("PREWARM_LOG_FORMAT", "json"),
+            ],
+            || serve(&[]),
+        )
+        .unwrap();
+        assert_eq!(cfg.listen, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(cfg.kubeconfig, Some(PathBuf::from("/etc/kube/config")));
+        assert_eq!(cfg.namespace, "warm");
+        assert_eq!(cfg.store, StoreKind::Memory);
+        assert_eq!(cfg.database, PathBuf::from("/var/lib/prewarm/tasks.db"));
+        assert_eq!(cfg.helper_image, "registry.local/prewarm:dev");
+        assert_eq!(cfg.max_concurrent_nodes, 7);
+        assert_eq!(cfg.pull_timeout(), Duration::from_secs(30));
+        assert_eq!(cfg.log_level, "prewarm=debug,kube=warn");
+        assert_eq!(cfg.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn flags_win_over_environment() {
+        let cfg = with_env(
+            &[("STORAGE_TYPE", "memory"), ("PREWARM_NAMESPACE", "env")],
+            || serve(&["--store", "sqlite", "--namespace", "flag"]),
+        )
+        .unwrap();
+        assert_eq!(cfg.store, StoreKind::Sqlite);
+        assert_eq!(cfg.namespace, "flag");
+    }
+
+    #[test]
+    fn storage_type_ignores_case() {
+        let cfg = with_env(&[("STORAGE_TYPE", "MEMORY")], || serve(&[])).unwrap();
+        assert_eq!(cfg.store, StoreKind::Memory);
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        let bad: [(&str, &str); 6] = [
+            ("STORAGE_TYPE", "postgres"),
+            ("PREWARM_MAX_CONCURRENT_NODES", "0"),
+            ("PREWARM_PULL_TIMEOUT", "0"),
+            ("PREWARM_LISTEN", "nowhere"),
+            ("LOG_LEVEL", "prewarm=loud"),
+            ("PREWARM_LOG_FORMAT", "xml"),
+        ];
+        for (k, v) in bad {
+            let res = with_env(&[(k, v)], || serve(&[]));
+            assert!(res.is_err(), "{k}={v} was accepted");
+        }
+    }
+
+    #[test]
+    fn version_subcommand_parses() {
+        let cli = Cli::try_parse_from(["prewarm", "version"]).unwrap();
+        assert!(matches!(cli.command, Command::Version));
+    }
+
+    #[test]
+    fn engine_config_carries_the_settings() {
+        let cfg = with_env(&[], || {
+            serve(&["--max-concurrent-nodes", "3", "--pull-timeout", "9"])
+        })
+        .unwrap();
+        let engine = cfg.engine_config();
+        assert_eq!(engine.namespace, "prewarm");
+        assert_eq!(engine.helper_image, DEFAULT_HELPER_IMAGE);
+        assert_eq!(engine.max_concurrent_nodes, 3);
+        assert_eq!(engine.pull_timeout, Duration::from_secs(9));
+    }
+}

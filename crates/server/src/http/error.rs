@@ -1,0 +1,190 @@
+//! `ApiError`: every way a request can fail, and the one place that turns a
+//! failure into a status code and the SPEC error body
+//! `{"error": "<title>", "details": "<what exactly>", "taskId"?, "status"?}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use prewarm_api::{ErrorBody, TaskStatus};
+use serde::Serialize;
+
+use crate::domain::task::ValidationError;
+use crate::store::StoreError;
+
+/// A failed request. Handlers and extractors return it; `IntoResponse` picks
+/// the status code and body.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not the expected JSON (syntax, type, unknown or missing field).
+    #[error("invalid request body: {0}")]
+    InvalidBody(String),
+    /// The body is not declared as JSON.
+    #[error("unsupported content type: {0}")]
+    ContentType(String),
+    /// The body is well-formed JSON but a field breaks a rule.
+    #[error("validation failed: {0}")]
+    Validation(#[from] ValidationError),
+    /// A query or path parameter has a bad value.
+    #[error("invalid parameter {name}: {message}")]
+    InvalidParameter {
+        /// The parameter's name.
+        name: String,
+        /// What is wrong with its value.
+        message: String,
+    },
+    /// The body exceeds the size limit (bytes).
+    #[error("request body larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// No task with this id.
+    #[error("task {0} not found")]
+    TaskNotFound(String),
+    /// The task has ended; it cannot be cancelled.
+    #[error("task {task_id} already {status}")]
+    TaskEnded {
+        /// The task.
+        task_id: String,
+        /// How it ended.
+        status: TaskStatus,
+    },
+    /// No route for this path.
+    #[error("no route for {0}")]
+    RouteNotFound(String),
+    /// The path exists but not with this method.
+    #[error("method {method} not allowed on {path}")]
+    MethodNotAllowed {
+        /// The request method.
+        method: String,
+        /// The request path.
+        path: String,
+    },
+    /// The request took longer than the server allows.
+    #[error("request timed out")]
+    Timeout,
+    /// `/readyz`: a dependency did not answer. Each field is `None` when that
+    /// dependency is fine, else what went wrong with it.
+    #[error("not ready")]
+    NotReady {
+        /// The task store's failure.
+        store: Option<String>,
+        /// The Kubernetes API's failure.
+        kubernetes: Option<String>,
+    },
+    /// A bug or a backend failure; logged, never shown to the client.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        ApiError::Internal(anyhow::Error::new(err).context("task store"))
+    }
+}
+
+/// Body of a 503 from `/readyz`: the error shape plus the probe summary.
+#[derive(Serialize)]
+struct NotReadyBody {
+    #[serde(flatten)]
+    error: ErrorBody,
+    store: &'static str,
+    kubernetes: &'static str,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = |error: &str, details: Option<String>| ErrorBody {
+            error: error.to_owned(),
+            details,
+            task_id: None,
+            status: None,
+        };
+        let (code, body) = match self {
+            ApiError::InvalidBody(details) => (
+                StatusCode::BAD_REQUEST,
+                body("Invalid request body", Some(details)),
+            ),
+            ApiError::ContentType(details) => (
+                StatusCode::BAD_REQUEST,
+                body("Unsupported content type", Some(details)),
+            ),
+            ApiError::Validation(err) => (
+                StatusCode::BAD_REQUEST,
+                body("Validation failed", Some(err.to_string())),
+            ),
+            ApiError::InvalidParameter { name, message } => (
+                StatusCode::BAD_REQUEST,
+                body("Invalid parameter", Some(format!("{name}: {message}"))),
+            ),
+            ApiError::PayloadTooLarge(limit) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                body(
+                    "Request body too large",
+                    Some(format!("the body must be at most {limit} bytes")),
+                ),
+            ),
+            ApiError::TaskNotFound(id) => (
+                StatusCode::NOT_FOUND,
+                ErrorBody {
+                    details: Some(format!("no task with id {id}")),
+                    task_id: Some(id),
+                    ..body("Task not found", None)
+                },
+            ),
+            ApiError::TaskEnded { task_id, status } => (
+                StatusCode::CONFLICT,
+                ErrorBody {
+                    details: Some(format!(
+                        "task {task_id} is {status}; only pending or running tasks can be cancelled"
+                    )),
+                    task_id: Some(task_id),
+                    status: Some(status.as_str().to_owned()),
+                    ..body(&format!("Task already {status}"), None)
+                },
+            ),
+            ApiError::RouteNotFound(path) => (
+                StatusCode::NOT_FOUND,
+                body("Not found", Some(format!("no route for {path}"))),
+            ),
+            ApiError::MethodNotAllowed { method, path } => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                body(
+                    "Method not allowed",
+                    Some(format!("{method} is not supported on {path}")),
+                ),
+            ),
+            ApiError::Timeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                body(
+                    "Request timeout",
+                    Some("the request took too long to process".to_owned()),
+                ),
+            ),
+            ApiError::NotReady { store, kubernetes } => {
+                let failing: Vec<String> = [("store", &store), ("kubernetes", &kubernetes)]
+                    .into_iter()
+                    .filter_map(|(name, failure)| Some(format!("{name}: {}", failure.as_ref()?)))
+                    .collect();
+                let verdict = |failure: &Option<String>| match failure {
+                    None => "ok",
+                    Some(_) => "error",
+                };
+                let body = NotReadyBody {
+                    error: ErrorBody {
+                        status: Some("not ready".to_owned()),
+                        ..body("Not ready", Some(failing.join("; ")))
+                    },
+                    store: verdict(&store),
+                    kubernetes: verdict(&kubernetes),
+                };
+                return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+            }
+            ApiError::Internal(err) => {
+                tracing::error!(error = format!("{err:#}"), "internal error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    body("Internal error", None),
+                )
+            }
+        };
+        (code, Json(body)).into_response()
+    }
+}

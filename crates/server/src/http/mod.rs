@@ -1,0 +1,108 @@
+//! The HTTP API: routes, shared state and the layers every request passes.
+//!
+//! Handlers only parse the request and call the store, the domain or the
+//! engine handle; `error::ApiError` is the one place that picks status codes,
+//! so every failure, including unknown routes, wrong methods, oversized bodies
+//! and timeouts, answers in the SPEC error shape.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, MatchedPath};
+use axum::http::{Method, Request, Uri};
+use axum::routing::get;
+use axum::{BoxError, Router};
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::ServiceBuilder;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::clock::Clock;
+use crate::cluster::Cluster;
+use crate::engine::EngineHandle;
+use crate::store::TaskStore;
+
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod tasks;
+
+pub use error::ApiError;
+
+/// Largest accepted request body (1 MiB); larger ones get 413.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+/// Longest a request may take before it is answered 408.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most requests handled at once; further ones wait for a slot.
+pub const MAX_CONCURRENT_REQUESTS: usize = 1024;
+
+/// What every handler can reach: the two I/O boundaries, the engine's
+/// doorbell and the clock.
+#[derive(Clone)]
+pub struct AppState {
+    /// Where tasks live.
+    pub store: Arc<dyn TaskStore>,
+    /// The Kubernetes view (for health and readiness).
+    pub cluster: Arc<dyn Cluster>,
+    /// Tells the engine a task was created or cancelled.
+    pub engine: EngineHandle,
+    /// Source of `createdAt`, `finishedAt` and task id dates.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The whole API as one router, layers included.
+pub fn router(state: AppState) -> Router {
+    let layers = ServiceBuilder::new()
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(HandleErrorLayer::new(layer_error))
+        .timeout(REQUEST_TIMEOUT)
+        .layer(GlobalConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT));
+
+    Router::new()
+        .route("/api/v1/tasks", get(tasks::list).post(tasks::create))
+        .route("/api/v1/tasks/{id}", get(tasks::get).delete(tasks::cancel))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(route_not_found)
+        .layer(layers)
+        .with_state(state)
+}
+
+/// One span per request, named by the route template so ids don't explode
+/// cardinality; bodies and query strings are never recorded.
+fn request_span<B>(req: &Request<B>) -> tracing::Span {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("<unmatched>", MatchedPath::as_str);
+    tracing::info_span!("request", method = %req.method(), route)
+}
+
+async fn layer_error(err: BoxError) -> ApiError {
+    if err.is::<tower::timeout::error::Elapsed>() {
+        ApiError::Timeout
+    } else {
+        ApiError::Internal(anyhow::anyhow!(err))
+    }
+}
+
+async fn route_not_found(uri: Uri) -> ApiError {
+    ApiError::RouteNotFound(uri.path().to_owned())
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

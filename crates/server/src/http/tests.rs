@@ -1,0 +1,609 @@
+//! Handler tests through the real router, without a socket or a cluster:
+//! a memory store, a fake cluster and an engine that is built but not run.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{header, HeaderMap, Method, Request, StatusCode};
+use axum::Router;
+use chrono::{DateTime, Utc};
+use prewarm_api::{Task, TaskStatus};
+use serde_json::{json, Value};
+use tokio::sync::broadcast;
+use tower::ServiceExt;
+
+use super::{router, AppState};
+use crate::clock::ManualClock;
+use crate::cluster::{
+    Cluster, ClusterError, ClusterEvent, ClusterResult, JobObservation, NodeInfo, PodObservation,
+    PullJob,
+};
+use crate::engine::{Engine, EngineConfig};
+use crate::store::{CancelOutcome, MemoryStore, NodeRecord, StoreError, StoreResult, TaskStore};
+
+const START: &str = "2024-01-16T10:00:00Z";
+
+/// A cluster with no nodes that accepts every change; its probe can be failed.
+struct FakeCluster {
+    probe_ok: AtomicBool,
+    events: broadcast::Sender<ClusterEvent>,
+}
+
+impl FakeCluster {
+    fn new() -> Self {
+        FakeCluster {
+            probe_ok: AtomicBool::new(true),
+            events: broadcast::channel(16).0,
+        }
+    }
+}
+
+#[async_trait]
+impl Cluster for FakeCluster {
+    async fn synced(&self) {}
+    fn nodes(&self) -> Vec<NodeInfo> {
+        Vec::new()
+    }
+    fn jobs(&self) -> Vec<JobObservation> {
+        Vec::new()
+    }
+    fn pods(&self) -> Vec<PodObservation> {
+        Vec::new()
+    }
+    fn subscribe(&self) -> broadcast::Receiver<ClusterEvent> {
+        self.events.subscribe()
+    }
+    async fn create_job(&self, _job: &PullJob) -> ClusterResult<()> {
+        Ok(())
+    }
+    async fn delete_job(&self, _name: &str) -> ClusterResult<()> {
+        Ok(())
+    }
+    async fn delete_task_jobs(&self, _task_id: &str) -> ClusterResult<()> {
+        Ok(())
+    }
+    fn connected(&self) -> bool {
+        true
+    }
+    async fn probe(&self) -> ClusterResult<()> {
+        if self.probe_ok.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(ClusterError::Unreachable("connection refused".into()))
+        }
+    }
+}
+
+/// A memory store that can answer `Duplicate` to the first inserts, or fail everything.
+struct ScriptedStore {
+    inner: MemoryStore,
+    duplicates_left: AtomicUsize,
+    broken: bool,
+}
+
+impl ScriptedStore {
+    fn check(&self) -> StoreResult<()> {
+        if self.broken {
+            Err(StoreError::Backend(
+                "disk on fire at /var/lib/secret".into(),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl TaskStore for ScriptedStore {
+    async fn insert(&self, task: &Task) -> StoreResult<()> {
+        self.check()?;
+        let left = self.duplicates_left.load(Ordering::SeqCst);
+        if left > 0 {
+            self.duplicates_left.store(left - 1, Ordering::SeqCst);
+            return Err(StoreError::Duplicate(task.task_id.clone()));
+        }
+        self.inner.insert(task).await
+    }
+    async fn get(&self, id: &str) -> StoreResult<Option<Task>> {
+        self.check()?;
+        self.inner.get(id).await
+    }
+    async fn list(
+        &self,
+        status: Option<TaskStatus>,
+        limit: u32,
+        offset: u64,
+    ) -> StoreResult<(Vec<Task>, u64)> {
+        self.check()?;
+        self.inner.list(status, limit, offset).await
+    }
+    async fn list_with_status(&self, statuses: &[TaskStatus]) -> StoreResult<Vec<Task>> {
+        self.check()?;
+        self.inner.list_with_status(statuses).await
+    }
+    async fn update_if(&self, task: &Task, expected: &[TaskStatus]) -> StoreResult<bool> {
+        self.check()?;
+        self.inner.update_if(task, expected).await
+    }
+    async fn cancel(&self, id: &str, at: DateTime<Utc>) -> StoreResult<CancelOutcome> {
+        self.check()?;
+        self.inner.cancel(id, at).await
+    }
+    async fn put_nodes(&self, task_id: &str, records: &[NodeRecord]) -> StoreResult<()> {
+        self.check()?;
+        self.inner.put_nodes(task_id, records).await
+    }
+    async fn nodes(&self, task_id: &str) -> StoreResult<Vec<NodeRecord>> {
+        self.check()?;
+        self.inner.nodes(task_id).await
+    }
+    async fn ping(&self) -> StoreResult<()> {
+        self.check()
+    }
+}
+
+struct Harness {
+    app: Router,
+    clock: Arc<ManualClock>,
+    cluster: Arc<FakeCluster>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Harness::with_store(Arc::new(MemoryStore::new()))
+    }
+
+    fn with_store(store: Arc<dyn TaskStore>) -> Self {
+        let clock = Arc::new(ManualClock::new(START.parse().unwrap()));
+        let cluster = Arc::new(FakeCluster::new());
+        let engine = Engine::new(
+            store.clone(),
+            cluster.clone(),
+            clock.clone(),
+            EngineConfig {
+                namespace: "prewarm".into(),
+                helper_image: "helper:test".into(),
+                max_concurrent_nodes: 10,
+                pull_timeout: Duration::from_secs(60),
+            },
+        );
+        let app = router(AppState {
+            store,
+            cluster: cluster.clone(),
+            engine: engine.handle(),
+            clock: clock.clone(),
+        });
+        Harness {
+            app,
+            clock,
+            cluster,
+        }
+    }
+
+    async fn send(&self, req: Request<Body>) -> (StatusCode, HeaderMap, Value) {
+        let response = self.app.clone().oneshot(req).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            panic!(
+                "{status}: body is not JSON: {:?}",
+                String::from_utf8_lossy(&bytes)
+            )
+        });
+        (status, headers, body)
+    }
+
+    async fn get(&self, uri: &str) -> (StatusCode, Value) {
+        let (status, _, body) = self.send(request(Method::GET, uri)).await;
+        (status, body)
+    }
+
+    async fn delete(&self, uri: &str) -> (StatusCode, Value) {
+        let (status, _, body) = self.send(request(Method::DELETE, uri)).await;
+        (status, body)
+    }
+
+    async fn post_raw(&self, body: impl Into<Body>) -> (StatusCode, Value) {
+        let req = Request::post("/api/v1/tasks")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body.into())
+            .unwrap();
+        let (status, _, body) = self.send(req).await;
+        (status, body)
+    }
+
+    async fn post(&self, body: Value) -> (StatusCode, Value) {
+        self.post_raw(body.to_string()).await
+    }
+
+    /// Creates a task and returns its id.
+    async fn create(&self, images: &[&str]) -> String {
+        let (status, body) = self.post(json!({ "images": images })).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["taskId"].as_str().unwrap().to_owned()
+    }
+}
+
+fn request(method: Method, uri: &str) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Body::empty())
+        .unwrap()
+}
+
+fn details(body: &Value) -> &str {
+    body["details"].as_str().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn create_answers_201_with_the_full_task_view() {
+    let h = Harness::new();
+    let req = Request::post("/api/v1/tasks")
+        .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
+        .body(Body::from(
+            json!({"images": ["nginx:latest", "redis:7"], "nodeSelector": {"workload": "compute"}})
+                .to_string(),
+        ))
+        .unwrap();
+    let (status, headers, body) = h.send(req).await;
+
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["message"], "Task created successfully");
+    assert_eq!(body["status"], "pending");
+    let id = body["taskId"].as_str().unwrap();
+    let suffix = id.strip_prefix("task-20240116-").expect(id);
+    assert_eq!(suffix.len(), 6, "{id}");
+    assert!(suffix
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+    assert_eq!(
+        headers[header::LOCATION].to_str().unwrap(),
+        format!("/api/v1/tasks/{id}")
+    );
+    for field in [
+        "taskId",
+        "status",
+        "images",
+        "batchSize",
+        "nodeSelector",
+        "priority",
+        "progress",
+        "failedNodeDetails",
+        "skippedNodeDetails",
+        "imageStatuses",
+        "createdBy",
+        "createdAt",
+        "startedAt",
+        "finishedAt",
+        "estimatedCompletion",
+    ] {
+        assert!(body.get(field).is_some(), "missing {field} in {body}");
+    }
+    for field in [
+        "totalNodes",
+        "completedNodes",
+        "failedNodes",
+        "skippedNodes",
+        "currentBatch",
+        "totalBatches",
+        "percentage",
+    ] {
+        assert!(
+            body["progress"].get(field).is_some(),
+            "missing progress.{field}"
+        );
+    }
+    assert_eq!(body["images"], json!(["nginx:latest", "redis:7"]));
+    assert_eq!(body["batchSize"], 10);
+    assert_eq!(body["nodeSelector"], json!({"workload": "compute"}));
+    assert_eq!(body["createdBy"], "anonymous");
+    assert!(body["createdAt"]
+        .as_str()
+        .unwrap()
+        .starts_with("2024-01-16T10:00:00"));
+    assert!(body["createdAt"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(body["startedAt"], Value::Null);
+
+    let (status, stored) = h.get(&format!("/api/v1/tasks/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(stored["taskId"], id);
+    assert_eq!(stored["status"], "pending");
+    assert!(stored.get("message").is_none());
+}
+
+#[tokio::test]
+async fn create_retries_the_id_on_a_clash() {
+    let store = ScriptedStore {
+        inner: MemoryStore::new(),
+        duplicates_left: AtomicUsize::new(2),
+        broken: false,
+    };
+    let h = Harness::with_store(Arc::new(store));
+    let id = h.create(&["nginx"]).await;
+    let (status, _) = h.get(&format!("/api/v1/tasks/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn malformed_json_is_a_400_in_our_shape() {
+    let h = Harness::new();
+    for raw in [
+        r#"{"images": ["nginx"]"#,
+        "not json",
+        "",
+        r#"{"images": ["a"]} trailing"#,
+    ] {
+        let (status, body) = h.post_raw(raw).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{raw:?}: {body}");
+        assert_eq!(body["error"], "Invalid request body", "{raw:?}");
+        assert!(!details(&body).is_empty(), "{raw:?}: {body}");
+        assert!(!details(&body).starts_with('?'), "{raw:?}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_type_names_the_field() {
+    let h = Harness::new();
+    let (status, body) = h.post(json!({"images": ["nginx"], "batchSize": "x"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        details(&body),
+        r#"batchSize: invalid type: string "x", expected u32"#
+    );
+
+    let (status, body) = h.post(json!({"images": ["nginx", 7]})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        details(&body).starts_with("images[1]: invalid type: integer `7`"),
+        "{body}"
+    );
+
+    let (status, body) = h
+        .post(json!({"images": ["nginx"], "nodeSelector": {"zone": 1}}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(details(&body).starts_with("nodeSelector.zone: "), "{body}");
+}
+
+#[tokio::test]
+async fn unknown_and_missing_fields_are_named() {
+    let h = Harness::new();
+    let (status, body) = h.post(json!({"images": ["nginx"], "batchsize": 3})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        details(&body).contains("unknown field `batchsize`"),
+        "{body}"
+    );
+
+    let (status, body) = h.post(json!({"batchSize": 3})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(details(&body).contains("missing field `images`"), "{body}");
+}
+
+#[tokio::test]
+async fn invalid_values_fail_validation_naming_the_field() {
+    let h = Harness::new();
+    let cases = [
+        (json!({"images": ["nginx::latest"]}), "images[0]: "),
+        (
+            json!({"images": ["nginx", "redis", "nginx"]}),
+            "images[2]: ",
+        ),
+        (json!({"images": ["nginx"], "batchSize": 0}), "batchSize: "),
+        (json!({"images": []}), "images: "),
+    ];
+    for (request, prefix) in cases {
+        let (status, body) = h.post(request.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{request}: {body}");
+        assert_eq!(body["error"], "Validation failed", "{request}");
+        assert!(details(&body).starts_with(prefix), "{request}: {body}");
+    }
+    let (_, list) = h.get("/api/v1/tasks").await;
+    assert_eq!(list["total"], 0, "a rejected task was stored");
+}
+
+#[tokio::test]
+async fn a_non_json_content_type_is_a_400() {
+    let h = Harness::new();
+    let body = json!({"images": ["nginx"]}).to_string();
+    let text = Request::post("/api/v1/tasks")
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from(body.clone()))
+        .unwrap();
+    let none = Request::post("/api/v1/tasks")
+        .body(Body::from(body))
+        .unwrap();
+    for req in [text, none] {
+        let (status, _, body) = h.send(req).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(details(&body).contains("application/json"), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn a_body_over_1_mib_is_a_json_413() {
+    let h = Harness::new();
+    let huge = format!(r#"{{"images": ["{}"]}}"#, "a".repeat(2 * 1024 * 1024));
+    let (status, body) = h.post_raw(huge).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(body["error"], "Request body too large");
+}
+
+#[tokio::test]
+async fn list_pages_newest_first_and_filters_by_status() {
+    let h = Harness::new();
+    let mut ids = Vec::new();
+    for image in ["a", "b", "c"] {
+        ids.push(h.create(&[image]).await);
+        h.clock.advance(Duration::from_secs(1));
+    }
+
+    let (status, page) = h.get("/api/v1/tasks?limit=2").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["total"], 3);
+    assert_eq!(page["limit"], 2);
+    assert_eq!(page["offset"], 0);
+    let listed: Vec<&str> = page["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["taskId"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [ids[2].as_str(), ids[1].as_str()]);
+
+    let (_, page) = h.get("/api/v1/tasks?limit=2&offset=2").await;
+    assert_eq!(page["tasks"][0]["taskId"], ids[0]);
+    assert_eq!(page["tasks"].as_array().unwrap().len(), 1);
+
+    let (_, page) = h.get("/api/v1/tasks").await;
+    assert_eq!(page["limit"], 10);
+    assert_eq!(page["tasks"].as_array().unwrap().len(), 3);
+
+    let (status, _) = h.delete(&format!("/api/v1/tasks/{}", ids[1])).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, page) = h.get("/api/v1/tasks?status=cancelled").await;
+    assert_eq!(page["total"], 1);
+    assert_eq!(page["tasks"][0]["taskId"], ids[1]);
+    let (_, page) = h.get("/api/v1/tasks?status=pending&limit=100").await;
+    assert_eq!(page["total"], 2);
+
+    // An empty filter (as in `?status=&limit=10`) and unknown parameters are ignored.
+    let (status, page) = h.get("/api/v1/tasks?status=&limit=10&colour=blue").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["total"], 3);
+}
+
+#[tokio::test]
+async fn bad_list_parameters_are_named() {
+    let h = Harness::new();
+    for (query, param) in [
+        ("limit=0", "limit: "),
+        ("limit=101", "limit: "),
+        ("limit=ten", "limit: "),
+        ("offset=-1", "offset: "),
+        ("status=done", "status: "),
+    ] {
+        let (status, body) = h.get(&format!("/api/v1/tasks?{query}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert!(details(&body).starts_with(param), "{query}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_task_is_a_404_with_its_id() {
+    let h = Harness::new();
+    let (status, body) = h.get("/api/v1/tasks/task-20240116-zzzzzz").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        body,
+        json!({
+            "error": "Task not found",
+            "details": "no task with id task-20240116-zzzzzz",
+            "taskId": "task-20240116-zzzzzz",
+        })
+    );
+}
+
+#[tokio::test]
+async fn cancel_then_cancel_again_conflicts() {
+    let h = Harness::new();
+    let id = h.create(&["nginx"]).await;
+    h.clock.advance(Duration::from_secs(5));
+
+    let (status, body) = h.delete(&format!("/api/v1/tasks/{id}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!({"taskId": id, "status": "cancelled", "message": "Task cancelled"})
+    );
+    let (_, task) = h.get(&format!("/api/v1/tasks/{id}")).await;
+    assert_eq!(task["status"], "cancelled");
+    assert!(task["finishedAt"]
+        .as_str()
+        .unwrap()
+        .starts_with("2024-01-16T10:00:05"));
+
+    let (status, body) = h.delete(&format!("/api/v1/tasks/{id}")).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body["error"], "Task already cancelled");
+    assert_eq!(body["status"], "cancelled");
+    assert_eq!(body["taskId"], id);
+}
+
+#[tokio::test]
+async fn cancelling_an_unknown_task_is_a_404() {
+    let h = Harness::new();
+    let (status, body) = h.delete("/api/v1/tasks/task-20240116-nope00").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["taskId"], "task-20240116-nope00");
+}
+
+#[tokio::test]
+async fn healthz_reports_the_cluster_connection() {
+    let h = Harness::new();
+    let (status, body) = h.get("/healthz").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({"status": "healthy", "kubernetes": "connected", "timestamp": START})
+    );
+}
+
+#[tokio::test]
+async fn readyz_is_503_naming_the_failing_dependency() {
+    let h = Harness::new();
+    let (status, body) = h.get("/readyz").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({"status": "ready", "store": "ok", "kubernetes": "ok"})
+    );
+
+    h.cluster.probe_ok.store(false, Ordering::SeqCst);
+    let (status, body) = h.get("/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["error"], "Not ready");
+    assert_eq!(body["store"], "ok");
+    assert_eq!(body["kubernetes"], "error");
+    assert!(details(&body).starts_with("kubernetes: "), "{body}");
+    assert!(!details(&body).contains("store"), "{body}");
+}
+
+#[tokio::test]
+async fn store_failures_are_a_500_without_the_cause() {
+    let store = ScriptedStore {
+        inner: MemoryStore::new(),
+        duplicates_left: AtomicUsize::new(0),
+        broken: true,
+    };
+    let h = Harness::with_store(Arc::new(store));
+    let (status, body) = h.post(json!({"images": ["nginx"]})).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(body, json!({"error": "Internal error"}));
+
+    let (status, body) = h.get("/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["store"], "error");
+    assert!(!body.to_string().contains("secret"), "{body}");
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_json() {
+    let h = Harness::new();
+    let (status, body) = h.get("/api/v1/nothing-here").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"], "Not found");
+
+    let (status, headers, body) = h.send(request(Method::PUT, "/api/v1/tasks")).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(body["error"], "Method not allowed");
+    assert!(headers.contains_key(header::ALLOW), "{headers:?}");
+}
+

@@ -1,0 +1,165 @@
+//! Putting the service together: open the store, connect the cluster, build
+//! the engine, bind the listener; then serve and run the engine until told to
+//! stop. Tests use exactly this wiring, with their own store and cluster.
+
+use std::future::IntoFuture;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::{Clock, SystemClock};
+use crate::cluster::kube::KubeCluster;
+use crate::cluster::Cluster;
+use crate::config::{ServeConfig, StoreKind};
+use crate::engine::{Engine, EngineConfig};
+use crate::http::{self, AppState};
+use crate::metrics::Metrics;
+use crate::store::{MemoryStore, SqliteStore, TaskStore};
+
+/// How long in-flight requests may keep the server up after shutdown starts
+/// (below Kubernetes' default 30 s termination grace period).
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// A built service: the listener is bound, nothing runs yet.
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    router: axum::Router,
+    engine: Engine,
+}
+
+impl Application {
+    /// Builds the production service from its configuration.
+    pub async fn build(config: ServeConfig) -> anyhow::Result<Application> {
+        let store: Arc<dyn TaskStore> = match config.store {
+            StoreKind::Sqlite => {
+                Arc::new(SqliteStore::open(&config.database).with_context(|| {
+                    format!("opening the task database {}", config.database.display())
+                })?)
+            }
+            StoreKind::Memory => Arc::new(MemoryStore::new()),
+        };
+        let metrics = Arc::new(Metrics::new());
+        let cluster =
+            KubeCluster::connect(config.kubeconfig.as_deref(), &config.namespace, metrics)
+                .await
+                .context("connecting to Kubernetes")?;
+        Application::build_with(
+            store,
+            Arc::new(cluster),
+            Arc::new(SystemClock),
+            config.engine_config(),
+            config.listen,
+        )
+        .await
+    }
+
+    /// Builds the service from parts the caller brings (tests: a memory store,
+    /// a simulated cluster, a manual clock) and binds `listen` (port 0 allowed).
+    pub async fn build_with(
+        store: Arc<dyn TaskStore>,
+        cluster: Arc<dyn Cluster>,
+        clock: Arc<dyn Clock>,
+        engine_config: EngineConfig,
+        listen: SocketAddr,
+    ) -> anyhow::Result<Application> {
+        let engine = Engine::new(store.clone(), cluster.clone(), clock.clone(), engine_config);
+        let router = http::router(AppState {
+            store,
+            cluster,
+            engine: engine.handle(),
+            clock,
+        });
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding {listen}"))?;
+        let local_addr = listener.local_addr().context("reading the bound address")?;
+        Ok(Application {
+            listener,
+            local_addr,
+            router,
+            engine,
+        })
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The bound port (the real one when built with port 0).
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    /// Serves the API and runs the engine until `shutdown` is cancelled or
+    /// either of them fails (which stops the other). On shutdown the server
+    /// stops accepting and lets in-flight requests finish (up to
+    /// [`DRAIN_TIMEOUT`]) while the engine flushes; returns when both ended.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let stop = shutdown.child_token();
+        let Application {
+            listener,
+            local_addr,
+            router,
+            engine,
+        } = self;
+
+        let server = {
+            let stop = stop.clone();
+            async move {
+                let serve = axum::serve(listener, router)
+                    .with_graceful_shutdown(stop.clone().cancelled_owned())
+                    .into_future();
+                announce(local_addr);
+                let drain_deadline = async {
+                    stop.cancelled().await;
+                    tokio::time::sleep(DRAIN_TIMEOUT).await;
+                };
+                let result = tokio::select! {
+                    result = serve => result.context("HTTP server"),
+                    () = drain_deadline => {
+                        tracing::warn!(
+                            timeout_secs = DRAIN_TIMEOUT.as_secs(),
+                            "requests still in flight after the drain timeout; closing them"
+                        );
+                        Ok(())
+                    }
+                };
+                stop.cancel();
+                result
+            }
+        };
+        let engine = {
+            let stop = stop.clone();
+            async move {
+                let result = engine.run(stop.clone()).await.context("engine");
+                stop.cancel();
+                result
+            }
+        };
+
+        let (served, ran) = tokio::join!(server, engine);
+        match (served, ran) {
+            (Ok(()), Ok(())) => Ok(()),
+            (Err(err), Ok(())) | (Ok(()), Err(err)) => Err(err),
+            (Err(server_err), Err(engine_err)) => {
+                tracing::error!(error = format!("{engine_err:#}"), "engine failed too");
+                Err(server_err)
+            }
+        }
+    }
+}
+
+/// Tells whoever started the process (scripts, tests) where to connect.
+fn announce(addr: SocketAddr) {
+    let mut out = std::io::stdout().lock();
+    // A closed stdout must not stop the service; the log line below still says it.
+    let _ = writeln!(out, "listening on http://{addr}").and_then(|()| out.flush());
+    tracing::info!(%addr, "listening");
+}
