@@ -29,16 +29,7 @@ pub fn node_object(spec: &NodeSpec, state: &NodeState, now: Timestamp) -> Node {
         ("beta.kubernetes.io/arch".to_string(), "amd64".to_string()),
     ]);
     labels.extend(spec.labels.clone());
-    let taints: Vec<Taint> = spec
-        .taints
-        .iter()
-        .map(|t| Taint {
-            key: t.key.clone(),
-            value: t.value.clone(),
-            effect: t.effect.clone(),
-            time_added: None,
-        })
-        .collect();
+    let taints = taints(spec, spec.ready);
     let pod_cidr = {
         let h = hex_sha256(spec.name.as_bytes());
         let b = u8::from_str_radix(&h[..2], 16).unwrap_or(0);
@@ -64,6 +55,34 @@ pub fn node_object(spec: &NodeSpec, state: &NodeState, now: Timestamp) -> Node {
         }),
         status: Some(node_status(spec, state, spec.ready, now)),
     }
+}
+
+/// Taint the node-lifecycle controller keeps on a NotReady node (and that the
+/// API server's `TaintNodesByCondition` admission adds to every new Node).
+pub const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready";
+
+/// `spec.taints`: the scenario's, plus `node.kubernetes.io/not-ready:NoSchedule`
+/// while the node is not Ready. kube-sim maintains the latter itself because the
+/// local control plane runs without the node-lifecycle controller.
+pub fn taints(spec: &NodeSpec, ready: bool) -> Vec<Taint> {
+    let mut taints: Vec<Taint> = spec
+        .taints
+        .iter()
+        .map(|t| Taint {
+            key: t.key.clone(),
+            value: t.value.clone(),
+            effect: t.effect.clone(),
+            time_added: None,
+        })
+        .collect();
+    if !ready {
+        taints.push(Taint {
+            key: NOT_READY_TAINT.to_string(),
+            effect: "NoSchedule".to_string(),
+            ..Default::default()
+        });
+    }
+    taints
 }
 
 /// The status part of the Node: what the kubelet writes to `nodes/status`.

@@ -24,7 +24,7 @@ use tokio::task::AbortHandle;
 
 use crate::error::{Error, Result};
 use crate::kubelet::{NodeState, PodRun};
-use crate::node::{conditions, images, node_object};
+use crate::node::{conditions, images, node_object, taints};
 use crate::scenario::{EventAction, NodeSpec, Scenario};
 
 /// How often a node's `status.images` may be written.
@@ -155,6 +155,14 @@ async fn register_node(api: &Api<Node>, obj: Node) -> Result<()> {
                 api.patch_status(&name, &PatchParams::default(), &status_patch)
                     .await?;
             }
+            // Admission adds the not-ready taint to new Nodes; with no node-lifecycle
+            // controller to lift it, do what it would.
+            let want = obj.spec.as_ref().and_then(|s| s.taints.clone());
+            let got = created.spec.as_ref().and_then(|s| s.taints.clone());
+            if want.clone().unwrap_or_default() != got.unwrap_or_default() {
+                let patch = Patch::Merge(json!({ "spec": { "taints": want } }));
+                api.patch(&name, &PatchParams::default(), &patch).await?;
+            }
         }
         Err(kube::Error::Api(s)) if s.code == 409 => {
             let meta = json!({
@@ -248,13 +256,17 @@ async fn run_events(ctx: Arc<Context>) {
                     if !glob.is_match(&node.spec.name) || node.gone.load(Ordering::SeqCst) {
                         continue;
                     }
-                    let patch = Patch::Merge(
+                    let status = Patch::Merge(
                         json!({ "status": { "conditions": conditions(*ready, now) } }),
                     );
-                    if let Err(e) = api
-                        .patch_status(&node.spec.name, &PatchParams::default(), &patch)
-                        .await
-                    {
+                    let spec =
+                        Patch::Merge(json!({ "spec": { "taints": taints(&node.spec, *ready) } }));
+                    let pp = PatchParams::default();
+                    let result = match api.patch_status(&node.spec.name, &pp, &status).await {
+                        Ok(_) => api.patch(&node.spec.name, &pp, &spec).await,
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = result {
                         tracing::warn!(node = %node.spec.name, error = %e, "setting Ready");
                     }
                 }
