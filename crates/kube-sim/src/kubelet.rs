@@ -306,10 +306,8 @@ impl PodRun {
         scenario: &Scenario,
     ) -> Advance {
         let mut images_changed = false;
-        if self.outcome.is_none() {
-            if self.deadline.is_some_and(|d| now >= d) {
-                self.outcome = Some(PodOutcome::DeadlineExceeded);
-            }
+        if self.outcome.is_none() && self.deadline.is_some_and(|d| now >= d) {
+            self.outcome = Some(PodOutcome::DeadlineExceeded);
         }
         // Transitions that are due at the same instant cascade (a finished init
         // container lets the next one start), so loop to a fixed point.

@@ -84,7 +84,10 @@ spec:
 
 /// The pods of a Job, as JSON.
 fn job_pods(kubeconfig: &Path, job: &str) -> Vec<Value> {
-    let list = kubectl_json(kubeconfig, &["get", "pods", "-l", &format!("job-name={job}")]);
+    let list = kubectl_json(
+        kubeconfig,
+        &["get", "pods", "-l", &format!("job-name={job}")],
+    );
     list["items"].as_array().cloned().unwrap_or_default()
 }
 
@@ -157,7 +160,10 @@ preloaded:
         gpu["spec"]["taints"],
         serde_json::json!([{"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}])
     );
-    assert_eq!(node(&nodes, "reg-cordoned-0")["spec"]["unschedulable"], true);
+    assert_eq!(
+        node(&nodes, "reg-cordoned-0")["spec"]["unschedulable"],
+        true
+    );
     let down = node(&nodes, "reg-down-0");
     assert_eq!(ready_status(down), "False");
     assert_eq!(
@@ -207,18 +213,26 @@ fn job_with_preloaded_image_completes_and_node_lists_pulled_images() {
     kubectl_ok(kc, &["create", "-f", "-"], Some(&spec));
     kubectl_ok(
         kc,
-        &["wait", "--for=condition=complete", "job/preloaded", "--timeout=60s"],
+        &[
+            "wait",
+            "--for=condition=complete",
+            "job/preloaded",
+            "--timeout=60s",
+        ],
         None,
     );
     let pod = &job_pods(kc, "preloaded")[0];
     assert_eq!(pod["status"]["phase"], "Succeeded");
-    assert_eq!(pod["status"]["hostIP"].as_str().is_some(), true);
+    assert!(pod["status"]["hostIP"].is_string() && pod["status"]["podIP"].is_string());
     assert!(pod["status"]["startTime"].is_string());
     let c = &pod["status"]["containerStatuses"][1];
     assert_eq!(c["state"]["terminated"]["exitCode"], 0);
     let image_id = c["imageID"].as_str().unwrap();
+    let hex = image_id
+        .strip_prefix("docker.io/library/busybox@sha256:")
+        .unwrap_or_else(|| panic!("imageID {image_id}"));
     assert!(
-        image_id.starts_with("docker.io/library/busybox@sha256:") && image_id.len() == 33 + 7 + 64,
+        hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()),
         "{image_id}"
     );
     // The pulled image shows up on the node (writes are coalesced per second).
@@ -227,7 +241,11 @@ fn job_with_preloaded_image_completes_and_node_lists_pulled_images() {
         let names = &n["status"]["images"][0]["names"];
         (names[0] == image_id && names[1] == "docker.io/library/busybox:1.36").then_some(())
     });
-    kubectl_ok(kc, &["delete", "job", "preloaded", "--cascade=background"], None);
+    kubectl_ok(
+        kc,
+        &["delete", "job", "preloaded", "--cascade=background"],
+        None,
+    );
 }
 
 #[test]
@@ -246,39 +264,53 @@ images:
 "#,
     );
     let image = "registry.example.com/missing/app:1";
-    kubectl_ok(kc, &["create", "-f", "-"], Some(&job("failing", "fail-0", &[image], "")));
+    kubectl_ok(
+        kc,
+        &["create", "-f", "-"],
+        Some(&job("failing", "fail-0", &[image], "")),
+    );
     let mut seen = Vec::<String>::new();
-    let err_pull_message = eventually(Duration::from_secs(30), "ErrImagePull then ImagePullBackOff", || {
-        let pods = job_pods(kc, "failing");
-        let pod = pods.first()?;
-        let reason = waiting_reason(pod)?;
-        if seen.last() != Some(&reason) {
-            seen.push(reason.clone());
-        }
-        let waiting = &pod["status"]["containerStatuses"][0]["state"]["waiting"];
-        match reason.as_str() {
-            "ErrImagePull" => {
-                assert_eq!(
-                    waiting["message"],
-                    "rpc error: code = NotFound desc = failed to pull and unpack image \
+    eventually(
+        Duration::from_secs(30),
+        "ErrImagePull then ImagePullBackOff",
+        || {
+            let pods = job_pods(kc, "failing");
+            let pod = pods.first()?;
+            let reason = waiting_reason(pod)?;
+            if seen.last() != Some(&reason) {
+                seen.push(reason.clone());
+            }
+            let waiting = &pod["status"]["containerStatuses"][0]["state"]["waiting"];
+            match reason.as_str() {
+                "ErrImagePull" => {
+                    assert_eq!(
+                        waiting["message"],
+                        "rpc error: code = NotFound desc = failed to pull and unpack image \
                      \"registry.example.com/missing/app:1\": failed to resolve reference \
                      \"registry.example.com/missing/app:1\": manifest unknown"
-                );
-                None
+                    );
+                    None
+                }
+                "ImagePullBackOff" if seen.contains(&"ErrImagePull".to_string()) => {
+                    assert_eq!(
+                        waiting["message"],
+                        format!("Back-off pulling image \"{image}\"")
+                    );
+                    assert_eq!(pod["status"]["phase"], "Pending");
+                    Some(())
+                }
+                _ => None,
             }
-            "ImagePullBackOff" if seen.contains(&"ErrImagePull".to_string()) => {
-                assert_eq!(waiting["message"], format!("Back-off pulling image \"{image}\""));
-                assert_eq!(pod["status"]["phase"], "Pending");
-                Some(())
-            }
-            _ => None,
-        }
-    });
-    let _ = err_pull_message;
+        },
+    );
     assert_eq!(seen.last().map(String::as_str), Some("ImagePullBackOff"));
 
     // Deleting the Job in the background removes its pod (kube-sim finishes the deletion).
-    kubectl_ok(kc, &["delete", "job", "failing", "--cascade=background"], None);
+    kubectl_ok(
+        kc,
+        &["delete", "job", "failing", "--cascade=background"],
+        None,
+    );
     eventually(Duration::from_secs(30), "pod of deleted job gone", || {
         job_pods(kc, "failing").is_empty().then_some(())
     });
@@ -290,10 +322,19 @@ fn flaky_image_succeeds_on_the_kubelets_own_retry() {
     let kc = cluster.kubeconfig_path();
     let _sim = Sim::start(kc, &JOBS_SCENARIO.replace("jobs-", "flaky-"));
     // restartPolicy Never, one pod: two failed pulls, then the retry under backoff pulls.
-    kubectl_ok(kc, &["create", "-f", "-"], Some(&job("flaky", "flaky-1", &["flaky/app:1"], "")));
     kubectl_ok(
         kc,
-        &["wait", "--for=condition=complete", "job/flaky", "--timeout=60s"],
+        &["create", "-f", "-"],
+        Some(&job("flaky", "flaky-1", &["flaky/app:1"], "")),
+    );
+    kubectl_ok(
+        kc,
+        &[
+            "wait",
+            "--for=condition=complete",
+            "job/flaky",
+            "--timeout=60s",
+        ],
         None,
     );
     let pods = job_pods(kc, "flaky");
@@ -306,7 +347,11 @@ fn invalid_image_name_is_reported() {
     let cluster = LocalCluster::shared();
     let kc = cluster.kubeconfig_path();
     let _sim = Sim::start(kc, &JOBS_SCENARIO.replace("jobs-", "invalid-"));
-    kubectl_ok(kc, &["create", "-f", "-"], Some(&job("invalid", "invalid-0", &["Bad:Image"], "")));
+    kubectl_ok(
+        kc,
+        &["create", "-f", "-"],
+        Some(&job("invalid", "invalid-0", &["Bad:Image"], "")),
+    );
     let pod = eventually(Duration::from_secs(30), "InvalidImageName", || {
         let pods = job_pods(kc, "invalid");
         let pod = pods.first()?;
@@ -318,7 +363,11 @@ fn invalid_image_name_is_reported() {
         "Failed to apply default image tag \"Bad:Image\": couldn't parse image reference \
          \"Bad:Image\": invalid reference format: repository name must be lowercase"
     );
-    kubectl_ok(kc, &["delete", "job", "invalid", "--cascade=background"], None);
+    kubectl_ok(
+        kc,
+        &["delete", "job", "invalid", "--cascade=background"],
+        None,
+    );
 }
 
 #[test]
@@ -326,7 +375,12 @@ fn active_deadline_fails_the_pod() {
     let cluster = LocalCluster::shared();
     let kc = cluster.kubeconfig_path();
     let _sim = Sim::start(kc, &JOBS_SCENARIO.replace("jobs-", "deadline-"));
-    let spec = job("deadline", "deadline-0", &["slow/model:1"], "      activeDeadlineSeconds: 2\n");
+    let spec = job(
+        "deadline",
+        "deadline-0",
+        &["slow/model:1"],
+        "      activeDeadlineSeconds: 2\n",
+    );
     kubectl_ok(kc, &["create", "-f", "-"], Some(&spec));
     let pod = eventually(Duration::from_secs(30), "pod Failed", || {
         let pods = job_pods(kc, "deadline");
@@ -341,10 +395,19 @@ fn active_deadline_fails_the_pod() {
     // The Job controller sees it too.
     kubectl_ok(
         kc,
-        &["wait", "--for=condition=failed", "job/deadline", "--timeout=30s"],
+        &[
+            "wait",
+            "--for=condition=failed",
+            "job/deadline",
+            "--timeout=30s",
+        ],
         None,
     );
-    kubectl_ok(kc, &["delete", "job", "deadline", "--cascade=background"], None);
+    kubectl_ok(
+        kc,
+        &["delete", "job", "deadline", "--cascade=background"],
+        None,
+    );
 }
 
 #[test]
@@ -387,7 +450,9 @@ fn python_kubernetes_client_sees_a_job_complete() {
         .status()
         .is_ok_and(|s| s.success());
     if !importable {
-        eprintln!("SKIPPED: python3 modules kubernetes/pytest missing (pip install kubernetes pytest)");
+        eprintln!(
+            "SKIPPED: python3 modules kubernetes/pytest missing (pip install kubernetes pytest)"
+        );
         return;
     }
     let cluster = LocalCluster::shared();
