@@ -27,7 +27,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::image::{default_size_bytes, hex_sha256, ImageRef};
-use crate::scenario::Scenario;
+use crate::scenario::{Failures, Scenario};
 
 /// First kubelet image pull backoff.
 pub const BACKOFF_INITIAL: Duration = Duration::from_secs(10);
@@ -550,11 +550,21 @@ fn step(
                 let attempt = node.next_attempt(&image);
                 let result = if plan.failures.fails(attempt) {
                     let n = image.normalized();
-                    let detail = plan.message.unwrap_or_else(|| format!("{n}: not found"));
-                    Err(format!(
-                        "rpc error: code = NotFound desc = failed to pull and unpack image \"{n}\": \
-                         failed to resolve reference \"{n}\": {detail}"
-                    ))
+                    Err(match (plan.message, plan.failures) {
+                        // Failures that later succeed look like a registry hiccup, not a missing image.
+                        (None, Failures::First(_)) => format!(
+                            "rpc error: code = Unknown desc = failed to pull and unpack image \"{n}\": \
+                             failed to copy: httpReadSeeker: failed open: failed to do request: \
+                             dial tcp 10.96.0.10:443: i/o timeout"
+                        ),
+                        (detail, _) => {
+                            let detail = detail.unwrap_or_else(|| format!("{n}: not found"));
+                            format!(
+                                "rpc error: code = NotFound desc = failed to pull and unpack image \"{n}\": \
+                                 failed to resolve reference \"{n}\": {detail}"
+                            )
+                        }
+                    })
                 } else {
                     let digest = image.resolved_digest(plan.digest.as_deref());
                     let size = plan
