@@ -45,14 +45,18 @@ impl Application {
             StoreKind::Memory => Arc::new(MemoryStore::new()),
         };
         let metrics = Arc::new(Metrics::new());
-        let cluster =
-            KubeCluster::connect(config.kubeconfig.as_deref(), &config.namespace, metrics)
-                .await
-                .context("connecting to Kubernetes")?;
+        let cluster = KubeCluster::connect(
+            config.kubeconfig.as_deref(),
+            &config.namespace,
+            metrics.clone(),
+        )
+        .await
+        .context("connecting to Kubernetes")?;
         Application::build_with(
             store,
             Arc::new(cluster),
             Arc::new(SystemClock),
+            metrics,
             config.engine_config(),
             config.listen,
         )
@@ -65,15 +69,18 @@ impl Application {
         store: Arc<dyn TaskStore>,
         cluster: Arc<dyn Cluster>,
         clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
         engine_config: EngineConfig,
         listen: SocketAddr,
     ) -> anyhow::Result<Application> {
-        let engine = Engine::new(store.clone(), cluster.clone(), clock.clone(), engine_config);
+        let engine = Engine::new(store.clone(), cluster.clone(), clock.clone(), engine_config)
+            .with_metrics(metrics.clone());
         let router = http::router(AppState {
             store,
             cluster,
             engine: engine.handle(),
             clock,
+            metrics,
         });
         let listener = TcpListener::bind(listen)
             .await
@@ -162,4 +169,50 @@ fn announce(addr: SocketAddr) {
     // A closed stdout must not stop the service; the log line below still says it.
     let _ = writeln!(out, "listening on http://{addr}").and_then(|()| out.flush());
     tracing::info!(%addr, "listening");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::tests::FakeCluster;
+
+    #[tokio::test]
+    async fn serves_on_a_free_port_until_cancelled() {
+        let app = Application::build_with(
+            Arc::new(MemoryStore::new()),
+            Arc::new(FakeCluster::new()),
+            Arc::new(SystemClock),
+            Arc::new(Metrics::new()),
+            EngineConfig {
+                namespace: "prewarm".into(),
+                helper_image: "helper:test".into(),
+                max_concurrent_nodes: 10,
+                pull_timeout: Duration::from_secs(60),
+            },
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+        let port = app.port();
+        assert_ne!(port, 0);
+        assert_eq!(app.local_addr().port(), port);
+
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+
+        let url = format!("http://127.0.0.1:{port}/healthz");
+        let health: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+        assert_eq!(health["status"], "healthy");
+
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), running)
+            .await
+            .expect("did not stop after cancel")
+            .unwrap()
+            .unwrap();
+        assert!(
+            reqwest::get(&url).await.is_err(),
+            "still accepting after stop"
+        );
+    }
 }

@@ -49,6 +49,10 @@ impl KubeCluster {
         namespace: &str,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<KubeCluster> {
+        // Several TLS backends are linked in; pick ring explicitly for the process.
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let config = match kubeconfig {
             Some(path) => {
                 let kc = Kubeconfig::read_from(path)

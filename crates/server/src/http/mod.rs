@@ -21,6 +21,7 @@ use tracing::Level;
 use crate::clock::Clock;
 use crate::cluster::Cluster;
 use crate::engine::EngineHandle;
+use crate::metrics::{HttpLabels, Metrics, RouteLabels};
 use crate::store::TaskStore;
 
 pub mod error;
@@ -49,10 +50,16 @@ pub struct AppState {
     pub engine: EngineHandle,
     /// Source of `createdAt`, `finishedAt` and task id dates.
     pub clock: Arc<dyn Clock>,
+    /// Every metric, served at `/metrics` and fed by the HTTP layer.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The whole API as one router, layers included.
 pub fn router(state: AppState) -> Router {
+    router_with_timeout(state, REQUEST_TIMEOUT)
+}
+
+fn router_with_timeout(state: AppState, request_timeout: Duration) -> Router {
     let layers = ServiceBuilder::new()
         .layer(
             TraceLayer::new_for_http()
@@ -60,7 +67,7 @@ pub fn router(state: AppState) -> Router {
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
         .layer(HandleErrorLayer::new(layer_error))
-        .timeout(REQUEST_TIMEOUT)
+        .timeout(request_timeout)
         .layer(GlobalConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS))
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
 
@@ -69,10 +76,62 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/tasks/{id}", get(tasks::get).delete(tasks::cancel))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics_text))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(route_not_found)
         .layer(layers)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            record_request,
+        ))
         .with_state(state)
+}
+
+/// Counts and times every matched request by method, route template and code.
+async fn record_request(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("<unmatched>", MatchedPath::as_str)
+        .to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    state
+        .metrics
+        .http_duration
+        .get_or_create(&RouteLabels {
+            method: method.clone(),
+            route: route.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&HttpLabels {
+            method,
+            route,
+            code: response.status().as_u16().to_string(),
+        })
+        .inc();
+    response
+}
+
+/// `GET /metrics`: the Prometheus text exposition.
+async fn metrics_text(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
 }
 
 /// One span per request, named by the route template so ids don't explode
@@ -105,4 +164,4 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

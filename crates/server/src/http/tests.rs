@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast;
 use tower::ServiceExt;
 
-use super::{router, AppState};
+use super::{router_with_timeout, AppState, REQUEST_TIMEOUT};
 use crate::clock::ManualClock;
 use crate::cluster::{
     Cluster, ClusterError, ClusterEvent, ClusterResult, JobObservation, NodeInfo, PodObservation,
@@ -27,13 +27,14 @@ use crate::store::{CancelOutcome, MemoryStore, NodeRecord, StoreError, StoreResu
 const START: &str = "2024-01-16T10:00:00Z";
 
 /// A cluster with no nodes that accepts every change; its probe can be failed.
-struct FakeCluster {
-    probe_ok: AtomicBool,
+pub(crate) struct FakeCluster {
+    pub(crate) probe_ok: AtomicBool,
     events: broadcast::Sender<ClusterEvent>,
 }
 
 impl FakeCluster {
-    fn new() -> Self {
+    /// A connected cluster without nodes whose probe succeeds.
+    pub(crate) fn new() -> Self {
         FakeCluster {
             probe_ok: AtomicBool::new(true),
             events: broadcast::channel(16).0,
@@ -77,14 +78,25 @@ impl Cluster for FakeCluster {
     }
 }
 
-/// A memory store that can answer `Duplicate` to the first inserts, or fail everything.
+/// A memory store that can answer `Duplicate` to the first inserts, fail
+/// everything, or never answer `get`.
 struct ScriptedStore {
     inner: MemoryStore,
     duplicates_left: AtomicUsize,
     broken: bool,
+    hang_on_get: bool,
 }
 
 impl ScriptedStore {
+    fn new() -> Self {
+        ScriptedStore {
+            inner: MemoryStore::new(),
+            duplicates_left: AtomicUsize::new(0),
+            broken: false,
+            hang_on_get: false,
+        }
+    }
+
     fn check(&self) -> StoreResult<()> {
         if self.broken {
             Err(StoreError::Backend(
@@ -109,6 +121,9 @@ impl TaskStore for ScriptedStore {
     }
     async fn get(&self, id: &str) -> StoreResult<Option<Task>> {
         self.check()?;
+        if self.hang_on_get {
+            std::future::pending::<()>().await;
+        }
         self.inner.get(id).await
     }
     async fn list(
@@ -157,6 +172,10 @@ impl Harness {
     }
 
     fn with_store(store: Arc<dyn TaskStore>) -> Self {
+        Harness::with_timeout(store, REQUEST_TIMEOUT)
+    }
+
+    fn with_timeout(store: Arc<dyn TaskStore>, request_timeout: Duration) -> Self {
         let clock = Arc::new(ManualClock::new(START.parse().unwrap()));
         let cluster = Arc::new(FakeCluster::new());
         let engine = Engine::new(
@@ -170,12 +189,14 @@ impl Harness {
                 pull_timeout: Duration::from_secs(60),
             },
         );
-        let app = router(AppState {
+        let state = AppState {
             store,
             cluster: cluster.clone(),
             engine: engine.handle(),
             clock: clock.clone(),
-        });
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+        };
+        let app = router_with_timeout(state, request_timeout);
         Harness {
             app,
             clock,
@@ -321,9 +342,8 @@ async fn create_answers_201_with_the_full_task_view() {
 #[tokio::test]
 async fn create_retries_the_id_on_a_clash() {
     let store = ScriptedStore {
-        inner: MemoryStore::new(),
         duplicates_left: AtomicUsize::new(2),
-        broken: false,
+        ..ScriptedStore::new()
     };
     let h = Harness::with_store(Arc::new(store));
     let id = h.create(&["nginx"]).await;
@@ -579,9 +599,8 @@ async fn readyz_is_503_naming_the_failing_dependency() {
 #[tokio::test]
 async fn store_failures_are_a_500_without_the_cause() {
     let store = ScriptedStore {
-        inner: MemoryStore::new(),
-        duplicates_left: AtomicUsize::new(0),
         broken: true,
+        ..ScriptedStore::new()
     };
     let h = Harness::with_store(Arc::new(store));
     let (status, body) = h.post(json!({"images": ["nginx"]})).await;
@@ -607,3 +626,14 @@ async fn unknown_routes_and_methods_answer_json() {
     assert!(headers.contains_key(header::ALLOW), "{headers:?}");
 }
 
+#[tokio::test]
+async fn a_request_over_the_time_limit_is_a_json_408() {
+    let store = ScriptedStore {
+        hang_on_get: true,
+        ..ScriptedStore::new()
+    };
+    let h = Harness::with_timeout(Arc::new(store), Duration::from_millis(50));
+    let (status, body) = h.get("/api/v1/tasks/task-20240116-slow00").await;
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(body["error"], "Request timeout");
+}
