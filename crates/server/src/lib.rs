@@ -13,5 +13,6 @@ pub mod domain;
 pub mod engine;
 pub mod http;
 pub mod metrics;
+pub mod progress;
 pub mod startup;
 pub mod store;

@@ -19,6 +19,7 @@ use crate::config::{ServeConfig, StoreKind};
 use crate::engine::{Engine, EngineConfig};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
+use crate::progress::ProgressHub;
 use crate::store::{MemoryStore, SqliteStore, TaskStore};
 
 /// How long in-flight requests may keep the server up after shutdown starts
@@ -73,14 +74,17 @@ impl Application {
         engine_config: EngineConfig,
         listen: SocketAddr,
     ) -> anyhow::Result<Application> {
+        let progress = Arc::new(ProgressHub::new());
         let engine = Engine::new(store.clone(), cluster.clone(), clock.clone(), engine_config)
-            .with_metrics(metrics.clone());
+            .with_metrics(metrics.clone())
+            .with_progress(progress.clone());
         let router = http::router(AppState {
             store,
             cluster,
             engine: engine.handle(),
             clock,
             metrics,
+            progress,
         });
         let listener = TcpListener::bind(listen)
             .await

@@ -23,6 +23,7 @@ use crate::domain::image_ref::matches_node_image;
 use crate::domain::node_pull::{NodePull, TIMEOUT_REASON};
 use crate::domain::task::TaskSpec;
 use crate::metrics::{Metrics, StatusLabels};
+use crate::progress::ProgressHub;
 use crate::store::TaskStore;
 
 mod task_run;
@@ -98,6 +99,7 @@ pub struct Engine {
     store_check_due: bool,
     stopping: bool,
     metrics: Arc<Metrics>,
+    progress: Arc<ProgressHub>,
 }
 
 impl Engine {
@@ -129,7 +131,14 @@ impl Engine {
             store_check_due: true,
             stopping: false,
             metrics: Arc::new(Metrics::new()),
+            progress: Arc::new(ProgressHub::new()),
         }
+    }
+
+    /// Publishes every stored task view to `hub` for live readers.
+    pub fn with_progress(mut self, hub: Arc<ProgressHub>) -> Engine {
+        self.progress = hub;
+        self
     }
 
     /// Reports into `metrics` (task, node and pull figures).
@@ -472,12 +481,16 @@ impl Engine {
                 Some(("NoMatchingNodes", no_match_message(&spec, all_nodes.len()))),
                 now,
             );
-            if let Err(e) = self
+            match self
                 .store
                 .update_if(&run.view, &[TaskStatus::Pending])
                 .await
             {
-                tracing::error!(task = %run.view.task_id, error = %e, "could not store task end");
+                Ok(true) => self.progress.publish(&run.view),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(task = %run.view.task_id, error = %e, "could not store task end")
+                }
             }
             self.metrics
                 .tasks_total
@@ -519,6 +532,7 @@ impl Engine {
             .await
         {
             Ok(true) => {
+                self.progress.publish(&run.view);
                 tracing::info!(task = %run.view.task_id, nodes = run.nodes.len(), "task started");
                 run.dirty = false;
                 self.runs.insert(run.view.task_id.clone(), run);
@@ -745,7 +759,7 @@ impl Engine {
             tracing::error!(task = %run.view.task_id, error = %e, "could not store node outcomes");
         }
         match self.store.update_if(&run.view, &[expected]).await {
-            Ok(true) => {}
+            Ok(true) => self.progress.publish(&run.view),
             Ok(false) => {
                 tracing::info!(task = %run.view.task_id, "task changed meanwhile; keeping the stored status")
             }
@@ -818,7 +832,10 @@ impl Engine {
                 .update_if(&run.view, &[TaskStatus::Running])
                 .await
             {
-                Ok(true) => run.dirty = false,
+                Ok(true) => {
+                    run.dirty = false;
+                    self.progress.publish(&run.view);
+                }
                 Ok(false) => lost.push(run.view.task_id.clone()),
                 Err(e) => {
                     tracing::warn!(task = %run.view.task_id, error = %e, "progress write failed")

@@ -22,6 +22,7 @@ use crate::clock::Clock;
 use crate::cluster::Cluster;
 use crate::engine::EngineHandle;
 use crate::metrics::{HttpLabels, Metrics, RouteLabels};
+use crate::progress::ProgressHub;
 use crate::store::TaskStore;
 
 pub mod error;
@@ -52,6 +53,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Every metric, served at `/metrics` and fed by the HTTP layer.
     pub metrics: Arc<Metrics>,
+    /// Live task views for streaming readers.
+    pub progress: Arc<ProgressHub>,
 }
 
 /// The whole API as one router, layers included.

@@ -195,6 +195,7 @@ impl Harness {
             engine: engine.handle(),
             clock: clock.clone(),
             metrics: Arc::new(crate::metrics::Metrics::new()),
+            progress: Arc::new(crate::progress::ProgressHub::new()),
         };
         let app = router_with_timeout(state, request_timeout);
         Harness {
