@@ -335,7 +335,10 @@ mod tests {
     fn create_request_rejects_unknown_fields() {
         let err = serde_json::from_str::<CreateTaskRequest>(r#"{"images":["a"],"batchsize":3}"#)
             .unwrap_err();
-        assert!(err.to_string().contains("unknown field `batchsize`"), "{err}");
+        assert!(
+            err.to_string().contains("unknown field `batchsize`"),
+            "{err}"
+        );
     }
 
     #[test]
