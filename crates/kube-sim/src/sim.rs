@@ -448,7 +448,10 @@ async fn write_status(
         .await
     {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 || s.code == 422 => {
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Err(WriteError::Gone),
+        Err(kube::Error::Api(s)) if s.code == 422 => {
+            // The uid precondition failed (pod replaced) or the status was rejected.
+            tracing::warn!(pod = %name, message = %s.message, "pod status rejected");
             Err(WriteError::Gone)
         }
         Err(e) => {

@@ -6,7 +6,11 @@ use std::process::Command;
 fn unknown_scenario_field_is_named_and_exits_non_zero() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("scenario.yaml");
-    std::fs::write(&path, "nodes:\n  - namePrefix: a-\n    count: 1\n    lables: {x: y}\n").unwrap();
+    std::fs::write(
+        &path,
+        "nodes:\n  - namePrefix: a-\n    count: 1\n    lables: {x: y}\n",
+    )
+    .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_kube-sim"))
         .arg("--kubeconfig")
         .arg(dir.path().join("no-such-kubeconfig"))

@@ -252,10 +252,12 @@ fn job_with_preloaded_image_completes_and_node_lists_pulled_images() {
 fn failing_pull_shows_err_image_pull_then_backoff() {
     let cluster = LocalCluster::shared();
     let kc = cluster.kubeconfig_path();
-    // timeScale 1, so each state is visible for at least a second.
+    // timeScale 2: ErrImagePull shows for 2 s (at 2-4 s, again at 24-26 s, …),
+    // long enough for kubectl polling on a busy machine.
     let _sim = Sim::start(
         kc,
         r#"
+timeScale: 2
 nodes: [{namePrefix: fail-, count: 1}]
 images:
   - match: "registry.example.com/missing/*"
@@ -271,7 +273,7 @@ images:
     );
     let mut seen = Vec::<String>::new();
     eventually(
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         "ErrImagePull then ImagePullBackOff",
         || {
             let pods = job_pods(kc, "failing");
