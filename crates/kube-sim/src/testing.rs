@@ -12,12 +12,12 @@
 //! # }
 //! ```
 //!
-//! Requirements: `scripts/local-cluster.sh` can start (first run builds the
-//! binaries), and the `kube-sim` binary is built. Cargo builds it before this
-//! crate's own integration tests; for another crate's tests [`Sim`] looks for
-//! `<target>/debug/kube-sim` next to the test executable (or `$KUBE_SIM_BIN`)
-//! and runs `cargo build -p kube-sim` if it is missing. A stale binary is not
-//! rebuilt: run `cargo build -p kube-sim` before `cargo test` in CI.
+//! Requirements: `scripts/local-cluster.sh` can start (its first run builds the
+//! Kubernetes binaries), `kubectl` is not needed by these helpers. [`Sim`] runs
+//! the `kube-sim` binary found by [`binary_path`]: `$KUBE_SIM_BIN`, else
+//! `<target>/<profile>/kube-sim` next to the test executable, which it first
+//! brings up to date with `cargo build -p kube-sim` (once per test process), so
+//! other crates need no build step of their own.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
@@ -269,10 +269,12 @@ impl Drop for Sim {
     }
 }
 
-/// Where the `kube-sim` binary is: `$KUBE_SIM_BIN`, else `kube-sim` in the
-/// profile directory the running test executable lives under
-/// (`target/debug/deps/x-hash` → `target/debug/kube-sim`), built with
-/// `cargo build -p kube-sim` if missing.
+/// Where the `kube-sim` binary is: `$KUBE_SIM_BIN` if set; else `kube-sim` in
+/// the profile directory the running test executable lives under
+/// (`target/debug/deps/x-hash` → `target/debug/kube-sim`). When running under
+/// cargo (`$CARGO` is set), `cargo build -p kube-sim` for that profile runs
+/// first, once per process, so the binary is never missing or stale (cargo
+/// does not hold its build lock while tests run; a no-op build takes ~1 s).
 pub fn binary_path() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("KUBE_SIM_BIN") {
         return Ok(PathBuf::from(p));
@@ -283,21 +285,74 @@ pub fn binary_path() -> Result<PathBuf> {
         dir.pop();
     }
     let bin = dir.join("kube-sim");
-    if bin.exists() {
-        return Ok(bin);
-    }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "-p", "kube-sim", "--bin", "kube-sim"])
-        .current_dir(repo_root())
-        .status()
-        .map_err(|e| Error::io("running cargo build -p kube-sim", e))?;
-    if status.success() && bin.exists() {
-        Ok(bin)
-    } else {
-        Err(Error::Process(format!(
-            "kube-sim binary not found at {} and `cargo build -p kube-sim` did not produce it",
+    static BUILT: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| build_binary(&dir));
+    match built {
+        _ if bin.exists() => {
+            if let Err(e) = built {
+                eprintln!("kube-sim: using the existing {} ({e})", bin.display());
+            }
+            Ok(bin)
+        }
+        Err(e) => Err(Error::Process(format!(
+            "kube-sim binary not found at {}: {e}",
             bin.display()
-        )))
+        ))),
+        Ok(()) => Err(Error::Process(format!(
+            "`cargo build -p kube-sim` did not produce {}",
+            bin.display()
+        ))),
+    }
+}
+
+/// Builds the binary into `profile_dir` (`<target>/debug` or `<target>/release`).
+fn build_binary(profile_dir: &Path) -> std::result::Result<(), String> {
+    let Some(cargo) = std::env::var_os("CARGO") else {
+        return Err("not running under cargo ($CARGO unset), not building".into());
+    };
+    let profile = profile_dir
+        .file_name()
+        .and_then(|p| p.to_str())
+        .unwrap_or("");
+    let Some(target_dir) = profile_dir.parent() else {
+        return Err(format!("no target dir above {}", profile_dir.display()));
+    };
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", "kube-sim", "--bin", "kube-sim"])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .current_dir(repo_root());
+    // The test process inherits per-package variables (CARGO_MANIFEST_DIR, …)
+    // that build scripts such as ring's track; passing them on would make every
+    // nested build look dirty and rebuild half the dependency tree.
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        let per_package = key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_BIN_")
+            || matches!(
+                key,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+                    | "OUT_DIR"
+            );
+        if per_package {
+            cmd.env_remove(key);
+        }
+    }
+    match profile {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => return Err(format!("unknown profile directory {other:?}, not building")),
+    }
+    match cmd.status() {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("`cargo build -p kube-sim` failed ({s})")),
+        Err(e) => Err(format!("running cargo: {e}")),
     }
 }
