@@ -81,7 +81,7 @@ fetch_source() {
   source_lines | sort -u >"$work/apt/sources.list"
   [ -s "$work/apt/sources.list" ] || echo "deb-src http://deb.debian.org/debian bookworm main" >"$work/apt/sources.list"
   local opts=(-o "Dir::Etc::SourceList=$work/apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
-    -o "Dir::State::Lists=$work/apt/lists" -o Debug::NoLocking=1)
+    -o "Dir::State::Lists=$work/apt/lists" -o Debug::NoLocking=1 -o APT::Sandbox::User=root)
   log "fetching Debian source package kubernetes"
   apt-get "${opts[@]}" update -qq
   (cd "$work/dl" && apt-get "${opts[@]}" source --download-only kubernetes >/dev/null)
@@ -95,6 +95,11 @@ fetch_source() {
 
 build_binaries() {
   if [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kube-controller-manager" ]; then return; fi
+  # One build per machine: a second caller waits for the first and reuses its result.
+  mkdir -p "$CACHE"
+  exec 9>"$CACHE/build.lock"
+  flock 9
+  if [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kube-controller-manager" ]; then flock -u 9; return; fi
   install_packages
   fetch_source
   local src=$CACHE/build/src
@@ -123,6 +128,7 @@ build_binaries() {
   log "binaries cached in $BIN"
   # The source tree and Go cache are large; the binaries are all that is kept.
   rm -rf "$CACHE/build"
+  flock -u 9
 }
 
 # --- running --------------------------------------------------------------
