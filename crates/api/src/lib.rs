@@ -327,6 +327,282 @@ pub struct ErrorBody {
     pub status: Option<String>,
 }
 
+/// What a scheduled fire does while an earlier run of the same schedule is still going.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OverlapPolicy {
+    /// Record a `skipped` execution and start nothing (default).
+    #[default]
+    Skip,
+    /// Start another task in parallel.
+    Allow,
+    /// Start as soon as the running one ends; fires meanwhile coalesce into one run.
+    Queue,
+}
+
+/// Outcome of one execution of a scheduled task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionStatus {
+    /// Its task has not ended yet.
+    Running,
+    /// Its task completed.
+    Success,
+    /// Its task failed, was cancelled by a user, or could not be started.
+    Failed,
+    /// Nothing was started (overlap policy `skip`, or a fire missed while the service was down).
+    Skipped,
+    /// Its task ran past the schedule's `timeoutSeconds` and was cancelled.
+    Timeout,
+}
+
+impl ExecutionStatus {
+    /// The lowercase wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionStatus::Running => "running",
+            ExecutionStatus::Success => "success",
+            ExecutionStatus::Failed => "failed",
+            ExecutionStatus::Skipped => "skipped",
+            ExecutionStatus::Timeout => "timeout",
+        }
+    }
+}
+
+/// What started an execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionTrigger {
+    /// The cron schedule fired.
+    Schedule,
+    /// `POST /api/v1/scheduled-tasks/{id}/trigger`.
+    Manual,
+}
+
+/// A scheduled task as returned by the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduledTask {
+    /// `scheduled-task-YYYYMMDD-xxxxxx`.
+    pub id: String,
+    /// Human name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// 5-field cron expression or `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`.
+    pub cron_expr: String,
+    /// IANA time zone the expression is read in.
+    pub timezone: String,
+    /// Whether it fires.
+    pub enabled: bool,
+    /// The task create body each run uses, every default spelled out.
+    pub task_config: CreateTaskRequest,
+    /// What a fire does while an earlier run still goes.
+    pub overlap_policy: OverlapPolicy,
+    /// A run still going after this many seconds is cancelled (0 = no limit).
+    pub timeout_seconds: u64,
+    /// How late a fire missed while the service was down may still run (0 = never).
+    pub starting_deadline_seconds: u64,
+    /// When a run was last started (by the schedule or by hand).
+    pub last_execution_at: Option<DateTime<Utc>>,
+    /// When it fires next; null while disabled.
+    pub next_execution_at: Option<DateTime<Utc>>,
+    /// Who created it.
+    pub created_by: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it was last changed through the API.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Body of `POST /api/v1/scheduled-tasks`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateScheduledTaskRequest {
+    /// Human name (required, 1..=253 characters).
+    pub name: String,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Cron expression (required).
+    pub cron_expr: String,
+    /// IANA time zone, default `UTC`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// A task create body, validated like `POST /api/v1/tasks`.
+    pub task_config: CreateTaskRequest,
+    /// Default `skip`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap_policy: Option<OverlapPolicy>,
+    /// Default 0 (no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+    /// Default 0 (missed fires are not run late).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starting_deadline_seconds: Option<u64>,
+}
+
+/// Part of a task create body, for merging into a stored `taskConfig`: fields
+/// present replace the stored ones, absent fields keep them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TaskConfigPatch {
+    /// Replaces the image list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<Vec<String>>,
+    /// See [`CreateTaskRequest::batch_size`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<u32>,
+    /// See [`CreateTaskRequest::node_selector`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// See [`CreateTaskRequest::node_names`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_names: Option<Vec<String>>,
+    /// See [`CreateTaskRequest::priority`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    /// See [`CreateTaskRequest::max_retries`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+    /// See [`CreateTaskRequest::retry_strategy`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_strategy: Option<RetryStrategy>,
+    /// See [`CreateTaskRequest::retry_delay`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_delay: Option<u32>,
+    /// See [`CreateTaskRequest::webhook_url`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    /// See [`CreateTaskRequest::pull_policy`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_policy: Option<PullPolicy>,
+    /// See [`CreateTaskRequest::image_pull_secrets`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_secrets: Option<Vec<String>>,
+    /// See [`CreateTaskRequest::tolerate_taints`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerate_taints: Option<bool>,
+    /// See [`CreateTaskRequest::timeout_seconds`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+    /// See [`CreateTaskRequest::priority_class_name`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+}
+
+impl TaskConfigPatch {
+    /// `base` with every field present in the patch replaced.
+    pub fn apply(self, base: CreateTaskRequest) -> CreateTaskRequest {
+        CreateTaskRequest {
+            images: self.images.unwrap_or(base.images),
+            batch_size: self.batch_size.or(base.batch_size),
+            node_selector: self.node_selector.or(base.node_selector),
+            node_names: self.node_names.or(base.node_names),
+            priority: self.priority.or(base.priority),
+            max_retries: self.max_retries.or(base.max_retries),
+            retry_strategy: self.retry_strategy.or(base.retry_strategy),
+            retry_delay: self.retry_delay.or(base.retry_delay),
+            webhook_url: self.webhook_url.or(base.webhook_url),
+            pull_policy: self.pull_policy.or(base.pull_policy),
+            image_pull_secrets: self.image_pull_secrets.or(base.image_pull_secrets),
+            tolerate_taints: self.tolerate_taints.or(base.tolerate_taints),
+            timeout_seconds: self.timeout_seconds.or(base.timeout_seconds),
+            priority_class_name: self.priority_class_name.or(base.priority_class_name),
+        }
+    }
+}
+
+/// Body of `PUT /api/v1/scheduled-tasks/{id}`: every field optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateScheduledTaskRequest {
+    /// New name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// New description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// New cron expression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron_expr: Option<String>,
+    /// New time zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// Enable or disable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Fields merged into the stored task config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_config: Option<TaskConfigPatch>,
+    /// New overlap policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap_policy: Option<OverlapPolicy>,
+    /// New run time limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+    /// New catch-up deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starting_deadline_seconds: Option<u64>,
+}
+
+/// One run (or skipped fire) of a scheduled task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Execution {
+    /// 1, 2, … per scheduled task.
+    pub id: u64,
+    /// The scheduled task.
+    pub scheduled_task_id: String,
+    /// The task it started; empty when skipped.
+    pub task_id: String,
+    /// Where it stands.
+    pub status: ExecutionStatus,
+    /// When its task was created (null when skipped).
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// `finishedAt − startedAt` in seconds, once ended.
+    pub duration_seconds: Option<f64>,
+    /// Why it failed, timed out or was skipped; empty otherwise.
+    pub error_message: String,
+    /// The scheduled fire time (or the time of a manual trigger).
+    pub triggered_at: DateTime<Utc>,
+    /// `schedule` or `manual`.
+    pub trigger: ExecutionTrigger,
+}
+
+/// A page of scheduled tasks, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduledTaskList {
+    /// This page.
+    pub tasks: Vec<ScheduledTask>,
+    /// All scheduled tasks.
+    pub total: u64,
+    /// Page size used.
+    pub limit: u32,
+    /// Offset used.
+    pub offset: u64,
+}
+
+/// A page of executions, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionList {
+    /// This page.
+    pub executions: Vec<Execution>,
+    /// Executions of this scheduled task.
+    pub total: u64,
+    /// Page size used.
+    pub limit: u32,
+    /// Offset used.
+    pub offset: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

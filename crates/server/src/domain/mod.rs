@@ -4,4 +4,5 @@
 pub mod image_ref;
 pub mod labels;
 pub mod node_pull;
+pub mod schedule;
 pub mod task;
