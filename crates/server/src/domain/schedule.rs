@@ -210,9 +210,7 @@ pub fn new_scheduled_task(
         name: req.name,
         description: req.description.unwrap_or_default(),
         cron_expr: req.cron_expr,
-        timezone: req
-            .timezone
-            .unwrap_or_else(|| DEFAULT_TIMEZONE.to_owned()),
+        timezone: req.timezone.unwrap_or_else(|| DEFAULT_TIMEZONE.to_owned()),
         enabled: req.enabled.unwrap_or(true),
         task_config: req.task_config,
         overlap_policy: req.overlap_policy.unwrap_or(OverlapPolicy::Skip),
@@ -422,7 +420,12 @@ mod tests {
         );
         // Every 15 minutes of the missing hour: one fire when it ends.
         assert_eq!(
-            fires("*/15 2 * * *", "America/New_York", "2024-03-10T06:50:00Z", 2),
+            fires(
+                "*/15 2 * * *",
+                "America/New_York",
+                "2024-03-10T06:50:00Z",
+                2
+            ),
             ["2024-03-10T07:00:00+00:00", "2024-03-11T06:00:00+00:00"]
         );
     }

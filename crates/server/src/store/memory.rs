@@ -6,8 +6,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use prewarm_api::{Task, TaskStatus};
+use prewarm_api::{Execution, ExecutionStatus, ScheduledTask, Task, TaskStatus};
 
+use super::schedules::{may_finish, Fire, FireOutcome, ScheduleStore, StoredSchedule};
 use super::{CancelOutcome, NodeRecord, StoreError, StoreResult, TaskStore};
 
 /// A `TaskStore` kept in process memory.
@@ -25,6 +26,12 @@ struct Inner {
     tasks: HashMap<String, Task>,
     /// Node records by task id, then node name.
     nodes: HashMap<String, BTreeMap<String, serde_json::Value>>,
+    /// Scheduled tasks by id.
+    schedules: HashMap<String, StoredSchedule>,
+    /// Executions by scheduled task id, then execution id.
+    executions: HashMap<String, BTreeMap<u64, Execution>>,
+    /// Last execution id handed out per scheduled task.
+    execution_ids: HashMap<String, u64>,
 }
 
 impl MemoryStore {
@@ -164,9 +171,180 @@ impl TaskStore for MemoryStore {
     }
 }
 
+#[async_trait]
+impl ScheduleStore for MemoryStore {
+    async fn insert_schedule(&self, schedule: &StoredSchedule) -> StoreResult<()> {
+        let mut inner = self.lock();
+        if inner.schedules.contains_key(&schedule.task.id) {
+            return Err(StoreError::Duplicate(schedule.task.id.clone()));
+        }
+        inner
+            .schedules
+            .insert(schedule.task.id.clone(), schedule.clone());
+        Ok(())
+    }
+
+    async fn get_schedule(&self, id: &str) -> StoreResult<Option<StoredSchedule>> {
+        Ok(self.lock().schedules.get(id).cloned())
+    }
+
+    async fn list_schedules(
+        &self,
+        limit: u32,
+        offset: u64,
+    ) -> StoreResult<(Vec<StoredSchedule>, u64)> {
+        let inner = self.lock();
+        let mut all: Vec<&StoredSchedule> = inner.schedules.values().collect();
+        all.sort_by(|a, b| {
+            b.task
+                .created_at
+                .cmp(&a.task.created_at)
+                .then_with(|| b.task.id.cmp(&a.task.id))
+        });
+        let total = all.len() as u64;
+        let offset = usize::try_from(offset).unwrap_or(usize::MAX);
+        let page = all
+            .into_iter()
+            .skip(offset)
+            .take(limit as usize)
+            .cloned()
+            .collect();
+        Ok((page, total))
+    }
+
+    async fn all_schedules(&self) -> StoreResult<Vec<StoredSchedule>> {
+        Ok(self.lock().schedules.values().cloned().collect())
+    }
+
+    async fn update_schedule(
+        &self,
+        task: &ScheduledTask,
+        reset: Option<DateTime<Utc>>,
+    ) -> StoreResult<bool> {
+        let mut inner = self.lock();
+        let Some(stored) = inner.schedules.get_mut(&task.id) else {
+            return Ok(false);
+        };
+        let last = stored.task.last_execution_at;
+        stored.task = task.clone();
+        stored.task.last_execution_at = last;
+        if let Some(at) = reset {
+            stored.fire_cursor = at;
+            stored.queued_fire = None;
+        }
+        Ok(true)
+    }
+
+    async fn delete_schedule(&self, id: &str) -> StoreResult<bool> {
+        let mut inner = self.lock();
+        inner.executions.remove(id);
+        inner.execution_ids.remove(id);
+        Ok(inner.schedules.remove(id).is_some())
+    }
+
+    async fn record_fire(&self, id: &str, fire: &Fire) -> StoreResult<FireOutcome> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let Some(stored) = inner.schedules.get_mut(id) else {
+            return Ok(FireOutcome::NotFound);
+        };
+        if fire
+            .cursor
+            .is_some_and(|(expected, _)| stored.fire_cursor != expected)
+            || fire
+                .queued
+                .is_some_and(|(expected, _)| stored.queued_fire != expected)
+        {
+            return Ok(FireOutcome::Conflict);
+        }
+        if let Some((_, new)) = fire.cursor {
+            stored.fire_cursor = new;
+        }
+        if let Some((_, new)) = fire.queued {
+            stored.queued_fire = new;
+        }
+        let Some(execution) = &fire.execution else {
+            return Ok(FireOutcome::Recorded(None));
+        };
+        if execution.status == ExecutionStatus::Running {
+            stored.task.last_execution_at = execution.started_at;
+        }
+        let next = inner.execution_ids.entry(id.to_owned()).or_default();
+        *next += 1;
+        let execution = Execution {
+            id: *next,
+            scheduled_task_id: id.to_owned(),
+            ..execution.clone()
+        };
+        inner
+            .executions
+            .entry(id.to_owned())
+            .or_default()
+            .insert(execution.id, execution.clone());
+        Ok(FireOutcome::Recorded(Some(execution)))
+    }
+
+    async fn finish_execution(&self, execution: &Execution) -> StoreResult<bool> {
+        let mut inner = self.lock();
+        match inner
+            .executions
+            .get_mut(&execution.scheduled_task_id)
+            .and_then(|all| all.get_mut(&execution.id))
+        {
+            Some(stored) if may_finish(stored) => {
+                *stored = execution.clone();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn list_executions(
+        &self,
+        schedule_id: &str,
+        limit: u32,
+        offset: u64,
+    ) -> StoreResult<(Vec<Execution>, u64)> {
+        let inner = self.lock();
+        let Some(all) = inner.executions.get(schedule_id) else {
+            return Ok((Vec::new(), 0));
+        };
+        let offset = usize::try_from(offset).unwrap_or(usize::MAX);
+        let page = all
+            .values()
+            .rev()
+            .skip(offset)
+            .take(limit as usize)
+            .cloned()
+            .collect();
+        Ok((page, all.len() as u64))
+    }
+
+    async fn get_execution(&self, schedule_id: &str, id: u64) -> StoreResult<Option<Execution>> {
+        Ok(self
+            .lock()
+            .executions
+            .get(schedule_id)
+            .and_then(|all| all.get(&id))
+            .cloned())
+    }
+
+    async fn running_executions(&self) -> StoreResult<Vec<Execution>> {
+        Ok(self
+            .lock()
+            .executions
+            .values()
+            .flat_map(|all| all.values())
+            .filter(|e| e.status == ExecutionStatus::Running)
+            .cloned()
+            .collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::MemoryStore;
 
     crate::store::contract::store_contract_tests!(MemoryStore::new());
+    crate::store::schedule_contract::schedule_contract_tests!(MemoryStore::new());
 }

@@ -10,9 +10,11 @@ use chrono::{DateTime, Utc};
 use prewarm_api::{Task, TaskStatus};
 
 pub mod memory;
+pub mod schedules;
 pub mod sqlite;
 
 pub use memory::MemoryStore;
+pub use schedules::{Fire, FireOutcome, ScheduleStore, StoredSchedule};
 pub use sqlite::SqliteStore;
 
 /// Why a store operation failed.
@@ -101,3 +103,5 @@ pub trait TaskStore: Send + Sync + 'static {
 
 #[cfg(test)]
 pub(crate) mod contract;
+#[cfg(test)]
+pub(crate) mod schedule_contract;

@@ -40,6 +40,24 @@ const MIGRATIONS: &[&str] = &[
          body    TEXT NOT NULL,
          PRIMARY KEY (task_id, node)
      ) WITHOUT ROWID;",
+    // 2: scheduled tasks (view + the scheduler's fire cursor and queued run) and their executions.
+    "CREATE TABLE scheduled_tasks (
+         id                TEXT PRIMARY KEY NOT NULL,
+         created_at        TEXT NOT NULL,
+         fire_cursor       TEXT NOT NULL,
+         queued_fire       TEXT,
+         last_execution_id INTEGER NOT NULL DEFAULT 0,
+         body              TEXT NOT NULL
+     );
+     CREATE INDEX scheduled_tasks_created ON scheduled_tasks (created_at, id);
+     CREATE TABLE scheduled_executions (
+         scheduled_task_id TEXT NOT NULL REFERENCES scheduled_tasks (id) ON DELETE CASCADE,
+         id                INTEGER NOT NULL,
+         status            TEXT NOT NULL,
+         body              TEXT NOT NULL,
+         PRIMARY KEY (scheduled_task_id, id)
+     ) WITHOUT ROWID;
+     CREATE INDEX scheduled_executions_status ON scheduled_executions (status);",
 ];
 
 /// A `TaskStore` in an SQLite database file.
@@ -428,6 +446,8 @@ impl TaskStore for SqliteStore {
     }
 }
 
+mod schedule_store;
+
 #[cfg(test)]
 mod tests {
     use std::time::Instant;
@@ -448,11 +468,15 @@ mod tests {
     }
 
     crate::store::contract::store_contract_tests!(guarded: temp_store());
+    crate::store::schedule_contract::schedule_contract_tests!(guarded: temp_store());
 
     mod in_memory {
         use super::SqliteStore;
 
         crate::store::contract::store_contract_tests!(
+            SqliteStore::open_in_memory().expect("open in-memory store")
+        );
+        crate::store::schedule_contract::schedule_contract_tests!(
             SqliteStore::open_in_memory().expect("open in-memory store")
         );
     }
