@@ -26,6 +26,8 @@ use crate::metrics::{Metrics, StatusLabels};
 use crate::progress::ProgressHub;
 use crate::store::TaskStore;
 
+pub mod scheduler;
+pub mod submit;
 mod task_run;
 
 use task_run::{ready_to_start, record_of, TaskRun};

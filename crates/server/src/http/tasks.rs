@@ -9,13 +9,12 @@ use prewarm_api::{ActionResponse, CreateTaskRequest, Task, TaskCreated, TaskList
 use super::error::ApiError;
 use super::extract::{int_in_range, AppJson, PathId, QueryParams};
 use super::AppState;
-use crate::domain::task::{TaskId, TaskSpec};
-use crate::store::{CancelOutcome, StoreError};
+use crate::domain::task::TaskSpec;
+use crate::engine::submit::submit_task;
+use crate::store::CancelOutcome;
 
 /// Who creates tasks while authentication is off.
-const ANONYMOUS: &str = "anonymous";
-/// Attempts at a fresh id before giving up on `Duplicate` (36^6 ids a day make a clash rare).
-const ID_ATTEMPTS: usize = 5;
+pub(crate) const ANONYMOUS: &str = "anonymous";
 /// Page size when `limit` is absent.
 const DEFAULT_LIMIT: u32 = 10;
 /// Largest accepted `limit`.
@@ -27,8 +26,14 @@ pub async fn create(
     AppJson(request): AppJson<CreateTaskRequest>,
 ) -> Result<Response, ApiError> {
     let spec = TaskSpec::from_request(request)?;
-    let task = insert_new(&state, &spec).await?;
-    state.engine.wake();
+    let task = submit_task(
+        state.store.as_ref(),
+        &state.engine,
+        state.clock.as_ref(),
+        &spec,
+        ANONYMOUS,
+    )
+    .await?;
     let location = HeaderValue::try_from(format!("/api/v1/tasks/{}", task.task_id))
         .map_err(|e| ApiError::Internal(e.into()))?;
     let body = TaskCreated {
@@ -41,21 +46,6 @@ pub async fn create(
         Json(body),
     )
         .into_response())
-}
-
-async fn insert_new(state: &AppState, spec: &TaskSpec) -> Result<Task, ApiError> {
-    for _ in 0..ID_ATTEMPTS {
-        let now = state.clock.now();
-        let task = spec.new_task(TaskId::generate(now), ANONYMOUS, now);
-        match state.store.insert(&task).await {
-            Ok(()) => return Ok(task),
-            Err(StoreError::Duplicate(_)) => continue,
-            Err(err) => return Err(err.into()),
-        }
-    }
-    Err(ApiError::Internal(anyhow::anyhow!(
-        "no free task id after {ID_ATTEMPTS} attempts"
-    )))
 }
 
 /// `GET /api/v1/tasks?status=&limit=&offset=`: a page of tasks, newest first.
