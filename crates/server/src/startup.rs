@@ -16,11 +16,12 @@ use crate::clock::{Clock, SystemClock};
 use crate::cluster::kube::KubeCluster;
 use crate::cluster::Cluster;
 use crate::config::{ServeConfig, StoreKind};
+use crate::engine::scheduler::Scheduler;
 use crate::engine::{Engine, EngineConfig};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::progress::ProgressHub;
-use crate::store::{MemoryStore, SqliteStore, TaskStore};
+use crate::store::{MemoryStore, ScheduleStore, SqliteStore, TaskStore};
 
 /// How long in-flight requests may keep the server up after shutdown starts
 /// (below Kubernetes' default 30 s termination grace period).
@@ -32,19 +33,12 @@ pub struct Application {
     local_addr: SocketAddr,
     router: axum::Router,
     engine: Engine,
+    scheduler: Scheduler,
 }
 
 impl Application {
     /// Builds the production service from its configuration.
     pub async fn build(config: ServeConfig) -> anyhow::Result<Application> {
-        let store: Arc<dyn TaskStore> = match config.store {
-            StoreKind::Sqlite => {
-                Arc::new(SqliteStore::open(&config.database).with_context(|| {
-                    format!("opening the task database {}", config.database.display())
-                })?)
-            }
-            StoreKind::Memory => Arc::new(MemoryStore::new()),
-        };
         let metrics = Arc::new(Metrics::new());
         let cluster = KubeCluster::connect(
             config.kubeconfig.as_deref(),
@@ -53,21 +47,46 @@ impl Application {
         )
         .await
         .context("connecting to Kubernetes")?;
-        Application::build_with(
-            store,
+        let (cluster, clock, engine_config) = (
             Arc::new(cluster),
             Arc::new(SystemClock),
-            metrics,
             config.engine_config(),
-            config.listen,
-        )
-        .await
+        );
+        match config.store {
+            StoreKind::Sqlite => {
+                let store = Arc::new(SqliteStore::open(&config.database).with_context(|| {
+                    format!("opening the task database {}", config.database.display())
+                })?);
+                Application::build_with(
+                    store,
+                    cluster,
+                    clock,
+                    metrics,
+                    engine_config,
+                    config.listen,
+                )
+                .await
+            }
+            StoreKind::Memory => {
+                let store = Arc::new(MemoryStore::new());
+                Application::build_with(
+                    store,
+                    cluster,
+                    clock,
+                    metrics,
+                    engine_config,
+                    config.listen,
+                )
+                .await
+            }
+        }
     }
 
     /// Builds the service from parts the caller brings (tests: a memory store,
     /// a simulated cluster, a manual clock) and binds `listen` (port 0 allowed).
-    pub async fn build_with(
-        store: Arc<dyn TaskStore>,
+    /// The one store holds both tasks and scheduled tasks.
+    pub async fn build_with<S: TaskStore + ScheduleStore>(
+        store: Arc<S>,
         cluster: Arc<dyn Cluster>,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
@@ -75,10 +94,21 @@ impl Application {
         listen: SocketAddr,
     ) -> anyhow::Result<Application> {
         let progress = Arc::new(ProgressHub::new());
+        let schedules: Arc<dyn ScheduleStore> = store.clone();
+        let store: Arc<dyn TaskStore> = store;
         let engine = Engine::new(store.clone(), cluster.clone(), clock.clone(), engine_config)
             .with_metrics(metrics.clone())
             .with_progress(progress.clone());
+        let scheduler = Scheduler::new(
+            schedules.clone(),
+            store.clone(),
+            engine.handle(),
+            clock.clone(),
+        )
+        .with_metrics(metrics.clone());
         let router = http::router(AppState {
+            schedules,
+            scheduler: scheduler.handle(),
             store,
             cluster,
             engine: engine.handle(),
@@ -95,6 +125,7 @@ impl Application {
             local_addr,
             router,
             engine,
+            scheduler,
         })
     }
 
@@ -108,8 +139,8 @@ impl Application {
         self.local_addr.port()
     }
 
-    /// Serves the API and runs the engine until `shutdown` is cancelled or
-    /// either of them fails (which stops the other). On shutdown the server
+    /// Serves the API and runs the engine and the cron scheduler until
+    /// `shutdown` is cancelled or one of them fails (which stops the others). On shutdown the server
     /// stops accepting and lets in-flight requests finish (up to
     /// [`DRAIN_TIMEOUT`]) while the engine flushes; returns when both ended.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -119,6 +150,7 @@ impl Application {
             local_addr,
             router,
             engine,
+            scheduler,
         } = self;
 
         let server = {
@@ -155,7 +187,19 @@ impl Application {
             }
         };
 
-        let (served, ran) = tokio::join!(server, engine);
+        let scheduler = {
+            let stop = stop.clone();
+            async move {
+                let result = scheduler.run(stop.clone()).await.context("scheduler");
+                stop.cancel();
+                result
+            }
+        };
+
+        let (served, ran, scheduled) = tokio::join!(server, engine, scheduler);
+        if let Err(err) = scheduled {
+            tracing::error!(error = format!("{err:#}"), "scheduler failed");
+        }
         match (served, ran) {
             (Ok(()), Ok(())) => Ok(()),
             (Err(err), Ok(())) | (Ok(()), Err(err)) => Err(err),

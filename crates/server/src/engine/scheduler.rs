@@ -397,7 +397,7 @@ pub struct RunStart {
 #[derive(Debug)]
 pub enum Started {
     /// The run is recorded and its task created.
-    Task(Execution, Task),
+    Task(Execution, Box<Task>),
     /// The run is recorded but its task could not be created; the execution
     /// ended `failed` saying why.
     NotCreated(Execution),
@@ -450,7 +450,7 @@ pub async fn start_run(
         None => Err("the stored taskConfig is no longer valid".to_owned()),
     };
     match created {
-        Ok(task) => Ok(Started::Task(recorded, task)),
+        Ok(task) => Ok(Started::Task(recorded, Box::new(task))),
         Err(why) => {
             let failed = Execution {
                 status: ExecutionStatus::Failed,

@@ -46,6 +46,17 @@ pub enum ApiError {
         /// How it ended.
         status: TaskStatus,
     },
+    /// No scheduled task with this id.
+    #[error("scheduled task {0} not found")]
+    ScheduleNotFound(String),
+    /// The scheduled task has no execution with this id.
+    #[error("execution {execution_id} of scheduled task {scheduled_task_id} not found")]
+    ExecutionNotFound {
+        /// The scheduled task.
+        scheduled_task_id: String,
+        /// The execution id as given.
+        execution_id: String,
+    },
     /// No route for this path.
     #[error("no route for {0}")]
     RouteNotFound(String),
@@ -138,6 +149,27 @@ impl IntoResponse for ApiError {
                     task_id: Some(task_id),
                     status: Some(status.as_str().to_owned()),
                     ..body(&format!("Task already {status}"), None)
+                },
+            ),
+            ApiError::ScheduleNotFound(id) => (
+                StatusCode::NOT_FOUND,
+                ErrorBody {
+                    details: Some(format!("no scheduled task with id {id}")),
+                    task_id: Some(id),
+                    ..body("Scheduled task not found", None)
+                },
+            ),
+            ApiError::ExecutionNotFound {
+                scheduled_task_id,
+                execution_id,
+            } => (
+                StatusCode::NOT_FOUND,
+                ErrorBody {
+                    details: Some(format!(
+                        "scheduled task {scheduled_task_id} has no execution {execution_id}"
+                    )),
+                    task_id: Some(scheduled_task_id),
+                    ..body("Execution not found", None)
                 },
             ),
             ApiError::RouteNotFound(path) => (

@@ -20,14 +20,16 @@ use tracing::Level;
 
 use crate::clock::Clock;
 use crate::cluster::Cluster;
+use crate::engine::scheduler::SchedulerHandle;
 use crate::engine::EngineHandle;
 use crate::metrics::{HttpLabels, Metrics, RouteLabels};
 use crate::progress::ProgressHub;
-use crate::store::TaskStore;
+use crate::store::{ScheduleStore, TaskStore};
 
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod schedules;
 pub mod tasks;
 
 pub use error::ApiError;
@@ -55,6 +57,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Live task views for streaming readers.
     pub progress: Arc<ProgressHub>,
+    /// Where scheduled tasks and their executions live.
+    pub schedules: Arc<dyn ScheduleStore>,
+    /// Tells the cron scheduler a schedule changed.
+    pub scheduler: SchedulerHandle,
 }
 
 /// The whole API as one router, layers included.
@@ -80,6 +86,7 @@ fn router_with_timeout(state: AppState, request_timeout: Duration) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics_text))
+        .merge(schedules::routes())
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(route_not_found)
         .layer(layers)
@@ -166,5 +173,7 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     }
 }
 
+#[cfg(test)]
+mod schedule_tests;
 #[cfg(test)]
 pub(crate) mod tests;

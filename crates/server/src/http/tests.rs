@@ -189,7 +189,16 @@ impl Harness {
                 pull_timeout: Duration::from_secs(60),
             },
         );
+        let schedules = Arc::new(MemoryStore::new());
+        let scheduler = crate::engine::scheduler::Scheduler::new(
+            schedules.clone(),
+            store.clone(),
+            engine.handle(),
+            clock.clone(),
+        );
         let state = AppState {
+            schedules,
+            scheduler: scheduler.handle(),
             store,
             cluster: cluster.clone(),
             engine: engine.handle(),

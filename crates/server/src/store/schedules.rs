@@ -25,6 +25,9 @@ pub struct StoredSchedule {
     pub queued_fire: Option<DateTime<Utc>>,
 }
 
+/// An optional instant, compared and set as a whole.
+pub type MaybeAt = Option<DateTime<Utc>>;
+
 /// One atomic scheduler step on a schedule: optional compare-and-sets of
 /// the cursor and the queued run, and an execution to record.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -32,7 +35,7 @@ pub struct Fire {
     /// `(expected, new)` fire cursor.
     pub cursor: Option<(DateTime<Utc>, DateTime<Utc>)>,
     /// `(expected, new)` queued run.
-    pub queued: Option<(Option<DateTime<Utc>>, Option<DateTime<Utc>>)>,
+    pub queued: Option<(MaybeAt, MaybeAt)>,
     /// Recorded with the next execution id of the schedule (its `id` is
     /// ignored). A `running` one moves the schedule's `lastExecutionAt` to
     /// its `startedAt`.
