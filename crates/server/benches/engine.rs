@@ -77,7 +77,7 @@ async fn main() {
     let args = parse_args();
     let cluster = LocalCluster::up();
     let scenario = format!(
-        "timeScale: 1.0\nnodes:\n  - namePrefix: bench-\n    count: {}\n    labels: {{suite: bench}}\nimages:\n  - match: \"*\"\n    pullSeconds: {}\n",
+        "timeScale: 1.0\nnodes:\n  - namePrefix: bench-\n    count: {}\n    labels: {{suite: bench}}\nimages:\n  - match: \"*\"\n    pullSeconds: {}\npreloaded:\n  - image: prewarm:bench\n    nodes: \"*\"\n",
         args.nodes, args.pull_seconds
     );
     let t = Instant::now();

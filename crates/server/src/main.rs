@@ -68,7 +68,15 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
 
 fn init_tracing(config: &ServeConfig) {
     // `log_level` was checked while parsing, so this cannot fail.
-    let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter =
+        EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // kube-rs warns on every new connection when a kubeconfig skips TLS
+    // verification; say it once at start instead (unless asked for by name).
+    if !config.log_level.contains("kube_client") {
+        if let Ok(d) = "kube_client::client::tls=error".parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

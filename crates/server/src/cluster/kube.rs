@@ -65,6 +65,12 @@ impl KubeCluster {
                 .await
                 .context("finding a Kubernetes configuration")?,
         };
+        if config.accept_invalid_certs {
+            tracing::warn!(
+                server = %config.cluster_url,
+                "the kubeconfig skips TLS verification of the API server"
+            );
+        }
         let client = kube::client::ClientBuilder::try_from(config)
             .context("building the Kubernetes client")?
             .with_layer(&CountKubeRequests(metrics))
