@@ -1,9 +1,10 @@
 //! The kube-rs implementation of `Cluster`: three watch-fed caches (Nodes,
 //! and the service's own Jobs and Pods by label) shared by every task.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::Context as _;
 use async_trait::async_trait;
@@ -12,7 +13,6 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Config, Resource};
 use tokio::sync::broadcast;
@@ -33,9 +33,9 @@ pub struct KubeCluster {
     client: Client,
     namespace: String,
     jobs_api: Api<Job>,
-    nodes: Store<Node>,
-    jobs: Store<Job>,
-    pods: Store<Pod>,
+    nodes: Arc<Cache<NodeInfo>>,
+    jobs: Arc<Cache<JobObservation>>,
+    pods: Arc<Cache<PodObservation>>,
     events: broadcast::Sender<ClusterEvent>,
     connected: Arc<AtomicBool>,
 }
@@ -85,70 +85,49 @@ impl KubeCluster {
         let connected = Arc::new(AtomicBool::new(true));
         let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}");
 
-        let (nodes, writer) = reflector::store();
-        let stream = reflector::reflector(
-            writer,
-            watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
-        );
-        spawn_watch(
+        let nodes = Arc::new(Cache::default());
+        spawn_cache(
             "nodes",
-            stream,
+            watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
+            nodes.clone(),
             events.clone(),
             connected.clone(),
-            |ev| match ev {
-                watcher::Event::Apply(n) | watcher::Event::InitApply(n) => {
-                    let info = node_info(&n);
-                    (!info.ready).then_some(ClusterEvent::NodeChanged(info))
-                }
-                watcher::Event::Delete(n) => n.metadata.name.clone().map(ClusterEvent::NodeDeleted),
-                watcher::Event::InitDone => Some(ClusterEvent::Resynced),
-                watcher::Event::Init => None,
-            },
+            |n: &Node| Some(node_info(n)),
+            |n: &Node| n.metadata.name.clone(),
+            |info: &NodeInfo| (!info.ready).then(|| ClusterEvent::NodeChanged(info.clone())),
+            |name, _| Some(ClusterEvent::NodeDeleted(name)),
         );
 
-        let (jobs, writer) = reflector::store();
-        let stream = reflector::reflector(
-            writer,
+        let jobs = Arc::new(Cache::default());
+        spawn_cache(
+            "jobs",
             watcher(
                 Api::<Job>::namespaced(client.clone(), namespace),
                 watcher::Config::default().labels(&selector),
             ),
-        );
-        spawn_watch(
-            "jobs",
-            stream,
+            jobs.clone(),
             events.clone(),
             connected.clone(),
-            |ev| match ev {
-                watcher::Event::Apply(j) | watcher::Event::InitApply(j) => {
-                    job_observation(&j).map(ClusterEvent::JobChanged)
-                }
-                watcher::Event::Delete(j) => job_observation(&j).map(ClusterEvent::JobDeleted),
-                watcher::Event::InitDone => Some(ClusterEvent::Resynced),
-                watcher::Event::Init => None,
-            },
+            job_observation,
+            |j: &Job| j.metadata.name.clone(),
+            |j: &JobObservation| Some(ClusterEvent::JobChanged(j.clone())),
+            |_, j| j.map(ClusterEvent::JobDeleted),
         );
 
-        let (pods, writer) = reflector::store();
-        let stream = reflector::reflector(
-            writer,
+        let pods = Arc::new(Cache::default());
+        spawn_cache(
+            "pods",
             watcher(
                 Api::<Pod>::namespaced(client.clone(), namespace),
                 watcher::Config::default().labels(&selector),
             ),
-        );
-        spawn_watch(
-            "pods",
-            stream,
+            pods.clone(),
             events.clone(),
             connected.clone(),
-            |ev| match ev {
-                watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
-                    pod_observation(&p).map(ClusterEvent::PodChanged)
-                }
-                watcher::Event::InitDone => Some(ClusterEvent::Resynced),
-                watcher::Event::Delete(_) | watcher::Event::Init => None,
-            },
+            pod_observation,
+            |p: &Pod| p.metadata.name.clone(),
+            |p: &PodObservation| Some(ClusterEvent::PodChanged(p.clone())),
+            |_, _| None,
         );
 
         KubeCluster {
@@ -169,30 +148,129 @@ impl KubeCluster {
     }
 }
 
-fn spawn_watch<K, S>(
+/// A watch-fed map of compact observations keyed by object name. Only what the
+/// engine reads is kept (not whole objects), so memory stays small at
+/// thousands of nodes and pods.
+struct Cache<T> {
+    current: RwLock<HashMap<String, T>>,
+    /// The map being rebuilt by a (re)list, swapped in when it is complete.
+    relisting: Mutex<Option<HashMap<String, T>>>,
+    synced: tokio::sync::watch::Sender<bool>,
+}
+
+impl<T> Default for Cache<T> {
+    fn default() -> Self {
+        Cache {
+            current: RwLock::new(HashMap::new()),
+            relisting: Mutex::new(None),
+            synced: tokio::sync::watch::channel(false).0,
+        }
+    }
+}
+
+impl<T: Clone> Cache<T> {
+    fn values(&self) -> Vec<T> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    async fn wait_synced(&self) {
+        let mut rx = self.synced.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
+/// Runs one watch for the life of the process, keeping `cache` current and
+/// turning changes into engine events. Lists again (and says `Resynced`)
+/// after a desync; errors back off and mark the API disconnected.
+#[allow(clippy::too_many_arguments)]
+fn spawn_cache<K, T, S>(
     kind: &'static str,
     stream: S,
+    cache: Arc<Cache<T>>,
     events: broadcast::Sender<ClusterEvent>,
     connected: Arc<AtomicBool>,
-    to_event: impl Fn(watcher::Event<K>) -> Option<ClusterEvent> + Send + 'static,
+    observe: impl Fn(&K) -> Option<T> + Send + 'static,
+    key: impl Fn(&K) -> Option<String> + Send + 'static,
+    on_apply: impl Fn(&T) -> Option<ClusterEvent> + Send + 'static,
+    on_delete: impl Fn(String, Option<T>) -> Option<ClusterEvent> + Send + 'static,
 ) where
     K: Send + 'static,
+    T: Clone + Send + Sync + 'static,
     S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 {
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream.default_backoff());
         while let Some(item) = stream.next().await {
-            match item {
-                Ok(ev) => {
-                    connected.store(true, Ordering::Relaxed);
-                    if let Some(ev) = to_event(ev) {
-                        let _ = events.send(ev);
-                    }
-                }
+            let ev = match item {
+                Ok(ev) => ev,
                 Err(e) => {
                     connected.store(false, Ordering::Relaxed);
                     tracing::warn!(kind, error = %e, "watch failed; retrying with backoff");
+                    continue;
                 }
+            };
+            connected.store(true, Ordering::Relaxed);
+            let out = match ev {
+                watcher::Event::Init => {
+                    *cache.relisting.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(HashMap::new());
+                    None
+                }
+                watcher::Event::InitApply(obj) => {
+                    let (Some(k), Some(t)) = (key(&obj), observe(&obj)) else {
+                        continue;
+                    };
+                    let out = on_apply(&t);
+                    if let Some(m) = cache
+                        .relisting
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .as_mut()
+                    {
+                        m.insert(k, t);
+                    }
+                    out
+                }
+                watcher::Event::InitDone => {
+                    let fresh = cache
+                        .relisting
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .take()
+                        .unwrap_or_default();
+                    *cache.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+                    cache.synced.send_replace(true);
+                    Some(ClusterEvent::Resynced)
+                }
+                watcher::Event::Apply(obj) => {
+                    let (Some(k), Some(t)) = (key(&obj), observe(&obj)) else {
+                        continue;
+                    };
+                    let out = on_apply(&t);
+                    cache
+                        .current
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(k, t);
+                    out
+                }
+                watcher::Event::Delete(obj) => {
+                    let Some(k) = key(&obj) else { continue };
+                    let old = cache
+                        .current
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&k);
+                    on_delete(k, old.or_else(|| observe(&obj)))
+                }
+            };
+            if let Some(ev) = out {
+                let _ = events.send(ev);
             }
         }
     });
@@ -231,29 +309,21 @@ fn map_err(e: kube::Error) -> ClusterError {
 #[async_trait]
 impl Cluster for KubeCluster {
     async fn synced(&self) {
-        let _ = self.nodes.wait_until_ready().await;
-        let _ = self.jobs.wait_until_ready().await;
-        let _ = self.pods.wait_until_ready().await;
+        self.nodes.wait_synced().await;
+        self.jobs.wait_synced().await;
+        self.pods.wait_synced().await;
     }
 
     fn nodes(&self) -> Vec<NodeInfo> {
-        self.nodes.state().iter().map(|n| node_info(n)).collect()
+        self.nodes.values()
     }
 
     fn jobs(&self) -> Vec<JobObservation> {
-        self.jobs
-            .state()
-            .iter()
-            .filter_map(|j| job_observation(j))
-            .collect()
+        self.jobs.values()
     }
 
     fn pods(&self) -> Vec<PodObservation> {
-        self.pods
-            .state()
-            .iter()
-            .filter_map(|p| pod_observation(p))
-            .collect()
+        self.pods.values()
     }
 
     fn subscribe(&self) -> broadcast::Receiver<ClusterEvent> {
