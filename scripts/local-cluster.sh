@@ -6,6 +6,8 @@
 #   scripts/local-cluster.sh down     stop exactly what `up` started and remove its data
 #   scripts/local-cluster.sh status   say what runs
 #   scripts/local-cluster.sh build    only install packages and build the binaries
+#   scripts/local-cluster.sh stop-apiserver | start-apiserver
+#                                     take only the API server down / up again (outage tests)
 #
 # State lives in $LOCAL_CLUSTER_DIR (default: <repo>/.local-cluster), so tests can
 # run their own isolated control plane. Binaries are cached in
@@ -179,6 +181,49 @@ wait_for() { # name, seconds, check command...
   done
 }
 
+start_apiserver() { # reads $STATE/ports (written by `up`)
+  local ETCD_PORT API_PORT TOKEN
+  # shellcheck disable=SC1091
+  . "$STATE/ports"
+  local etcd_port=$ETCD_PORT api_port=$API_PORT
+  start_bg kube-apiserver "$BIN/kube-apiserver" \
+    --etcd-servers "http://127.0.0.1:$etcd_port" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+    --cert-dir "$STATE/pki" --token-auth-file "$STATE/pki/tokens.csv" \
+    --authorization-mode RBAC --endpoint-reconciler-type none \
+    --service-account-key-file "$STATE/pki/sa.pub" \
+    --service-account-signing-key-file "$STATE/pki/sa.key" \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --api-audiences https://kubernetes.default.svc.cluster.local \
+    --service-cluster-ip-range 10.0.0.0/24 \
+    --feature-gates TTLAfterFinished=true \
+    --max-requests-inflight 2000 --max-mutating-requests-inflight 1000 \
+    --event-ttl 10m --logtostderr --v 0
+}
+
+# Stop or restart only the API server (tests of how clients cope with an outage).
+cmd_stop_apiserver() {
+  local pidf=$STATE/pids/kube-apiserver.pid pid
+  [ -f "$pidf" ] || die "no API server recorded in $STATE"
+  pid=$(cat "$pidf")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+  rm -f "$pidf"
+  log "kube-apiserver stopped"
+}
+
+cmd_start_apiserver() {
+  [ -f "$STATE/ports" ] || die "no cluster state in $STATE (run up first)"
+  if pid_alive "$STATE/pids/kube-apiserver.pid"; then log "kube-apiserver already running"; return; fi
+  local ETCD_PORT API_PORT TOKEN
+  # shellcheck disable=SC1091
+  . "$STATE/ports"
+  start_apiserver
+  wait_for kube-apiserver 60 curl -skf -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$API_PORT/readyz"
+  log "kube-apiserver started"
+}
+
 cmd_up() {
   if pid_alive "$STATE/pids/kube-apiserver.pid"; then
     log "already running"
@@ -206,19 +251,8 @@ cmd_up() {
     --unsafe-no-fsync
   wait_for etcd 30 curl -sf "http://127.0.0.1:$etcd_port/health"
 
-  start_bg kube-apiserver "$BIN/kube-apiserver" \
-    --etcd-servers "http://127.0.0.1:$etcd_port" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
-    --cert-dir "$STATE/pki" --token-auth-file "$STATE/pki/tokens.csv" \
-    --authorization-mode RBAC --endpoint-reconciler-type none \
-    --service-account-key-file "$STATE/pki/sa.pub" \
-    --service-account-signing-key-file "$STATE/pki/sa.key" \
-    --service-account-issuer https://kubernetes.default.svc.cluster.local \
-    --api-audiences https://kubernetes.default.svc.cluster.local \
-    --service-cluster-ip-range 10.0.0.0/24 \
-    --feature-gates TTLAfterFinished=true \
-    --max-requests-inflight 2000 --max-mutating-requests-inflight 1000 \
-    --event-ttl 10m --logtostderr --v 0
+  printf 'ETCD_PORT=%s\nAPI_PORT=%s\nTOKEN=%s\n' "$etcd_port" "$api_port" "$token" >"$STATE/ports"
+  start_apiserver
   wait_for kube-apiserver 60 curl -skf -H "Authorization: Bearer $token" "https://127.0.0.1:$api_port/readyz"
 
   cat >"$STATE/kubeconfig" <<EOF
@@ -282,5 +316,7 @@ case "${1:-}" in
   down) cmd_down ;;
   status) cmd_status ;;
   build) build_binaries ;;
-  *) echo "usage: $0 up|down|status|build" >&2; exit 2 ;;
+  stop-apiserver) cmd_stop_apiserver ;;
+  start-apiserver) cmd_start_apiserver ;;
+  *) echo "usage: $0 up|down|status|build|stop-apiserver|start-apiserver" >&2; exit 2 ;;
 esac

@@ -33,4 +33,10 @@ if ! python3 -c 'import kubernetes, pytest, requests' >/dev/null 2>&1; then
   python3 -m pip install -q --disable-pip-version-check kubernetes pytest requests
 fi
 
+# schemathesis: hostile-input tests against the served OpenAPI document.
+if ! command -v schemathesis >/dev/null 2>&1; then
+  log "installing schemathesis"
+  python3 -m pip install -q --disable-pip-version-check schemathesis
+fi
+
 "$REPO/scripts/local-cluster.sh" build

@@ -17,4 +17,6 @@ echo "== build binaries used by the integration tests"
 cargo build --workspace --bins
 echo "== cargo test"
 cargo test --workspace -- --test-threads "${TEST_THREADS:-4}"
+echo "== schemathesis against the served OpenAPI document"
+"$REPO/scripts/schemathesis.sh" "${SCHEMATHESIS_EXAMPLES:-50}"
 echo "== all tests passed"

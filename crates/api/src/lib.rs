@@ -8,9 +8,10 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// Lifecycle of a prewarm task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskStatus {
     /// Stored, waiting for the engine to pick it up.
@@ -67,7 +68,7 @@ impl std::fmt::Display for TaskStatus {
 }
 
 /// How the wait before a retry grows with the attempt number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RetryStrategy {
     /// d, d, d
@@ -80,7 +81,7 @@ pub enum RetryStrategy {
 }
 
 /// Image pull policy set on the pull containers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 pub enum PullPolicy {
     /// Pull only when the node lacks the image; nodes reporting it count as done.
     #[default]
@@ -102,7 +103,7 @@ impl PullPolicy {
 /// Body of `POST /api/v1/tasks` as sent by a client: only `images` is required.
 ///
 /// This is the raw wire form; the server turns it into a validated spec.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateTaskRequest {
     /// Image references, 1..=100, no duplicates.
@@ -149,7 +150,7 @@ pub struct CreateTaskRequest {
 }
 
 /// Node counts of a task and where the rolling window stands.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Progress {
     /// Nodes selected when the task started.
@@ -169,7 +170,7 @@ pub struct Progress {
 }
 
 /// One (node, image) pair that failed for good.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FailedNodeDetail {
     /// The node.
@@ -186,7 +187,7 @@ pub struct FailedNodeDetail {
 }
 
 /// A node left out mid-task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SkippedNodeDetail {
     /// The node.
@@ -200,7 +201,7 @@ pub struct SkippedNodeDetail {
 }
 
 /// Outcome of one image across the task's nodes.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageStatus {
     /// The image as given in the task.
@@ -214,7 +215,7 @@ pub struct ImageStatus {
 }
 
 /// The task view of `GET /api/v1/tasks/{id}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Task {
     /// `task-YYYYMMDD-xxxxxx`.
@@ -271,10 +272,38 @@ pub struct Task {
     pub finished_at: Option<DateTime<Utc>>,
     /// Projected end from the observed node throughput.
     pub estimated_completion: Option<DateTime<Utc>>,
+    /// How the end-of-task webhook went (`null` until it was tried or when none is set).
+    #[serde(default)]
+    pub webhook_status: Option<WebhookStatus>,
+    /// Why the webhook was not delivered, when it was not.
+    #[serde(default)]
+    pub webhook_error: Option<String>,
+}
+
+/// Outcome of a task's end-of-task webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookStatus {
+    /// The receiver answered 2xx.
+    Delivered,
+    /// Every attempt failed (see `webhookError`).
+    Failed,
+    /// The destination resolves to a private, loopback or link-local address.
+    Refused,
+}
+
+/// Webhook body: what happened and the task as it ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookEvent {
+    /// `task.completed`, `task.failed` or `task.cancelled`.
+    pub event: String,
+    /// The task view.
+    pub task: Task,
 }
 
 /// Answer of `POST /api/v1/tasks`: the task view plus a message.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskCreated {
     /// The stored task.
@@ -285,7 +314,7 @@ pub struct TaskCreated {
 }
 
 /// A page of tasks, newest first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskList {
     /// This page.
@@ -299,7 +328,7 @@ pub struct TaskList {
 }
 
 /// Answer of `DELETE /api/v1/tasks/{id}` and of the scheduled-task actions.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ActionResponse {
     /// The task (or scheduled task) acted upon.
@@ -311,7 +340,7 @@ pub struct ActionResponse {
 }
 
 /// Every error body: a short title, what exactly went wrong, and the id when one applies.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorBody {
     /// Short title, e.g. `Validation failed`.
@@ -328,7 +357,7 @@ pub struct ErrorBody {
 }
 
 /// What a scheduled fire does while an earlier run of the same schedule is still going.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OverlapPolicy {
     /// Record a `skipped` execution and start nothing (default).
@@ -341,7 +370,7 @@ pub enum OverlapPolicy {
 }
 
 /// Outcome of one execution of a scheduled task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ExecutionStatus {
     /// Its task has not ended yet.
@@ -370,7 +399,7 @@ impl ExecutionStatus {
 }
 
 /// What started an execution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ExecutionTrigger {
     /// The cron schedule fired.
@@ -380,7 +409,7 @@ pub enum ExecutionTrigger {
 }
 
 /// A scheduled task as returned by the API.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScheduledTask {
     /// `scheduled-task-YYYYMMDD-xxxxxx`.
@@ -416,7 +445,7 @@ pub struct ScheduledTask {
 }
 
 /// Body of `POST /api/v1/scheduled-tasks`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateScheduledTaskRequest {
     /// Human name (required, 1..=253 characters).
@@ -447,7 +476,7 @@ pub struct CreateScheduledTaskRequest {
 
 /// Part of a task create body, for merging into a stored `taskConfig`: fields
 /// present replace the stored ones, absent fields keep them.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TaskConfigPatch {
     /// Replaces the image list.
@@ -517,7 +546,7 @@ impl TaskConfigPatch {
 }
 
 /// Body of `PUT /api/v1/scheduled-tasks/{id}`: every field optional.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateScheduledTaskRequest {
     /// New name.
@@ -550,7 +579,7 @@ pub struct UpdateScheduledTaskRequest {
 }
 
 /// One run (or skipped fire) of a scheduled task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Execution {
     /// 1, 2, … per scheduled task.
@@ -576,7 +605,7 @@ pub struct Execution {
 }
 
 /// A page of scheduled tasks, newest first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScheduledTaskList {
     /// This page.
@@ -590,7 +619,7 @@ pub struct ScheduledTaskList {
 }
 
 /// A page of executions, newest first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExecutionList {
     /// This page.

@@ -114,6 +114,33 @@ impl LocalCluster {
         &self.state_dir
     }
 
+    /// Stops only the API server (etcd and the controller-manager keep running),
+    /// to test how clients behave during an outage. Panics if the script fails.
+    pub fn stop_apiserver(&self) {
+        self.script("stop-apiserver");
+    }
+
+    /// Starts the API server again after [`LocalCluster::stop_apiserver`] (same
+    /// port, certificates and tokens) and waits until it is ready.
+    pub fn start_apiserver(&self) {
+        self.script("start-apiserver");
+    }
+
+    fn script(&self, command: &str) {
+        let out = Command::new("bash")
+            .arg(repo_root().join("scripts/local-cluster.sh"))
+            .arg(command)
+            .env("LOCAL_CLUSTER_DIR", &self.state_dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("running local-cluster.sh {command}: {e}"));
+        assert!(
+            out.status.success(),
+            "local-cluster.sh {command} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// A kube client for this control plane.
     pub async fn kube_client(&self) -> kube::Client {
         crate::sim::client_from_kubeconfig(&self.kubeconfig)

@@ -11,6 +11,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::engine::EngineConfig;
+use crate::http::rate_limit::Limit;
+use crate::webhook::WebhookConfig;
 
 /// Image of the pull pods' helper init container. The service's own image
 /// carries the static no-op binary at `/usr/local/bin/prewarm-noop`, which the
@@ -32,11 +34,43 @@ pub struct Cli {
 
 /// Subcommands of `prewarm`.
 #[derive(Debug, Clone, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum Command {
     /// Run the HTTP API and the engine until SIGTERM/SIGINT.
     Serve(ServeConfig),
     /// Print the version and exit.
     Version,
+    /// Token helpers for the token file.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `prewarm token …`
+#[derive(Debug, Clone, Subcommand)]
+pub enum TokenCommand {
+    /// Read a token from stdin and print the `sha256:<hex>` digest the token file stores.
+    Hash,
+}
+
+/// A secret setting whose value never shows in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            Err("must not be empty".to_owned())
+        } else {
+            Ok(Secret(s.to_owned()))
+        }
+    }
 }
 
 /// Where tasks are stored.
@@ -121,6 +155,47 @@ pub struct ServeConfig {
         default_value = "text"
     )]
     pub log_format: LogFormat,
+
+    /// Bearer tokens: `<name> <role> sha256:<hex>` per line (roles admin,
+    /// operator, viewer). Reloaded on SIGHUP and on change. Unset: no auth.
+    #[arg(long, env = "PREWARM_AUTH_TOKENS_FILE")]
+    pub auth_tokens_file: Option<PathBuf>,
+
+    /// Append audit lines (JSON) to this file; unset: audit lines go to stdout.
+    #[arg(long, env = "PREWARM_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
+
+    /// Requests per second each caller may make on average (0 = no limit).
+    #[arg(long, env = "PREWARM_RATE_LIMIT_RPS", default_value_t = 50.0, value_parser = parse_rate)]
+    pub rate_limit_rps: f64,
+
+    /// Requests each caller may make at once.
+    #[arg(long, env = "PREWARM_RATE_LIMIT_BURST", default_value_t = 100)]
+    pub rate_limit_burst: u32,
+
+    /// Separate rate for writes (POST, PUT, DELETE); unset: `--rate-limit-rps`.
+    #[arg(long, env = "PREWARM_RATE_LIMIT_WRITE_RPS", value_parser = parse_rate)]
+    pub rate_limit_write_rps: Option<f64>,
+
+    /// Separate burst for writes; unset: `--rate-limit-burst`.
+    #[arg(long, env = "PREWARM_RATE_LIMIT_WRITE_BURST")]
+    pub rate_limit_write_burst: Option<u32>,
+
+    /// HMAC-SHA256 key signing webhook bodies (`X-Prewarm-Signature`).
+    #[arg(long, env = "PREWARM_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<Secret>,
+
+    /// Allow webhooks to private, loopback and link-local addresses.
+    #[arg(long, env = "PREWARM_WEBHOOK_ALLOW_PRIVATE")]
+    pub webhook_allow_private: bool,
+
+    /// Seconds each webhook attempt may take.
+    #[arg(long, env = "PREWARM_WEBHOOK_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub webhook_timeout: u64,
+
+    /// Webhook attempts in all; retries wait 1 s, 2 s, 4 s, ...
+    #[arg(long, env = "PREWARM_WEBHOOK_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub webhook_attempts: u32,
 }
 
 impl ServeConfig {
@@ -137,6 +212,41 @@ impl ServeConfig {
             max_concurrent_nodes: self.max_concurrent_nodes,
             pull_timeout: self.pull_timeout(),
         }
+    }
+}
+
+impl ServeConfig {
+    /// The read and write rate limits.
+    pub fn rate_limits(&self) -> (Limit, Limit) {
+        let reads = Limit {
+            rps: self.rate_limit_rps,
+            burst: self.rate_limit_burst,
+        };
+        let writes = Limit {
+            rps: self.rate_limit_write_rps.unwrap_or(reads.rps),
+            burst: self.rate_limit_write_burst.unwrap_or(reads.burst),
+        };
+        (reads, writes)
+    }
+
+    /// The webhook sender's settings.
+    pub fn webhook_config(&self) -> WebhookConfig {
+        WebhookConfig {
+            secret: self.webhook_secret.as_ref().map(|s| s.0.clone()),
+            allow_private: self.webhook_allow_private,
+            timeout: Duration::from_secs(self.webhook_timeout),
+            attempts: self.webhook_attempts,
+            ..WebhookConfig::default()
+        }
+    }
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err(format!(
+            "expected a number of requests per second >= 0, got {s:?}"
+        )),
     }
 }
 
@@ -197,7 +307,7 @@ mod tests {
         let argv = ["prewarm", "serve"].iter().chain(args);
         match Cli::try_parse_from(argv)?.command {
             Command::Serve(cfg) => Ok(cfg),
-            Command::Version => panic!("parsed as version"),
+            other => panic!("parsed as {other:?}"),
         }
     }
 
@@ -277,6 +387,44 @@ mod tests {
             let res = with_env(&[(k, v)], || serve(&[]));
             assert!(res.is_err(), "{k}={v} was accepted");
         }
+    }
+
+    #[test]
+    fn operations_flags_parse() {
+        let cfg = with_env(&[], || {
+            serve(&[
+                "--auth-tokens-file",
+                "/etc/prewarm/tokens",
+                "--rate-limit-rps",
+                "2.5",
+                "--rate-limit-burst",
+                "5",
+                "--rate-limit-write-rps",
+                "0",
+                "--webhook-secret",
+                "s3cret",
+            ])
+        })
+        .unwrap();
+        assert_eq!(
+            cfg.auth_tokens_file,
+            Some(PathBuf::from("/etc/prewarm/tokens"))
+        );
+        let (reads, writes) = cfg.rate_limits();
+        assert_eq!(reads, Limit { rps: 2.5, burst: 5 });
+        assert_eq!(writes, Limit { rps: 0.0, burst: 5 });
+        assert!(!writes.enabled());
+        assert_eq!(cfg.webhook_config().secret.as_deref(), Some("s3cret"));
+        assert!(!format!("{cfg:?}").contains("s3cret"), "secret in Debug");
+        let defaults = with_env(&[], || serve(&[])).unwrap();
+        assert_eq!(
+            defaults.rate_limits().0,
+            Limit {
+                rps: 50.0,
+                burst: 100
+            }
+        );
+        assert!(with_env(&[], || serve(&["--rate-limit-rps", "-1"])).is_err());
     }
 
     #[test]

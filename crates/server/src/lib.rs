@@ -13,6 +13,8 @@ pub mod domain;
 pub mod engine;
 pub mod http;
 pub mod metrics;
+pub mod process_metrics;
 pub mod progress;
 pub mod startup;
 pub mod store;
+pub mod webhook;

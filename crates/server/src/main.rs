@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use prewarm::config::{Cli, Command, LogFormat, ServeConfig};
+use prewarm::config::{Cli, Command, LogFormat, ServeConfig, TokenCommand};
 use prewarm::startup::Application;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -14,6 +14,18 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Version => {
             println!("prewarm {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Token(TokenCommand::Hash) => {
+            let mut token = String::new();
+            if let Err(err) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut token) {
+                return fail(&anyhow::Error::new(err).context("reading the token from stdin"));
+            }
+            let token = token.trim_end_matches(['\n', '\r']);
+            if token.is_empty() {
+                return fail(&anyhow::anyhow!("no token on stdin"));
+            }
+            println!("{}", prewarm::http::auth::token_digest(token));
             ExitCode::SUCCESS
         }
         Command::Serve(config) => {

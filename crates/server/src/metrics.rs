@@ -155,6 +155,7 @@ impl Metrics {
             "Requests made to the Kubernetes API server",
             kube_requests.clone(),
         );
+        registry.register_collector(Box::new(crate::process_metrics::ProcessCollector));
         Metrics {
             registry,
             tasks_total,

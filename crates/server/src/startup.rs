@@ -18,14 +18,60 @@ use crate::cluster::Cluster;
 use crate::config::{ServeConfig, StoreKind};
 use crate::engine::scheduler::Scheduler;
 use crate::engine::{Engine, EngineConfig};
+use crate::http::audit::AuditLog;
+use crate::http::auth::{load_token_file, watch_token_file, Authenticator};
+use crate::http::guard::Guard;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::progress::ProgressHub;
 use crate::store::{MemoryStore, ScheduleStore, SqliteStore, TaskStore};
+use crate::webhook::{WebhookConfig, Webhooks};
 
 /// How long in-flight requests may keep the server up after shutdown starts
 /// (below Kubernetes' default 30 s termination grace period).
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// The request guard and the webhook settings of a service.
+#[derive(Debug, Clone)]
+pub struct Operations {
+    /// Authentication, rate limits, audit log.
+    pub guard: Arc<Guard>,
+    /// End-of-task webhooks; `None` sends none.
+    pub webhooks: Option<WebhookConfig>,
+}
+
+impl Operations {
+    /// Open (no tokens), unlimited, auditing to stdout, no webhooks.
+    pub fn open(clock: Arc<dyn Clock>) -> Operations {
+        Operations {
+            guard: Arc::new(Guard::open(clock)),
+            webhooks: None,
+        }
+    }
+
+    /// From the configuration: loads the token file (and keeps watching it),
+    /// opens the audit log. Needs a Tokio runtime.
+    pub fn from_config(config: &ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Operations> {
+        let auth = Arc::new(Authenticator::open());
+        match &config.auth_tokens_file {
+            Some(path) => {
+                let n = load_token_file(&auth, path)?;
+                tracing::info!(tokens = n, file = %path.display(), "bearer-token authentication on");
+                tokio::spawn(watch_token_file(auth.clone(), path.clone()));
+            }
+            None => tracing::warn!("{}", crate::http::health::OPEN_WARNING),
+        }
+        let audit = match &config.audit_log {
+            Some(path) => AuditLog::file(path)?,
+            None => AuditLog::stdout(),
+        };
+        let (reads, writes) = config.rate_limits();
+        Ok(Operations {
+            guard: Arc::new(Guard::new(auth, reads, writes, audit, clock)),
+            webhooks: Some(config.webhook_config()),
+        })
+    }
+}
 
 /// A built service: the listener is bound, nothing runs yet.
 pub struct Application {
@@ -49,33 +95,36 @@ impl Application {
         .context("connecting to Kubernetes")?;
         let (cluster, clock, engine_config) = (
             Arc::new(cluster),
-            Arc::new(SystemClock),
+            Arc::new(SystemClock) as Arc<dyn Clock>,
             config.engine_config(),
         );
+        let operations = Operations::from_config(&config, clock.clone())?;
         match config.store {
             StoreKind::Sqlite => {
                 let store = Arc::new(SqliteStore::open(&config.database).with_context(|| {
                     format!("opening the task database {}", config.database.display())
                 })?);
-                Application::build_with(
+                Application::build_with_operations(
                     store,
                     cluster,
                     clock,
                     metrics,
                     engine_config,
                     config.listen,
+                    operations,
                 )
                 .await
             }
             StoreKind::Memory => {
                 let store = Arc::new(MemoryStore::new());
-                Application::build_with(
+                Application::build_with_operations(
                     store,
                     cluster,
                     clock,
                     metrics,
                     engine_config,
                     config.listen,
+                    operations,
                 )
                 .await
             }
@@ -84,7 +133,8 @@ impl Application {
 
     /// Builds the service from parts the caller brings (tests: a memory store,
     /// a simulated cluster, a manual clock) and binds `listen` (port 0 allowed).
-    /// The one store holds both tasks and scheduled tasks.
+    /// The one store holds both tasks and scheduled tasks. Auth is open,
+    /// nothing is rate limited, audit lines go to stdout, no webhooks are sent.
     pub async fn build_with<S: TaskStore + ScheduleStore>(
         store: Arc<S>,
         cluster: Arc<dyn Cluster>,
@@ -93,12 +143,40 @@ impl Application {
         engine_config: EngineConfig,
         listen: SocketAddr,
     ) -> anyhow::Result<Application> {
+        let operations = Operations::open(clock.clone());
+        Self::build_with_operations(
+            store,
+            cluster,
+            clock,
+            metrics,
+            engine_config,
+            listen,
+            operations,
+        )
+        .await
+    }
+
+    /// Like [`Application::build_with`], with auth, limits, audit and webhooks as given.
+    pub async fn build_with_operations<S: TaskStore + ScheduleStore>(
+        store: Arc<S>,
+        cluster: Arc<dyn Cluster>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+        engine_config: EngineConfig,
+        listen: SocketAddr,
+        operations: Operations,
+    ) -> anyhow::Result<Application> {
         let progress = Arc::new(ProgressHub::new());
         let schedules: Arc<dyn ScheduleStore> = store.clone();
         let store: Arc<dyn TaskStore> = store;
+        let webhooks = match operations.webhooks {
+            Some(config) => Webhooks::start(config, store.clone()),
+            None => Webhooks::disabled(),
+        };
         let engine = Engine::new(store.clone(), cluster.clone(), clock.clone(), engine_config)
             .with_metrics(metrics.clone())
-            .with_progress(progress.clone());
+            .with_progress(progress.clone())
+            .with_webhooks(webhooks.clone());
         let scheduler = Scheduler::new(
             schedules.clone(),
             store.clone(),
@@ -115,6 +193,8 @@ impl Application {
             clock,
             metrics,
             progress,
+            guard: operations.guard,
+            webhooks,
         });
         let listener = TcpListener::bind(listen)
             .await
@@ -156,9 +236,12 @@ impl Application {
         let server = {
             let stop = stop.clone();
             async move {
-                let serve = axum::serve(listener, router)
-                    .with_graceful_shutdown(stop.clone().cancelled_owned())
-                    .into_future();
+                let serve = axum::serve(
+                    listener,
+                    router.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(stop.clone().cancelled_owned())
+                .into_future();
                 announce(local_addr);
                 let drain_deadline = async {
                     stop.cancelled().await;

@@ -6,3 +6,4 @@ pub mod labels;
 pub mod node_pull;
 pub mod schedule;
 pub mod task;
+pub mod webhook_target;

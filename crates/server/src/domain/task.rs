@@ -280,6 +280,8 @@ impl TaskSpec {
             started_at: None,
             finished_at: None,
             estimated_completion: None,
+            webhook_status: None,
+            webhook_error: None,
         }
     }
 }

@@ -25,6 +25,7 @@ use crate::domain::task::TaskSpec;
 use crate::metrics::{Metrics, StatusLabels};
 use crate::progress::ProgressHub;
 use crate::store::TaskStore;
+use crate::webhook::Webhooks;
 
 pub mod scheduler;
 pub mod submit;
@@ -102,6 +103,7 @@ pub struct Engine {
     stopping: bool,
     metrics: Arc<Metrics>,
     progress: Arc<ProgressHub>,
+    webhooks: Arc<Webhooks>,
 }
 
 impl Engine {
@@ -134,7 +136,14 @@ impl Engine {
             stopping: false,
             metrics: Arc::new(Metrics::new()),
             progress: Arc::new(ProgressHub::new()),
+            webhooks: Webhooks::disabled(),
         }
+    }
+
+    /// Hands every ended task to `webhooks` (queued; never waits).
+    pub fn with_webhooks(mut self, webhooks: Arc<Webhooks>) -> Engine {
+        self.webhooks = webhooks;
+        self
     }
 
     /// Publishes every stored task view to `hub` for live readers.
@@ -488,7 +497,10 @@ impl Engine {
                 .update_if(&run.view, &[TaskStatus::Pending])
                 .await
             {
-                Ok(true) => self.progress.publish(&run.view),
+                Ok(true) => {
+                    self.progress.publish(&run.view);
+                    self.webhooks.notify(&run.view);
+                }
                 Ok(false) => {}
                 Err(e) => {
                     tracing::error!(task = %run.view.task_id, error = %e, "could not store task end")
@@ -755,13 +767,18 @@ impl Engine {
 
     /// Writes a finished run (records first), then deletes all of its Jobs.
     async fn end_run(&mut self, mut run: TaskRun, expected: TaskStatus) {
+        // Attempts that ended in the same step as the task are not flushed with the runs.
+        count_ended_attempts(&self.metrics, &mut run);
         let records: Vec<_> = run.nodes.iter().map(record_of).collect();
         run.unrecorded.clear();
         if let Err(e) = self.store.put_nodes(&run.view.task_id, &records).await {
             tracing::error!(task = %run.view.task_id, error = %e, "could not store node outcomes");
         }
         match self.store.update_if(&run.view, &[expected]).await {
-            Ok(true) => self.progress.publish(&run.view),
+            Ok(true) => {
+                self.progress.publish(&run.view);
+                self.webhooks.notify(&run.view);
+            }
             Ok(false) => {
                 tracing::info!(task = %run.view.task_id, "task changed meanwhile; keeping the stored status")
             }
@@ -796,12 +813,7 @@ impl Engine {
         let now = self.clock.now();
         let mut doomed = Vec::new();
         for run in self.runs.values_mut() {
-            for (outcome, secs) in run.ended.drain(..) {
-                self.metrics.node_pull(outcome);
-                if secs >= 0.0 {
-                    self.metrics.image_pull_duration.observe(secs);
-                }
-            }
+            count_ended_attempts(&self.metrics, run);
             let records = run.take_records();
             if !records.is_empty() {
                 if let Err(e) = self.store.put_nodes(&run.view.task_id, &records).await {
@@ -875,6 +887,16 @@ impl Engine {
                 tracing::warn!(task = %task_id, error = %e, "could not delete the task's Jobs");
             }
         });
+    }
+}
+
+/// Moves a run's ended node attempts into the pull counters and histogram.
+fn count_ended_attempts(metrics: &Metrics, run: &mut TaskRun) {
+    for (outcome, secs) in run.ended.drain(..) {
+        metrics.node_pull(outcome);
+        if secs >= 0.0 {
+            metrics.image_pull_duration.observe(secs);
+        }
     }
 }
 

@@ -80,6 +80,20 @@ pub enum ApiError {
         /// The Kubernetes API's failure.
         kubernetes: Option<String>,
     },
+    /// No bearer token, or one that matches no configured token.
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    /// The caller's role may not use this route.
+    #[error("role {role} may not do this (needs {needed})")]
+    Forbidden {
+        /// The caller's role.
+        role: &'static str,
+        /// The least role the route needs.
+        needed: &'static str,
+    },
+    /// The caller's rate limit is spent; try again after this long.
+    #[error("rate limited")]
+    RateLimited(std::time::Duration),
     /// A bug or a backend failure; logged, never shown to the client.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -208,6 +222,41 @@ impl IntoResponse for ApiError {
                     kubernetes: verdict(&kubernetes),
                 };
                 return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+            }
+            ApiError::Unauthorized(details) => {
+                let mut response = (
+                    StatusCode::UNAUTHORIZED,
+                    Json(body("Unauthorized", Some(details))),
+                )
+                    .into_response();
+                response.headers_mut().insert(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static("Bearer realm=\"prewarm\""),
+                );
+                return response;
+            }
+            ApiError::Forbidden { role, needed } => (
+                StatusCode::FORBIDDEN,
+                body(
+                    "Forbidden",
+                    Some(format!("role {role} may not do this; it needs {needed}")),
+                ),
+            ),
+            ApiError::RateLimited(wait) => {
+                let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+                let mut response = (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Json(body(
+                        "Too many requests",
+                        Some(format!("rate limit exceeded; retry in {secs}s")),
+                    )),
+                )
+                    .into_response();
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from(secs),
+                );
+                return response;
             }
             ApiError::Internal(err) => {
                 tracing::error!(error = format!("{err:#}"), "internal error");

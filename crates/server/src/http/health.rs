@@ -6,7 +6,9 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::Json;
 use chrono::SecondsFormat;
+use prewarm_api::ErrorBody;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::AppState;
@@ -15,7 +17,7 @@ use super::AppState;
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Body of `GET /healthz`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
     /// Always `healthy`: answering at all is the signal.
     pub status: &'static str,
@@ -23,10 +25,19 @@ pub struct Health {
     pub kubernetes: &'static str,
     /// Server time, RFC 3339 UTC.
     pub timestamp: String,
+    /// `tokens` when bearer tokens are required, `open` when anyone may call.
+    pub auth: &'static str,
+    /// Set while the API is open to anyone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<&'static str>,
 }
 
+/// What `/healthz` and the start-up log say while no token is configured.
+pub const OPEN_WARNING: &str =
+    "authentication is off: no token file is configured, so anyone may create and cancel tasks";
+
 /// Body of `GET /readyz` when ready.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Ready {
     /// `ready`.
     pub status: &'static str,
@@ -37,8 +48,19 @@ pub struct Ready {
 }
 
 /// `GET /healthz`: liveness; never touches the network.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "operations",
+    security(()),
+    responses((status = 200, description = "The process serves", body = Health))
+)]
 pub async fn healthz(State(state): State<AppState>) -> Json<Health> {
+    let open = state.guard.auth.is_open();
     Json(Health {
+        auth: if open { "open" } else { "tokens" },
+        warning: open.then_some(OPEN_WARNING),
         status: "healthy",
         kubernetes: if state.cluster.connected() {
             "connected"
@@ -51,6 +73,17 @@ pub async fn healthz(State(state): State<AppState>) -> Json<Health> {
 
 /// `GET /readyz`: 200 when the store and the Kubernetes API both answer
 /// within [`PROBE_TIMEOUT`], else 503 naming the failing one(s).
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "operations",
+    security(()),
+    responses(
+        (status = 200, description = "The store and the Kubernetes API answer", body = Ready),
+        (status = 503, description = "A dependency failed; `store`/`kubernetes` say which (`ok`/`error`)", body = ErrorBody),
+    )
+)]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
     let (store, kubernetes) = tokio::join!(
         probe("store", state.store.ping()),

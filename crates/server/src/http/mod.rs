@@ -26,9 +26,14 @@ use crate::metrics::{HttpLabels, Metrics, RouteLabels};
 use crate::progress::ProgressHub;
 use crate::store::{ScheduleStore, TaskStore};
 
+pub mod audit;
+pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod guard;
 pub mod health;
+pub mod openapi;
+pub mod rate_limit;
 pub mod schedules;
 pub mod tasks;
 
@@ -61,6 +66,10 @@ pub struct AppState {
     pub schedules: Arc<dyn ScheduleStore>,
     /// Tells the cron scheduler a schedule changed.
     pub scheduler: SchedulerHandle,
+    /// Authentication, rate limits and the audit log.
+    pub guard: Arc<guard::Guard>,
+    /// End-of-task webhooks (and their create-time address check).
+    pub webhooks: Arc<crate::webhook::Webhooks>,
 }
 
 /// The whole API as one router, layers included.
@@ -87,9 +96,15 @@ fn router_with_timeout(state: AppState, request_timeout: Duration) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics_text))
         .merge(schedules::routes())
+        .route("/api/v1/openapi.json", get(openapi::openapi_json))
+        .merge(openapi::swagger_ui())
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(route_not_found)
         .layer(layers)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::guard,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             record_request,
@@ -132,7 +147,16 @@ async fn record_request(
 }
 
 /// `GET /metrics`: the Prometheus text exposition.
-async fn metrics_text(
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "operations",
+    security(()),
+    responses((status = 200, description = "Prometheus/OpenMetrics text", body = String,
+               content_type = "application/openmetrics-text"))
+)]
+pub async fn metrics_text(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> impl axum::response::IntoResponse {
     (

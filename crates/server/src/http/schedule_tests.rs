@@ -55,6 +55,8 @@ impl Harness {
             progress: Arc::new(crate::progress::ProgressHub::new()),
             schedules: store.clone(),
             scheduler: scheduler.handle(),
+            guard: Arc::new(super::guard::Guard::open(clock.clone())),
+            webhooks: crate::webhook::Webhooks::disabled(),
         });
         Harness {
             app,

@@ -9,13 +9,13 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use prewarm_api::{
-    ActionResponse, CreateScheduledTaskRequest, Execution, ExecutionList, ExecutionTrigger,
-    ScheduledTask, ScheduledTaskList, UpdateScheduledTaskRequest,
+    ActionResponse, CreateScheduledTaskRequest, ErrorBody, Execution, ExecutionList,
+    ExecutionTrigger, ScheduledTask, ScheduledTaskList, UpdateScheduledTaskRequest,
 };
 
 use super::error::ApiError;
 use super::extract::{int_in_range, AppJson, PathId, QueryParams};
-use super::tasks::ANONYMOUS;
+use super::guard::{AuditTarget, Caller};
 use super::AppState;
 use crate::domain::schedule::{
     apply_update, generate_schedule_id, new_scheduled_task, next_execution_at,
@@ -76,12 +76,25 @@ async fn load(state: &AppState, id: &str) -> Result<StoredSchedule, ApiError> {
 
 /// `POST /api/v1/scheduled-tasks`: validates (its `taskConfig` like a task
 /// create body) and stores a scheduled task; fires count from now.
+#[utoipa::path(
+    post, path = "/api/v1/scheduled-tasks", operation_id = "createScheduledTask", tag = "scheduled-tasks",
+    request_body = CreateScheduledTaskRequest,
+    responses(
+        (status = 201, description = "Stored; `nextExecutionAt` says when it fires", body = ScheduledTask),
+        (status = 400, description = "Malformed JSON or a rule broken (cron, timezone, taskConfig, ...)", body = ErrorBody),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     AppJson(request): AppJson<CreateScheduledTaskRequest>,
 ) -> Result<Response, ApiError> {
     let now = state.clock.now();
-    let task = new_scheduled_task(request, generate_schedule_id(now), ANONYMOUS, now)?;
+    if let Some(url) = &request.task_config.webhook_url {
+        crate::domain::task::validate_webhook_url(url)?;
+        state.webhooks.check_url(url)?;
+    }
+    let task = new_scheduled_task(request, generate_schedule_id(now), &caller.name, now)?;
     let mut stored = StoredSchedule {
         task,
         fire_cursor: now,
@@ -101,15 +114,29 @@ pub async fn create(
     state.scheduler.wake();
     let location = HeaderValue::try_from(format!("/api/v1/scheduled-tasks/{}", stored.task.id))
         .map_err(|e| ApiError::Internal(e.into()))?;
-    Ok((
+    let target = AuditTarget(stored.task.id.clone());
+    let mut response = (
         StatusCode::CREATED,
         [(header::LOCATION, location)],
         Json(view(stored, now)),
     )
-        .into_response())
+        .into_response();
+    response.extensions_mut().insert(target);
+    Ok(response)
 }
 
 /// `GET /api/v1/scheduled-tasks?offset=&limit=`: a page, newest first.
+#[utoipa::path(
+    get, path = "/api/v1/scheduled-tasks", operation_id = "listScheduledTasks", tag = "scheduled-tasks",
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size (default 10)"),
+        ("offset" = Option<u64>, Query, minimum = 0, description = "Items to skip (default 0)"),
+    ),
+    responses(
+        (status = 200, description = "A page of scheduled tasks", body = ScheduledTaskList),
+        (status = 400, description = "Bad limit or offset", body = ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     params: QueryParams,
@@ -126,6 +153,15 @@ pub async fn list(
 }
 
 /// `GET /api/v1/scheduled-tasks/{id}`.
+#[utoipa::path(
+    get, path = "/api/v1/scheduled-tasks/{id}", operation_id = "getScheduledTask", tag = "scheduled-tasks",
+    params(("id" = String, Path, description = "Scheduled task id")),
+    responses(
+        (status = 200, description = "The scheduled task", body = ScheduledTask),
+        (status = 400, description = "Badly encoded id", body = ErrorBody),
+        (status = 404, description = "No such scheduled task", body = ErrorBody),
+    )
+)]
 pub async fn get_one(
     State(state): State<AppState>,
     PathId(id): PathId,
@@ -137,6 +173,16 @@ pub async fn get_one(
 /// `PUT /api/v1/scheduled-tasks/{id}`: every field optional, `taskConfig`
 /// merged into the stored one. A new schedule, zone or enabled state makes
 /// fires count from now.
+#[utoipa::path(
+    put, path = "/api/v1/scheduled-tasks/{id}", operation_id = "updateScheduledTask", tag = "scheduled-tasks",
+    params(("id" = String, Path, description = "Scheduled task id")),
+    request_body = UpdateScheduledTaskRequest,
+    responses(
+        (status = 200, description = "The updated scheduled task", body = ScheduledTask),
+        (status = 400, description = "Malformed JSON or a rule broken", body = ErrorBody),
+        (status = 404, description = "No such scheduled task", body = ErrorBody),
+    )
+)]
 pub async fn update(
     State(state): State<AppState>,
     PathId(id): PathId,
@@ -175,6 +221,15 @@ fn done(id: String, message: &str) -> Json<ActionResponse> {
 
 /// `DELETE /api/v1/scheduled-tasks/{id}`: the schedule and its executions
 /// go; a task it started keeps running.
+#[utoipa::path(
+    delete, path = "/api/v1/scheduled-tasks/{id}", operation_id = "deleteScheduledTask", tag = "scheduled-tasks",
+    params(("id" = String, Path, description = "Scheduled task id")),
+    responses(
+        (status = 200, description = "Deleted", body = ActionResponse),
+        (status = 400, description = "Badly encoded id", body = ErrorBody),
+        (status = 404, description = "No such scheduled task", body = ErrorBody),
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     PathId(id): PathId,
@@ -199,6 +254,15 @@ async fn set_enabled(state: &AppState, id: &str, enabled: bool) -> Result<(), Ap
 }
 
 /// `PUT /api/v1/scheduled-tasks/{id}/enable`: fires count from now.
+#[utoipa::path(
+    put, path = "/api/v1/scheduled-tasks/{id}/enable", operation_id = "enableScheduledTask", tag = "scheduled-tasks",
+    params(("id" = String, Path, description = "Scheduled task id")),
+    responses(
+        (status = 200, description = "Enabled", body = ActionResponse),
+        (status = 400, description = "Badly encoded id", body = ErrorBody),
+        (status = 404, description = "No such scheduled task", body = ErrorBody),
+    )
+)]
 pub async fn enable(
     State(state): State<AppState>,
     PathId(id): PathId,
@@ -208,6 +272,15 @@ pub async fn enable(
 }
 
 /// `PUT /api/v1/scheduled-tasks/{id}/disable`: no fires until enabled again.
+#[utoipa::path(
+    put, path = "/api/v1/scheduled-tasks/{id}/disable", operation_id = "disableScheduledTask", tag = "scheduled-tasks",
+    params(("id" = String, Path, description = "Scheduled task id")),
+    responses(
+        (status = 200, description = "Disabled", body = ActionResponse),
+        (status = 400, description = "Badly encoded id", body = ErrorBody),
+        (status = 404, description = "No such scheduled task", body = ErrorBody),
+    )
+)]
 pub async fn disable(
     State(state): State<AppState>,
     PathId(id): PathId,
@@ -218,8 +291,18 @@ pub async fn disable(
 
 /// `POST /api/v1/scheduled-tasks/{id}/trigger`: starts a task now, whatever
 /// the overlap policy; answers with the new task's id.
+#[utoipa::path(
+    post, path = "/api/v1/scheduled-tasks/{id}/trigger", operation_id = "triggerScheduledTask", tag = "scheduled-tasks",
+    params(("id" = String, Path, description = "Scheduled task id")),
+    responses(
+        (status = 200, description = "A task was created now; `taskId` is the new task", body = ActionResponse),
+        (status = 400, description = "Badly encoded id", body = ErrorBody),
+        (status = 404, description = "No such scheduled task", body = ErrorBody),
+    )
+)]
 pub async fn trigger(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     PathId(id): PathId,
 ) -> Result<Json<ActionResponse>, ApiError> {
     let schedule = load(&state, &id).await?;
@@ -233,7 +316,7 @@ pub async fn trigger(
         RunStart {
             triggered_at: now,
             trigger: ExecutionTrigger::Manual,
-            created_by: ANONYMOUS.to_owned(),
+            created_by: caller.name,
             now,
         },
     )
@@ -250,6 +333,19 @@ pub async fn trigger(
 }
 
 /// `GET /api/v1/scheduled-tasks/{id}/executions?offset=&limit=`: newest first.
+#[utoipa::path(
+    get, path = "/api/v1/scheduled-tasks/{id}/executions", operation_id = "listExecutions", tag = "scheduled-tasks",
+    params(
+        ("id" = String, Path, description = "Scheduled task id"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size (default 10)"),
+        ("offset" = Option<u64>, Query, minimum = 0, description = "Items to skip (default 0)"),
+    ),
+    responses(
+        (status = 200, description = "A page of executions, newest first", body = ExecutionList),
+        (status = 400, description = "Bad id, limit or offset", body = ErrorBody),
+        (status = 404, description = "No such scheduled task", body = ErrorBody),
+    )
+)]
 pub async fn executions(
     State(state): State<AppState>,
     PathId(id): PathId,
@@ -267,6 +363,18 @@ pub async fn executions(
 }
 
 /// `GET /api/v1/scheduled-tasks/{id}/executions/{executionId}`.
+#[utoipa::path(
+    get, path = "/api/v1/scheduled-tasks/{id}/executions/{execution_id}", operation_id = "getExecution", tag = "scheduled-tasks",
+    params(
+        ("id" = String, Path, description = "Scheduled task id"),
+        ("execution_id" = String, Path, description = "Execution number (1, 2, ...)"),
+    ),
+    responses(
+        (status = 200, description = "The execution", body = Execution),
+        (status = 400, description = "Badly encoded id", body = ErrorBody),
+        (status = 404, description = "No such scheduled task or execution", body = ErrorBody),
+    )
+)]
 pub async fn execution(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,

@@ -6,32 +6,50 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use prewarm_api::{ActionResponse, CreateTaskRequest, Task, TaskCreated, TaskList, TaskStatus};
 
+use prewarm_api::ErrorBody;
+
 use super::error::ApiError;
 use super::extract::{int_in_range, AppJson, PathId, QueryParams};
+use super::guard::{AuditTarget, Caller};
 use super::AppState;
 use crate::domain::task::TaskSpec;
 use crate::engine::submit::submit_task;
 use crate::store::CancelOutcome;
 
-/// Who creates tasks while authentication is off.
-pub(crate) const ANONYMOUS: &str = "anonymous";
 /// Page size when `limit` is absent.
 const DEFAULT_LIMIT: u32 = 10;
 /// Largest accepted `limit`.
 const MAX_LIMIT: u32 = 100;
 
 /// `POST /api/v1/tasks`: validates and stores a pending task, wakes the engine.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tasks",
+    operation_id = "createTask",
+    tag = "tasks",
+    request_body = CreateTaskRequest,
+    responses(
+        (status = 201, description = "Stored as pending; the engine starts it soon", body = TaskCreated,
+         headers(("Location" = String, description = "URL of the new task"))),
+        (status = 400, description = "Malformed JSON, a wrong type, an unknown field or a rule broken", body = ErrorBody),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     AppJson(request): AppJson<CreateTaskRequest>,
 ) -> Result<Response, ApiError> {
+    if let Some(url) = &request.webhook_url {
+        crate::domain::task::validate_webhook_url(url)?;
+        state.webhooks.check_url(url)?;
+    }
     let spec = TaskSpec::from_request(request)?;
     let task = submit_task(
         state.store.as_ref(),
         &state.engine,
         state.clock.as_ref(),
         &spec,
-        ANONYMOUS,
+        &caller.name,
     )
     .await?;
     let location = HeaderValue::try_from(format!("/api/v1/tasks/{}", task.task_id))
@@ -40,15 +58,33 @@ pub async fn create(
         task,
         message: "Task created successfully".to_owned(),
     };
-    Ok((
+    let target = AuditTarget(body.task.task_id.clone());
+    let mut response = (
         StatusCode::CREATED,
         [(header::LOCATION, location)],
         Json(body),
     )
-        .into_response())
+        .into_response();
+    response.extensions_mut().insert(target);
+    Ok(response)
 }
 
 /// `GET /api/v1/tasks?status=&limit=&offset=`: a page of tasks, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tasks",
+    operation_id = "listTasks",
+    tag = "tasks",
+    params(
+        ("status" = Option<TaskStatus>, Query, description = "Only tasks with this status"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size (default 10)"),
+        ("offset" = Option<u64>, Query, minimum = 0, description = "Tasks to skip (default 0)"),
+    ),
+    responses(
+        (status = 200, description = "A page of tasks, newest first", body = TaskList),
+        (status = 400, description = "Bad status, limit or offset", body = ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     params: QueryParams,
@@ -75,6 +111,18 @@ pub async fn list(
 }
 
 /// `GET /api/v1/tasks/{id}`: one task view.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tasks/{id}",
+    operation_id = "getTask",
+    tag = "tasks",
+    params(("id" = String, Path, description = "Task id")),
+    responses(
+        (status = 200, description = "The task view", body = Task),
+        (status = 400, description = "Badly encoded id", body = ErrorBody),
+        (status = 404, description = "No such task", body = ErrorBody),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     PathId(id): PathId,
@@ -86,6 +134,19 @@ pub async fn get(
 }
 
 /// `DELETE /api/v1/tasks/{id}`: cancels a pending or running task.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tasks/{id}",
+    operation_id = "cancelTask",
+    tag = "tasks",
+    params(("id" = String, Path, description = "Task id")),
+    responses(
+        (status = 200, description = "Cancelled", body = ActionResponse),
+        (status = 400, description = "Badly encoded id", body = ErrorBody),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 409, description = "The task already ended (`status` says how)", body = ErrorBody),
+    )
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     PathId(id): PathId,
@@ -93,6 +154,10 @@ pub async fn cancel(
     match state.store.cancel(&id, state.clock.now()).await? {
         CancelOutcome::Cancelled(task) => {
             state.engine.wake();
+            if task.started_at.is_none() {
+                // Never started: the engine will not see it end, so notify here.
+                state.webhooks.notify(&task);
+            }
             Ok(Json(ActionResponse {
                 task_id: task.task_id,
                 status: TaskStatus::Cancelled.as_str().to_owned(),

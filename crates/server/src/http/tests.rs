@@ -205,6 +205,8 @@ impl Harness {
             clock: clock.clone(),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             progress: Arc::new(crate::progress::ProgressHub::new()),
+            guard: Arc::new(super::guard::Guard::open(clock.clone())),
+            webhooks: crate::webhook::Webhooks::disabled(),
         };
         let app = router_with_timeout(state, request_timeout);
         Harness {
@@ -582,7 +584,8 @@ async fn healthz_reports_the_cluster_connection() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         body,
-        json!({"status": "healthy", "kubernetes": "connected", "timestamp": START})
+        json!({"status": "healthy", "kubernetes": "connected", "timestamp": START,
+               "auth": "open", "warning": super::health::OPEN_WARNING})
     );
 }
 

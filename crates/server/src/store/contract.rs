@@ -156,6 +156,8 @@ pub(crate) fn sample_task(id: &str, status: TaskStatus, created_at: DateTime<Utc
         started_at: Some(created_at + Duration::seconds(1)),
         finished_at: Some(created_at + Duration::seconds(300)),
         estimated_completion: Some(created_at + Duration::seconds(600)),
+        webhook_status: None,
+        webhook_error: None,
     }
 }
 
@@ -189,6 +191,8 @@ pub(crate) fn minimal_task(id: &str, status: TaskStatus, created_at: DateTime<Ut
         started_at: None,
         finished_at: None,
         estimated_completion: None,
+        webhook_status: None,
+        webhook_error: None,
     }
 }
 

@@ -50,6 +50,11 @@ impl Service {
 
     /// Starts the service on `db` with extra flags.
     pub fn start_with(namespace: &str, db: &Path, extra: &[&str]) -> Service {
+        Self::start_against(cluster().kubeconfig_path(), namespace, db, extra)
+    }
+
+    /// Starts the service against the cluster of `kubeconfig`, on `db`, with extra flags.
+    pub fn start_against(kubeconfig: &Path, namespace: &str, db: &Path, extra: &[&str]) -> Service {
         let log = db.with_extension(format!("{}.log", std::process::id()));
         let log = log.with_file_name(format!(
             "prewarm-{}.log",
@@ -64,7 +69,7 @@ impl Service {
                 "--listen",
                 "127.0.0.1:0",
                 "--kubeconfig",
-                cluster().kubeconfig_path().to_str().unwrap(),
+                kubeconfig.to_str().unwrap(),
                 "--namespace",
                 namespace,
                 "--database",
