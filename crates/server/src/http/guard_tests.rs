@@ -390,3 +390,61 @@ async fn open_mode_creates_as_anonymous_and_warns_in_healthz() {
         .unwrap()
         .contains("authentication is off"));
 }
+
+#[tokio::test]
+async fn schedules_and_their_triggered_tasks_name_the_caller() {
+    let r = rig(
+        Authenticator::with_tokens(parse_token_file(&tokens()).unwrap()),
+        OFF,
+    );
+    let (s, _, schedule) = r
+        .call(
+            Method::POST,
+            "/api/v1/scheduled-tasks",
+            Some("operator-token"),
+            body_for(&Method::POST, "/api/v1/scheduled-tasks"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{schedule}");
+    assert_eq!(schedule["createdBy"], "ops");
+    let sid = schedule["id"].as_str().unwrap();
+    let (s, _, triggered) = r
+        .call(
+            Method::POST,
+            &format!("/api/v1/scheduled-tasks/{sid}/trigger"),
+            Some("admin-token"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{triggered}");
+    let task_id = triggered["taskId"].as_str().unwrap();
+    let (_, _, task) = r
+        .call(
+            Method::GET,
+            &format!("/api/v1/tasks/{task_id}"),
+            Some("viewer-token"),
+            None,
+        )
+        .await;
+    assert_eq!(task["createdBy"], "root");
+    // Only admin may delete a schedule; the audit line names the schedule.
+    let uri = format!("/api/v1/scheduled-tasks/{sid}");
+    let (s, _, _) = r
+        .call(Method::DELETE, &uri, Some("operator-token"), None)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _, _) = r
+        .call(Method::DELETE, &uri, Some("admin-token"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let audit = r.audit();
+    let created = &audit[0];
+    assert_eq!(created["route"], "/api/v1/scheduled-tasks");
+    assert_eq!(created["targetId"], sid);
+    let deleted = audit.last().unwrap();
+    assert_eq!(
+        (deleted["tokenName"].as_str(), deleted["result"].as_u64()),
+        (Some("root"), Some(200))
+    );
+    assert_eq!(deleted["targetId"], sid);
+}
