@@ -105,6 +105,7 @@ impl PullPolicy {
 /// This is the raw wire form; the server turns it into a validated spec.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"images": ["nginx:1.25", "redis:7"], "batchSize": 10, "nodeSelector": {"workload": "compute"}}))]
 pub struct CreateTaskRequest {
     /// Image references, 1..=100, no duplicates.
     pub images: Vec<String>,
@@ -447,6 +448,7 @@ pub struct ScheduledTask {
 /// Body of `POST /api/v1/scheduled-tasks`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"name": "Nightly base images", "cronExpr": "30 5 * * *", "timezone": "Europe/Berlin", "taskConfig": {"images": ["nginx:1.25"]}}))]
 pub struct CreateScheduledTaskRequest {
     /// Human name (required, 1..=253 characters).
     pub name: String,

@@ -49,7 +49,7 @@ use super::{health, schedules, tasks};
         openapi_json,
     ),
     components(schemas(prewarm_api::ErrorBody, prewarm_api::WebhookEvent)),
-    modifiers(&Security, &CommonResponses),
+    modifiers(&Security, &CommonResponses, &Links),
     tags(
         (name = "tasks", description = "Prewarm tasks"),
         (name = "scheduled-tasks", description = "Cron schedules that create tasks, and their executions"),
@@ -74,13 +74,40 @@ pub fn document() -> &'static OpenApiDoc {
     responses((status = 200, description = "The OpenAPI 3 document", body = Object, content_type = "application/json"))
 )]
 pub async fn openapi_json() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        document_json(),
+    )
+}
+
+/// The document as served: JSON text, built once.
+pub fn document_json() -> &'static str {
     static JSON: OnceLock<String> = OnceLock::new();
-    let body = JSON.get_or_init(|| {
-        document()
-            .to_pretty_json()
-            .unwrap_or_else(|_| "{}".to_owned())
-    });
-    ([(header::CONTENT_TYPE, "application/json")], body.as_str())
+    JSON.get_or_init(|| {
+        let mut doc = serde_json::to_value(document()).unwrap_or_default();
+        fix_link_keys(&mut doc);
+        serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{}".to_owned())
+    })
+}
+
+/// utoipa 5 writes a link's `operationId` as `operation_id`; OpenAPI says `operationId`.
+fn fix_link_keys(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let Some(links) = map.get_mut("links").and_then(|l| l.as_object_mut()) {
+                for link in links.values_mut() {
+                    if let Some(link) = link.as_object_mut() {
+                        if let Some(id) = link.remove("operation_id") {
+                            link.insert("operationId".to_owned(), id);
+                        }
+                    }
+                }
+            }
+            map.values_mut().for_each(fix_link_keys);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(fix_link_keys),
+        _ => {}
+    }
 }
 
 /// Swagger UI at `/docs`, reading `/api/v1/openapi.json`.
@@ -113,6 +140,61 @@ impl Modify for Security {
 }
 
 struct CommonResponses;
+
+/// Links from a create's answer to the operations on what it created, so
+/// clients (and schemathesis' stateful phase) can follow real ids.
+struct Links;
+
+impl Modify for Links {
+    fn modify(&self, openapi: &mut OpenApiDoc) {
+        let follow: [(&str, &str, &str, &[&str]); 2] = [
+            (
+                "/api/v1/tasks",
+                "201",
+                "$response.body#/taskId",
+                &["getTask", "cancelTask"],
+            ),
+            (
+                "/api/v1/scheduled-tasks",
+                "201",
+                "$response.body#/id",
+                &[
+                    "getScheduledTask",
+                    "updateScheduledTask",
+                    "deleteScheduledTask",
+                    "enableScheduledTask",
+                    "disableScheduledTask",
+                    "triggerScheduledTask",
+                    "listExecutions",
+                ],
+            ),
+        ];
+        for (path, code, id, targets) in follow {
+            let Some(op) = openapi
+                .paths
+                .paths
+                .get_mut(path)
+                .and_then(|item| item.post.as_mut())
+            else {
+                continue;
+            };
+            let Some(utoipa::openapi::RefOr::T(response)) = op.responses.responses.get_mut(code)
+            else {
+                continue;
+            };
+            for target in targets {
+                response.links.insert(
+                    (*target).to_owned(),
+                    utoipa::openapi::link::LinkBuilder::new()
+                        .operation_id(*target)
+                        .parameter("id", id)
+                        .build()
+                        .into(),
+                );
+            }
+        }
+    }
+}
 
 fn error_response(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
     ResponseBuilder::new()
