@@ -37,6 +37,9 @@ pub enum Command {
     Serve(ServeConfig),
     /// Print the version and exit.
     Version,
+    /// Client commands (`task …`, `schedule …`, `completions …`) against a running service.
+    #[command(flatten)]
+    Client(prewarm_cli::ClientCommand),
 }
 
 /// Where tasks are stored.
@@ -197,7 +200,7 @@ mod tests {
         let argv = ["prewarm", "serve"].iter().chain(args);
         match Cli::try_parse_from(argv)?.command {
             Command::Serve(cfg) => Ok(cfg),
-            Command::Version => panic!("parsed as version"),
+            other => panic!("parsed as {other:?}"),
         }
     }
 
@@ -277,6 +280,15 @@ mod tests {
             let res = with_env(&[(k, v)], || serve(&[]));
             assert!(res.is_err(), "{k}={v} was accepted");
         }
+    }
+
+    #[test]
+    fn client_commands_parse_next_to_serve() {
+        let cli = Cli::try_parse_from(["prewarm", "task", "list", "-o", "json"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Client(prewarm_cli::ClientCommand::Task(_))
+        ));
     }
 
     #[test]
