@@ -39,7 +39,7 @@ pub enum Command {
     Version,
     /// Client commands (`task …`, `schedule …`, `completions …`) against a running service.
     #[command(flatten)]
-    Client(prewarm_cli::ClientCommand),
+    Client(Box<prewarm_cli::ClientCommand>),
 }
 
 /// Where tasks are stored.
@@ -285,10 +285,10 @@ mod tests {
     #[test]
     fn client_commands_parse_next_to_serve() {
         let cli = Cli::try_parse_from(["prewarm", "task", "list", "-o", "json"]).unwrap();
-        assert!(matches!(
-            cli.command,
-            Command::Client(prewarm_cli::ClientCommand::Task(_))
-        ));
+        let Command::Client(command) = cli.command else {
+            panic!("not a client command")
+        };
+        assert!(matches!(*command, prewarm_cli::ClientCommand::Task(_)));
     }
 
     #[test]

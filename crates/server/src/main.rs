@@ -20,7 +20,7 @@ fn main() -> ExitCode {
         );
     }
     match Cli::parse().command {
-        Command::Client(command) => prewarm_cli::run(command, Cli::command, "prewarm"),
+        Command::Client(command) => prewarm_cli::run(*command, Cli::command, "prewarm"),
         Command::Version => {
             println!("prewarm {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
