@@ -34,6 +34,7 @@ pub struct Application {
     router: axum::Router,
     engine: Engine,
     scheduler: Scheduler,
+    progress: Arc<ProgressHub>,
 }
 
 impl Application {
@@ -114,7 +115,7 @@ impl Application {
             engine: engine.handle(),
             clock,
             metrics,
-            progress,
+            progress: progress.clone(),
         });
         let listener = TcpListener::bind(listen)
             .await
@@ -126,6 +127,7 @@ impl Application {
             router,
             engine,
             scheduler,
+            progress,
         })
     }
 
@@ -151,7 +153,17 @@ impl Application {
             router,
             engine,
             scheduler,
+            progress,
         } = self;
+        // Live streams would hold the drain open until the deadline: end them
+        // as soon as shutdown starts (clients resume with Last-Event-ID).
+        tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                stop.cancelled().await;
+                progress.close();
+            }
+        });
 
         let server = {
             let stop = stop.clone();

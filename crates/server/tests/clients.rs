@@ -583,3 +583,47 @@ images:
     assert!(python.status.success(), "pytest failed:\n{}", show(&python));
     assert!(go.status.success(), "go test failed:\n{}", show(&go));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_streams_end_when_the_service_stops() {
+    let _sim = sim(r#"
+nodes:
+  - namePrefix: stop-
+    count: 1
+    labels: {suite: stop}
+images:
+  - match: "slow/*"
+    pullSeconds: 600
+"#);
+    let svc = Service::start("t-stop");
+    let id = svc
+        .create(json!({"images": ["slow/app:1"], "nodeSelector": {"suite": "stop"}}))
+        .await;
+    svc.wait_until(&id, LONG, |t| t.status == TaskStatus::Running)
+        .await;
+    let url = svc.url.clone();
+    let (sse, ws) = {
+        let (u1, u2, i1, i2) = (url.clone(), url.clone(), id.clone(), id.clone());
+        (
+            tokio::spawn(async move { sse_events(&u1, &i1, None, usize::MAX).await }),
+            tokio::spawn(async move { ws_messages(&u2, &i2).await }),
+        )
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Drop sends SIGTERM and waits up to 10 s before killing: the streams must
+    // not hold the drain open until then.
+    let stopping = std::time::Instant::now();
+    tokio::task::spawn_blocking(move || drop(svc))
+        .await
+        .unwrap();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(8),
+        "shutdown waited {:?} on open streams",
+        stopping.elapsed()
+    );
+    let (_, events) = sse.await.unwrap();
+    assert!(events.iter().all(|e| e.0 == "progress"), "{events:?}");
+    let (messages, close) = ws.await.unwrap();
+    assert!(messages.iter().all(|m| m["type"] == "progress"));
+    assert_eq!(close, Some(CloseCode::Away));
+}

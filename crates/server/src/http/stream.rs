@@ -103,10 +103,12 @@ pub async fn watch(
 
 async fn serve_socket(mut socket: WebSocket, views: impl Stream<Item = Arc<Task>>) {
     let mut views = std::pin::pin!(views);
+    let mut finished = false;
     loop {
         tokio::select! {
             view = views.next() => {
                 let Some(view) = view else { break };
+                finished = view.status.is_terminal();
                 let Ok(text) = serde_json::to_string(&message(&view)) else { break };
                 if socket.send(Message::Text(text.into())).await.is_err() {
                     return;
@@ -119,9 +121,16 @@ async fn serve_socket(mut socket: WebSocket, views: impl Stream<Item = Arc<Task>
             }
         }
     }
-    let close = CloseFrame {
-        code: close_code::NORMAL,
-        reason: "task finished".into(),
+    let close = if finished {
+        CloseFrame {
+            code: close_code::NORMAL,
+            reason: "task finished".into(),
+        }
+    } else {
+        CloseFrame {
+            code: close_code::AWAY,
+            reason: "server stopping".into(),
+        }
     };
     if socket.send(Message::Close(Some(close))).await.is_ok() {
         let _ = tokio::time::timeout(CLOSE_GRACE, async {
@@ -195,6 +204,11 @@ impl Feed {
                     if self.is_new(&view) {
                         return Some(self.hand_out(view));
                     }
+                }
+                Err(_) if self.state.progress.is_closed() => {
+                    // The service is stopping: end here, the client resumes elsewhere.
+                    self.ended = true;
+                    return None;
                 }
                 Err(_) => {
                     // The channel closed without a final view reaching us: the store has it.
