@@ -736,3 +736,61 @@ nodes:
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     assert!(text(&out.stderr).contains("(HTTP 404)"), "{}", show(&out));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_task_cancelled_by_its_schedule_timeout_ends_its_streams() {
+    let _sim = sim(r#"
+nodes:
+  - namePrefix: schedpend-
+    count: 1
+    labels: {suite: schedpend}
+images:
+  - match: "slow/*"
+    pullSeconds: 600
+"#);
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::start_with(
+        "t-schedpend",
+        &dir.path().join("prewarm.db"),
+        &["--max-concurrent-nodes", "1"],
+    );
+    let selector = json!({"suite": "schedpend"});
+    let busy = svc
+        .create(json!({"images": ["slow/app:1"], "nodeSelector": selector}))
+        .await;
+    svc.wait_until(&busy, LONG, |t| t.status == TaskStatus::Running)
+        .await;
+    let r = http()
+        .post(format!("{}/api/v1/scheduled-tasks", svc.url))
+        .json(&json!({
+            "name": "pending-timeout", "cronExpr": "0 3 * * *", "timeoutSeconds": 2,
+            "taskConfig": {"images": ["nginx:1.25"], "nodeSelector": selector}
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let sid = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = http()
+        .post(format!("{}/api/v1/scheduled-tasks/{sid}/trigger", svc.url))
+        .send()
+        .await
+        .unwrap();
+    let id = r.json::<Value>().await.unwrap()["taskId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, events) = tokio::time::timeout(
+        Duration::from_secs(60),
+        sse_events(&svc.url, &id, None, usize::MAX),
+    )
+    .await
+    .expect("the stream ends when the schedule's timeout cancels the pending task");
+    assert_eq!(events.first().unwrap().2["status"], "pending");
+    assert_eq!(events.last().unwrap().0, "finished");
+    assert_eq!(events.last().unwrap().2["status"], "cancelled");
+    let _ = svc.cancel(&busy).await;
+}
