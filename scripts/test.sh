@@ -13,6 +13,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== Go SDK: gofmt, vet (its tests run against the live service in cargo test)"
+(cd clients/go && PATH=/usr/lib/go-1.19/bin:$PATH GOPROXY=off GOFLAGS= sh -c 'test -z "$(gofmt -l .)" && go vet ./...')
 echo "== build binaries used by the integration tests"
 cargo build --workspace --bins
 echo "== cargo test"

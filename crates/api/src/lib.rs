@@ -634,6 +634,54 @@ pub struct ExecutionList {
     pub offset: u64,
 }
 
+/// The progress part of a task view, pushed on every change by the watch and
+/// events streams.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProgressUpdate {
+    /// Node counts and window position.
+    #[serde(flatten)]
+    pub progress: Progress,
+    /// Lifecycle state.
+    pub status: TaskStatus,
+    /// Projected end from the observed node throughput.
+    #[serde(default)]
+    pub estimated_completion: Option<DateTime<Utc>>,
+}
+
+impl ProgressUpdate {
+    /// The progress part of `task`.
+    pub fn of(task: &Task) -> ProgressUpdate {
+        ProgressUpdate {
+            progress: task.progress.clone(),
+            status: task.status,
+            estimated_completion: task.estimated_completion,
+        }
+    }
+}
+
+/// One message of `GET /api/v1/tasks/{id}/watch` (WebSocket, the whole JSON)
+/// and `/events` (Server-Sent Events: `type` is the `event:` name, `data` the
+/// `data:` line): progress on every change, then the final task view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", content = "data", rename_all = "lowercase")]
+pub enum TaskEvent {
+    /// The task changed and has not ended.
+    Progress(ProgressUpdate),
+    /// The task ended; the last message of the stream.
+    Finished(Box<Task>),
+}
+
+impl TaskEvent {
+    /// The event name (`progress` or `finished`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TaskEvent::Progress(_) => "progress",
+            TaskEvent::Finished(_) => "finished",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,6 +40,9 @@ pub enum Command {
     Serve(ServeConfig),
     /// Print the version and exit.
     Version,
+    /// Client commands (`task …`, `schedule …`, `completions …`) against a running service.
+    #[command(flatten)]
+    Client(Box<prewarm_cli::ClientCommand>),
     /// Token helpers for the token file.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -425,6 +428,15 @@ mod tests {
             }
         );
         assert!(with_env(&[], || serve(&["--rate-limit-rps", "-1"])).is_err());
+    }
+
+    #[test]
+    fn client_commands_parse_next_to_serve() {
+        let cli = Cli::try_parse_from(["prewarm", "task", "list", "-o", "json"]).unwrap();
+        let Command::Client(command) = cli.command else {
+            panic!("not a client command")
+        };
+        assert!(matches!(*command, prewarm_cli::ClientCommand::Task(_)));
     }
 
     #[test]

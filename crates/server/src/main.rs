@@ -4,14 +4,23 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use prewarm::config::{Cli, Command, LogFormat, ServeConfig, TokenCommand};
 use prewarm::startup::Application;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    if invoked_as_plugin() {
+        let cli = prewarm_cli::PluginCli::parse();
+        return prewarm_cli::run(
+            cli.command,
+            prewarm_cli::PluginCli::command,
+            "kubectl-prewarm",
+        );
+    }
     match Cli::parse().command {
+        Command::Client(command) => prewarm_cli::run(*command, Cli::command, "prewarm"),
         Command::Version => {
             println!("prewarm {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
@@ -40,6 +49,15 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Whether this binary was installed (copied or linked) as `kubectl-prewarm`.
+fn invoked_as_plugin() -> bool {
+    std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .is_some_and(|name| name == "kubectl-prewarm")
 }
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {

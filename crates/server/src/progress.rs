@@ -8,6 +8,7 @@
 //! which ends every reader's stream after the final view.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use prewarm_api::Task;
@@ -20,6 +21,7 @@ pub type TaskWatch = watch::Receiver<Arc<Task>>;
 #[derive(Default)]
 pub struct ProgressHub {
     channels: Mutex<HashMap<String, watch::Sender<Arc<Task>>>>,
+    closed: AtomicBool,
 }
 
 impl std::fmt::Debug for ProgressHub {
@@ -44,6 +46,9 @@ impl ProgressHub {
     /// after readers have been handed it.
     pub fn publish(&self, task: &Task) {
         let mut channels = self.lock();
+        if self.is_closed() {
+            return;
+        }
         let view = Arc::new(task.clone());
         if task.status.is_terminal() {
             if let Some(tx) = channels.remove(&task.task_id) {
@@ -70,10 +75,27 @@ impl ProgressHub {
             return None;
         }
         let mut channels = self.lock();
+        if self.is_closed() {
+            // A receiver whose sender is gone: the reader sees the end at once.
+            return Some(watch::channel(Arc::new(current.clone())).1);
+        }
         let tx = channels
             .entry(current.task_id.clone())
             .or_insert_with(|| watch::channel(Arc::new(current.clone())).0);
         Some(tx.subscribe())
+    }
+
+    /// Ends every reader's stream without a final view (the service is
+    /// stopping; clients resume elsewhere). Later subscriptions end at once.
+    pub fn close(&self) {
+        let mut channels = self.lock();
+        self.closed.store(true, Ordering::SeqCst);
+        channels.clear();
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
     }
 
     /// Number of tasks with a live channel.
@@ -124,6 +146,18 @@ mod tests {
             "stream ends after the final view"
         );
         assert!(hub.is_empty());
+    }
+
+    #[tokio::test]
+    async fn closing_ends_every_stream_without_a_final_view() {
+        let hub = ProgressHub::new();
+        let mut rx = hub.subscribe(&task(TaskStatus::Running, 0)).unwrap();
+        hub.close();
+        assert!(rx.changed().await.is_err());
+        assert_eq!(rx.borrow().status, TaskStatus::Running);
+        let mut late = hub.subscribe(&task(TaskStatus::Running, 1)).unwrap();
+        assert!(late.changed().await.is_err());
+        assert!(hub.is_closed() && hub.is_empty());
     }
 
     #[test]

@@ -80,6 +80,7 @@ pub struct Application {
     router: axum::Router,
     engine: Engine,
     scheduler: Scheduler,
+    progress: Arc<ProgressHub>,
 }
 
 impl Application {
@@ -192,7 +193,7 @@ impl Application {
             engine: engine.handle(),
             clock,
             metrics,
-            progress,
+            progress: progress.clone(),
             guard: operations.guard,
             webhooks,
         });
@@ -206,6 +207,7 @@ impl Application {
             router,
             engine,
             scheduler,
+            progress,
         })
     }
 
@@ -231,7 +233,17 @@ impl Application {
             router,
             engine,
             scheduler,
+            progress,
         } = self;
+        // Live streams would hold the drain open until the deadline: end them
+        // as soon as shutdown starts (clients resume with Last-Event-ID).
+        tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                stop.cancelled().await;
+                progress.close();
+            }
+        });
 
         let server = {
             let stop = stop.clone();

@@ -448,9 +448,27 @@ impl Engine {
                         .then(a.created_at.cmp(&b.created_at))
                         .then(a.task_id.cmp(&b.task_id))
                 });
-                self.pending = pending;
+                let before = std::mem::replace(&mut self.pending, pending);
+                self.publish_ended_without_run(before).await;
             }
             Err(e) => tracing::warn!(error = %e, "could not list pending tasks"),
+        }
+    }
+
+    /// Tasks that left `pending` without being started were cancelled
+    /// through the store (by the scheduler's timeout, say); no run publishes
+    /// their end, so live readers learn it here.
+    async fn publish_ended_without_run(&self, was_pending: Vec<Task>) {
+        for task in was_pending {
+            let id = &task.task_id;
+            if self.runs.contains_key(id) || self.pending.iter().any(|p| p.task_id == *id) {
+                continue;
+            }
+            if let Ok(Some(now)) = self.store.get(id).await {
+                if now.status.is_terminal() {
+                    self.progress.publish(&now);
+                }
+            }
         }
     }
 

@@ -68,6 +68,9 @@ pub enum ApiError {
         /// The request path.
         path: String,
     },
+    /// A WebSocket route was called without a valid upgrade handshake.
+    #[error("websocket upgrade required: {0}")]
+    UpgradeRequired(String),
     /// The request took longer than the server allows.
     #[error("request timed out")]
     Timeout,
@@ -196,6 +199,10 @@ impl IntoResponse for ApiError {
                     "Method not allowed",
                     Some(format!("{method} is not supported on {path}")),
                 ),
+            ),
+            ApiError::UpgradeRequired(details) => (
+                StatusCode::BAD_REQUEST,
+                body("WebSocket upgrade required", Some(details)),
             ),
             ApiError::Timeout => (
                 StatusCode::REQUEST_TIMEOUT,

@@ -35,6 +35,7 @@ pub mod health;
 pub mod openapi;
 pub mod rate_limit;
 pub mod schedules;
+pub mod stream;
 pub mod tasks;
 
 pub use error::ApiError;
@@ -92,6 +93,8 @@ fn router_with_timeout(state: AppState, request_timeout: Duration) -> Router {
     Router::new()
         .route("/api/v1/tasks", get(tasks::list).post(tasks::create))
         .route("/api/v1/tasks/{id}", get(tasks::get).delete(tasks::cancel))
+        .route("/api/v1/tasks/{id}/watch", get(stream::watch))
+        .route("/api/v1/tasks/{id}/events", get(stream::events))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics_text))

@@ -33,6 +33,8 @@ use super::{health, schedules, tasks};
         tasks::list,
         tasks::get,
         tasks::cancel,
+        super::stream::events,
+        super::stream::watch,
         schedules::create,
         schedules::list,
         schedules::get_one,

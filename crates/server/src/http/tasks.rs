@@ -153,6 +153,8 @@ pub async fn cancel(
 ) -> Result<Json<ActionResponse>, ApiError> {
     match state.store.cancel(&id, state.clock.now()).await? {
         CancelOutcome::Cancelled(task) => {
+            // A pending task has no engine run to publish its end; live readers learn it here.
+            state.progress.publish(&task);
             state.engine.wake();
             if task.started_at.is_none() {
                 // Never started: the engine will not see it end, so notify here.

@@ -1,0 +1,3 @@
+module github.com/prewarm/prewarm/clients/go
+
+go 1.19

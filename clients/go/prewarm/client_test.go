@@ -1,0 +1,65 @@
+package prewarm
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+func TestReadEventsParsesProgressAndFinished(t *testing.T) {
+	body := ": keep-alive\n\nevent: progress\nid: 5\ndata: {\"totalNodes\":3,\"completedNodes\":1,\"status\":\"running\",\"percentage\":33.3}\n\n" +
+		"event: finished\nid: 15\ndata: {\"taskId\":\"t\",\"status\":\"completed\",\"progress\":{\"totalNodes\":3,\"completedNodes\":3}}\n\n"
+	var got []Event
+	if err := ReadEvents(strings.NewReader(body), func(ev Event) error { got = append(got, ev); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Type != "progress" || got[1].Type != "finished" {
+		t.Fatalf("events: %+v", got)
+	}
+	if got[0].ID != "5" || got[0].Progress.TotalNodes != 3 || got[0].Progress.Status != "running" {
+		t.Fatalf("progress: %+v", got[0].Progress)
+	}
+	if got[1].Task.TaskID != "t" || got[1].Task.Progress.CompletedNodes != 3 {
+		t.Fatalf("task: %+v", got[1].Task)
+	}
+}
+
+func TestAPIErrorsMatchSentinelsAndCarryTheBody(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer secret" {
+			w.WriteHeader(401)
+			_, _ = w.Write([]byte(`{"error":"Unauthorized","details":"missing token"}`))
+			return
+		}
+		w.WriteHeader(409)
+		_, _ = w.Write([]byte(`{"error":"Task already completed","status":"completed","taskId":"x"}`))
+	}))
+	defer srv.Close()
+	_, err := NewClient(srv.URL, "").CancelTask(context.Background(), "x")
+	if !errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrConflict) {
+		t.Fatalf("want unauthorized, got %v", err)
+	}
+	_, err = NewClient(srv.URL, "secret").CancelTask(context.Background(), "x")
+	var apiErr *APIError
+	if !errors.Is(err, ErrConflict) || !errors.As(err, &apiErr) || apiErr.Body.Status != "completed" {
+		t.Fatalf("want conflict with body, got %v", err)
+	}
+	if err.Error() != "Task already completed (HTTP 409)" {
+		t.Fatalf("message: %q", err.Error())
+	}
+}
+
+func TestContextCancelsWaiting(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(`{"taskId":"t","status":"running"}`))
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := NewClient(srv.URL, "").WaitForCompletion(ctx, "t", 0); !errors.Is(err, context.Canceled) {
+		t.Fatalf("want context.Canceled, got %v", err)
+	}
+}

@@ -1,0 +1,188 @@
+package prewarm
+
+// The SDK against a running service with simulated nodes: PREWARM_SERVER is
+// the service, PREWARM_TEST_SELECTOR (key=value) this suite's nodes, all of
+// which fail registry.example.com/missing/* and pull slow/* slowly. The Rust
+// test sdk_suites_pass_against_the_live_service sets them up.
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func liveClient(t *testing.T) *Client {
+	t.Helper()
+	server := os.Getenv("PREWARM_SERVER")
+	if server == "" {
+		t.Skip("PREWARM_SERVER not set")
+	}
+	return NewClient(server, os.Getenv("PREWARM_TOKEN"))
+}
+
+func selector() map[string]string {
+	sel := os.Getenv("PREWARM_TEST_SELECTOR")
+	if sel == "" {
+		sel = "suite=sdk"
+	}
+	kv := strings.SplitN(sel, "=", 2)
+	return map[string]string{kv[0]: kv[1]}
+}
+
+func TestLiveCreateWatchComplete(t *testing.T) {
+	c := liveClient(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	task, err := c.CreateTask(ctx, CreateTaskRequest{Images: []string{"go-sdk/app:1"}, BatchSize: 2, NodeSelector: selector()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if task.Status != StatusPending || task.Message != "Task created successfully" {
+		t.Fatalf("created: %+v", task)
+	}
+	var events []Event
+	final, err := c.Watch(ctx, task.TaskID, func(ev Event) error { events = append(events, ev); return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if final.Status != StatusCompleted || final.Progress.Percentage != 100 || final.Progress.TotalNodes == 0 {
+		t.Fatalf("final: %+v", final.Progress)
+	}
+	last := events[len(events)-1]
+	if last.Type != "finished" || len(events) < 2 {
+		t.Fatalf("events: %d, last %s", len(events), last.Type)
+	}
+	prev := -1
+	for _, ev := range events {
+		n, err := strconv.Atoi(ev.ID)
+		if err != nil || n < prev {
+			t.Fatalf("ids not increasing: %q after %d", ev.ID, prev)
+		}
+		prev = n
+	}
+	// An ended task: one finished event.
+	var again []Event
+	if _, err := c.Watch(ctx, task.TaskID, func(ev Event) error { again = append(again, ev); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(again) != 1 || again[0].Type != "finished" {
+		t.Fatalf("ended task gave %d events", len(again))
+	}
+	got, err := c.WaitForCompletion(ctx, task.TaskID, 100*time.Millisecond)
+	if err != nil || got.TaskID != task.TaskID {
+		t.Fatalf("wait: %v", err)
+	}
+}
+
+func TestLiveFailedTaskIsATaskFailedError(t *testing.T) {
+	c := liveClient(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	task, err := c.CreateTask(ctx, CreateTaskRequest{Images: []string{"registry.example.com/missing/go:1"}, NodeSelector: selector()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.WaitForCompletion(ctx, task.TaskID, 200*time.Millisecond)
+	var failed *TaskFailedError
+	if !errors.As(err, &failed) || failed.Task.Status != StatusFailed || len(failed.Task.FailedNodeDetails) == 0 {
+		t.Fatalf("want TaskFailedError with nodes, got %v", err)
+	}
+}
+
+func TestLiveCancelConflictNotFoundValidation(t *testing.T) {
+	c := liveClient(t)
+	ctx := context.Background()
+	task, err := c.CreateTask(ctx, CreateTaskRequest{Images: []string{"slow/go-cancel:1"}, NodeSelector: selector()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, err := c.CancelTask(ctx, task.TaskID); err != nil || a.Status != StatusCancelled {
+		t.Fatalf("cancel: %+v %v", a, err)
+	}
+	if _, err := c.CancelTask(ctx, task.TaskID); !errors.Is(err, ErrConflict) {
+		t.Fatalf("second cancel: %v", err)
+	}
+	if _, err := c.GetTask(ctx, "task-20200101-nosuch"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("get unknown: %v", err)
+	}
+	_, err = c.CreateTask(ctx, CreateTaskRequest{Images: []string{"nginx::bad"}})
+	var apiErr *APIError
+	if !errors.Is(err, ErrValidation) || !errors.As(err, &apiErr) || !strings.Contains(apiErr.Body.Details, "images[0]") {
+		t.Fatalf("validation: %v", err)
+	}
+	if _, err := c.ListTasks(ctx, ListOptions{Status: "done"}); !errors.Is(err, ErrValidation) {
+		t.Fatalf("bad status filter: %v", err)
+	}
+	page, err := c.ListTasks(ctx, ListOptions{Status: StatusCancelled, Limit: 5})
+	if err != nil || page.Limit != 5 || len(page.Tasks) == 0 {
+		t.Fatalf("list: %+v %v", page, err)
+	}
+	for _, tk := range page.Tasks {
+		if tk.Status != StatusCancelled {
+			t.Fatalf("filter ignored: %s", tk.Status)
+		}
+	}
+}
+
+func TestLiveScheduledTasks(t *testing.T) {
+	c := liveClient(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := c.ListScheduledTasks(ctx, 10, 0); err != nil {
+		var apiErr *APIError
+		if errors.As(err, &apiErr) && apiErr.StatusCode == 404 && apiErr.Body.Error == "Not found" {
+			t.Skip("this server has no /api/v1/scheduled-tasks")
+		}
+		t.Fatal(err)
+	}
+	s, err := c.CreateScheduledTask(ctx, ScheduledTaskRequest{
+		Name:       "go-sdk",
+		CronExpr:   "0 3 * * *",
+		TaskConfig: map[string]interface{}{"images": []string{"nginx:1.25"}, "nodeSelector": selector()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _, _ = c.DeleteScheduledTask(context.Background(), s.ID) }()
+	if !s.Enabled || s.NextExecutionAt == nil {
+		t.Fatalf("created: %+v", s)
+	}
+	desc := "nightly"
+	u, err := c.UpdateScheduledTask(ctx, s.ID, ScheduledTaskRequest{Description: &desc, TaskConfig: map[string]interface{}{"batchSize": 3}})
+	if err != nil || u.Description != "nightly" || u.TaskConfig["batchSize"] != float64(3) {
+		t.Fatalf("update: %+v %v", u, err)
+	}
+	if _, err := c.DisableScheduledTask(ctx, s.ID); err != nil {
+		t.Fatal(err)
+	}
+	if g, err := c.GetScheduledTask(ctx, s.ID); err != nil || g.Enabled || g.NextExecutionAt != nil {
+		t.Fatalf("disabled: %+v %v", g, err)
+	}
+	if _, err := c.EnableScheduledTask(ctx, s.ID); err != nil {
+		t.Fatal(err)
+	}
+	trig, err := c.TriggerScheduledTask(ctx, s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WaitForCompletion(ctx, trig.TaskID, 200*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	execs, err := c.ListExecutions(ctx, s.ID, 10, 0)
+	if err != nil || execs.Total < 1 || execs.Executions[0].TaskID != trig.TaskID {
+		t.Fatalf("executions: %+v %v", execs, err)
+	}
+	if e, err := c.GetExecution(ctx, s.ID, execs.Executions[0].ID); err != nil || e.ScheduledTaskID != s.ID {
+		t.Fatalf("execution: %+v %v", e, err)
+	}
+	if _, err := c.DeleteScheduledTask(ctx, s.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GetScheduledTask(ctx, s.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("deleted: %v", err)
+	}
+}

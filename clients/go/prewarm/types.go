@@ -1,0 +1,219 @@
+package prewarm
+
+import (
+	"strings"
+	"time"
+)
+
+// Task statuses.
+const (
+	StatusPending   = "pending"
+	StatusRunning   = "running"
+	StatusCompleted = "completed"
+	StatusFailed    = "failed"
+	StatusCancelled = "cancelled"
+)
+
+// CreateTaskRequest is the body of POST /api/v1/tasks. Only Images is required;
+// zero values are left out so the server applies its defaults.
+type CreateTaskRequest struct {
+	Images            []string          `json:"images"`
+	BatchSize         int               `json:"batchSize,omitempty"`
+	NodeSelector      map[string]string `json:"nodeSelector,omitempty"`
+	NodeNames         []string          `json:"nodeNames,omitempty"`
+	Priority          int               `json:"priority,omitempty"`
+	MaxRetries        int               `json:"maxRetries,omitempty"`
+	RetryStrategy     string            `json:"retryStrategy,omitempty"`
+	RetryDelay        *int              `json:"retryDelay,omitempty"`
+	WebhookURL        string            `json:"webhookUrl,omitempty"`
+	PullPolicy        string            `json:"pullPolicy,omitempty"`
+	ImagePullSecrets  []string          `json:"imagePullSecrets,omitempty"`
+	TolerateTaints    *bool             `json:"tolerateTaints,omitempty"`
+	TimeoutSeconds    int64             `json:"timeoutSeconds,omitempty"`
+	PriorityClassName string            `json:"priorityClassName,omitempty"`
+}
+
+// Progress holds a task's node counts.
+type Progress struct {
+	TotalNodes     int     `json:"totalNodes"`
+	CompletedNodes int     `json:"completedNodes"`
+	FailedNodes    int     `json:"failedNodes"`
+	SkippedNodes   int     `json:"skippedNodes"`
+	CurrentBatch   int     `json:"currentBatch"`
+	TotalBatches   int     `json:"totalBatches"`
+	Percentage     float64 `json:"percentage"`
+}
+
+// FailedNodeDetail is one (node, image) pair that failed for good.
+type FailedNodeDetail struct {
+	NodeName  string    `json:"nodeName"`
+	Image     string    `json:"image"`
+	Reason    string    `json:"reason"`
+	Message   string    `json:"message"`
+	Timestamp time.Time `json:"timestamp"`
+}
+
+// SkippedNodeDetail is a node left out mid-task.
+type SkippedNodeDetail struct {
+	NodeName  string    `json:"nodeName"`
+	Reason    string    `json:"reason"`
+	Message   string    `json:"message"`
+	Timestamp time.Time `json:"timestamp"`
+}
+
+// ImageStatus is one image's outcome across the task's nodes.
+type ImageStatus struct {
+	Image          string   `json:"image"`
+	CompletedNodes int      `json:"completedNodes"`
+	FailedNodes    int      `json:"failedNodes"`
+	Digests        []string `json:"digests"`
+}
+
+// Task is the task view of GET /api/v1/tasks/{id}.
+type Task struct {
+	TaskID              string              `json:"taskId"`
+	Status              string              `json:"status"`
+	Images              []string            `json:"images"`
+	BatchSize           int                 `json:"batchSize"`
+	NodeSelector        map[string]string   `json:"nodeSelector"`
+	NodeNames           []string            `json:"nodeNames"`
+	Priority            int                 `json:"priority"`
+	MaxRetries          int                 `json:"maxRetries"`
+	RetryStrategy       string              `json:"retryStrategy"`
+	RetryDelay          int                 `json:"retryDelay"`
+	WebhookURL          *string             `json:"webhookUrl"`
+	PullPolicy          string              `json:"pullPolicy"`
+	ImagePullSecrets    []string            `json:"imagePullSecrets"`
+	TolerateTaints      bool                `json:"tolerateTaints"`
+	TimeoutSeconds      int64               `json:"timeoutSeconds"`
+	PriorityClassName   *string             `json:"priorityClassName"`
+	Progress            Progress            `json:"progress"`
+	FailedNodeDetails   []FailedNodeDetail  `json:"failedNodeDetails"`
+	SkippedNodeDetails  []SkippedNodeDetail `json:"skippedNodeDetails"`
+	ImageStatuses       []ImageStatus       `json:"imageStatuses"`
+	Reason              *string             `json:"reason"`
+	ErrorMessage        *string             `json:"errorMessage"`
+	CreatedBy           string              `json:"createdBy"`
+	CreatedAt           time.Time           `json:"createdAt"`
+	StartedAt           *time.Time          `json:"startedAt"`
+	FinishedAt          *time.Time          `json:"finishedAt"`
+	EstimatedCompletion *time.Time          `json:"estimatedCompletion"`
+	// Message is set on the answer of CreateTask only.
+	Message string `json:"message,omitempty"`
+}
+
+// Ended reports whether the task can no longer change.
+func (t *Task) Ended() bool {
+	return t.Status == StatusCompleted || t.Status == StatusFailed || t.Status == StatusCancelled
+}
+
+// TaskList is a page of tasks, newest first.
+type TaskList struct {
+	Tasks  []Task `json:"tasks"`
+	Total  int64  `json:"total"`
+	Limit  int    `json:"limit"`
+	Offset int64  `json:"offset"`
+}
+
+// ListOptions selects a page; zero values use the server's defaults.
+type ListOptions struct {
+	Status string
+	Limit  int
+	Offset int64
+}
+
+// ActionResponse answers cancel and the scheduled-task actions.
+type ActionResponse struct {
+	TaskID  string `json:"taskId"`
+	Status  string `json:"status"`
+	Message string `json:"message"`
+}
+
+// ProgressUpdate is the data of a "progress" stream event.
+type ProgressUpdate struct {
+	Progress
+	Status              string     `json:"status"`
+	EstimatedCompletion *time.Time `json:"estimatedCompletion"`
+}
+
+// Event is one message of a task's live stream: Type "progress" (Progress set)
+// or "finished" (Task set, the final view). ID resumes the stream.
+type Event struct {
+	Type     string
+	ID       string
+	Progress *ProgressUpdate
+	Task     *Task
+}
+
+// ScheduledTask is a cron-driven task template.
+type ScheduledTask struct {
+	ID                      string                 `json:"id"`
+	Name                    string                 `json:"name"`
+	Description             string                 `json:"description"`
+	CronExpr                string                 `json:"cronExpr"`
+	Timezone                string                 `json:"timezone"`
+	Enabled                 bool                   `json:"enabled"`
+	TaskConfig              map[string]interface{} `json:"taskConfig"`
+	OverlapPolicy           string                 `json:"overlapPolicy"`
+	TimeoutSeconds          int64                  `json:"timeoutSeconds"`
+	StartingDeadlineSeconds int64                  `json:"startingDeadlineSeconds"`
+	LastExecutionAt         *time.Time             `json:"lastExecutionAt"`
+	NextExecutionAt         *time.Time             `json:"nextExecutionAt"`
+	CreatedBy               string                 `json:"createdBy"`
+	CreatedAt               time.Time              `json:"createdAt"`
+	UpdatedAt               time.Time              `json:"updatedAt"`
+}
+
+// ScheduledTaskRequest creates a scheduled task (all fields) or updates one
+// (only non-nil/non-empty fields are sent; TaskConfig merges into the stored one).
+type ScheduledTaskRequest struct {
+	Name                    string                 `json:"name,omitempty"`
+	Description             *string                `json:"description,omitempty"`
+	CronExpr                string                 `json:"cronExpr,omitempty"`
+	Timezone                string                 `json:"timezone,omitempty"`
+	Enabled                 *bool                  `json:"enabled,omitempty"`
+	TaskConfig              map[string]interface{} `json:"taskConfig,omitempty"`
+	OverlapPolicy           string                 `json:"overlapPolicy,omitempty"`
+	TimeoutSeconds          *int64                 `json:"timeoutSeconds,omitempty"`
+	StartingDeadlineSeconds *int64                 `json:"startingDeadlineSeconds,omitempty"`
+}
+
+// ScheduledTaskList is a page of scheduled tasks.
+type ScheduledTaskList struct {
+	Tasks  []ScheduledTask `json:"tasks"`
+	Total  int64           `json:"total"`
+	Limit  int             `json:"limit"`
+	Offset int64           `json:"offset"`
+}
+
+// Execution is one run (or skipped fire) of a scheduled task.
+type Execution struct {
+	ID              ExecutionID `json:"id"`
+	ScheduledTaskID string      `json:"scheduledTaskId"`
+	TaskID          string      `json:"taskId"`
+	Status          string      `json:"status"`
+	StartedAt       *time.Time  `json:"startedAt"`
+	FinishedAt      *time.Time  `json:"finishedAt"`
+	DurationSeconds *float64    `json:"durationSeconds"`
+	ErrorMessage    string      `json:"errorMessage"`
+	TriggeredAt     *time.Time  `json:"triggeredAt"`
+	Trigger         string      `json:"trigger"`
+}
+
+// ExecutionID is an execution's id (1, 2, … per scheduled task), read from a
+// JSON number or string.
+type ExecutionID string
+
+// UnmarshalJSON accepts 7 and "7".
+func (id *ExecutionID) UnmarshalJSON(b []byte) error {
+	*id = ExecutionID(strings.Trim(string(b), `"`))
+	return nil
+}
+
+// ExecutionList is a page of executions, newest first.
+type ExecutionList struct {
+	Executions []Execution `json:"executions"`
+	Total      int64       `json:"total"`
+	Limit      int         `json:"limit"`
+	Offset     int64       `json:"offset"`
+}

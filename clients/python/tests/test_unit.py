@@ -1,0 +1,52 @@
+"""Parts of the SDK that need no server: SSE parsing and error mapping."""
+
+import pytest
+
+import prewarm_client
+from prewarm_client.client import _parse_sse
+from prewarm_client.errors import error_for
+
+
+def test_sse_parser_reads_events_ids_and_skips_comments():
+    lines = iter([
+        ": keep-alive", "",
+        "event: progress", "id: 5", 'data: {"totalNodes": 3, "status": "running"}', "",
+        "event: finished", "id: 15", 'data: {"taskId": "t",', 'data:  "status": "completed"}', "",
+    ])
+    events = list(_parse_sse(lines))
+    assert [e["type"] for e in events] == ["progress", "finished"]
+    assert events[0]["id"] == "5" and events[0]["data"]["totalNodes"] == 3
+    assert events[1]["data"] == {"taskId": "t", "status": "completed"}
+
+
+@pytest.mark.parametrize("code,cls", [
+    (400, prewarm_client.ValidationError),
+    (401, prewarm_client.Unauthorized),
+    (403, prewarm_client.Unauthorized),
+    (404, prewarm_client.TaskNotFound),
+    (409, prewarm_client.Conflict),
+    (500, prewarm_client.APIError),
+])
+def test_errors_are_typed_and_carry_the_body(code, cls):
+    err = error_for(code, {"error": "Boom", "details": "what exactly"})
+    assert type(err) is cls
+    assert err.status_code == code and err.body["details"] == "what exactly"
+    assert "Boom: what exactly" in str(err)
+
+
+def test_original_name_and_timeout_error_compatibility():
+    assert prewarm_client.ImagePrewarmClient is prewarm_client.PrewarmClient
+    assert issubclass(prewarm_client.TimeoutError, TimeoutError)
+    assert issubclass(prewarm_client.TaskCancelled, prewarm_client.TaskFailed)
+
+
+def test_unreachable_server_raises_connection_failed():
+    client = prewarm_client.PrewarmClient("http://127.0.0.1:1", timeout=2)
+    with pytest.raises(prewarm_client.ConnectionFailed):
+        client.list_tasks()
+
+
+def test_unknown_create_option_is_a_type_error():
+    client = prewarm_client.PrewarmClient("http://127.0.0.1:1")
+    with pytest.raises(TypeError):
+        client.create_task(["nginx"], batchsize=3)

@@ -1,0 +1,345 @@
+//! `task create|get|list|cancel|watch`.
+
+use clap::{Args, Subcommand};
+use prewarm_api::{Task, TaskStatus};
+use reqwest::Method;
+use serde_json::{json, Map, Value};
+
+use crate::client::{ApiClient, CliError, EXIT_CANCELLED, EXIT_FAILED, EXIT_OK};
+use crate::output::{self, cell, fields, table, OutputFormat};
+use crate::{follow, parse_key_value, segment, Connection};
+
+/// `task …`
+#[derive(Debug, Clone, Args)]
+pub struct TaskArgs {
+    /// Server, token, output format.
+    #[command(flatten)]
+    pub connection: Connection,
+    /// The task command.
+    #[command(subcommand)]
+    pub command: TaskCommand,
+}
+
+/// The task commands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum TaskCommand {
+    /// Create a task pulling IMAGE… onto the matching nodes.
+    Create {
+        /// Image references (`nginx:1.25`, `registry:5000/app@sha256:…`).
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<String>,
+        /// Task settings.
+        #[command(flatten)]
+        config: TaskConfigFlags,
+        /// Follow the task to its end with a progress bar; the exit code tells how it ended.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show one task.
+    Get {
+        /// Task id.
+        id: String,
+    },
+    /// List tasks, newest first.
+    List {
+        /// Only tasks with this status (pending, running, completed, failed, cancelled).
+        #[arg(long)]
+        status: Option<String>,
+        /// Page size (1..=100).
+        #[arg(long, default_value_t = 10)]
+        limit: u32,
+        /// Tasks to skip.
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+    },
+    /// Cancel a pending or running task.
+    Cancel {
+        /// Task id.
+        id: String,
+    },
+    /// Follow a task to its end with a progress bar; the exit code tells how it ended.
+    Watch {
+        /// Task id.
+        id: String,
+    },
+}
+
+/// The settings of a task body, shared by `task create` and `schedule create|update`.
+/// Only flags given are sent (the server applies its defaults, or keeps stored values on update).
+#[derive(Debug, Clone, Default, Args)]
+pub struct TaskConfigFlags {
+    /// Nodes pulling at once (1..=1000; server default 10).
+    #[arg(long)]
+    pub batch_size: Option<u32>,
+    /// Node label to match, KEY=VALUE (repeatable, all must match).
+    #[arg(long = "selector", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub selectors: Vec<(String, String)>,
+    /// Only this node (repeatable; ANDed with --selector).
+    #[arg(long = "node", value_name = "NAME")]
+    pub nodes: Vec<String>,
+    /// Higher runs first (-1000..=1000).
+    #[arg(long, allow_negative_numbers = true)]
+    pub priority: Option<i32>,
+    /// Retries per failed (node, image) pair (0..=10).
+    #[arg(long)]
+    pub max_retries: Option<u32>,
+    /// How the retry delay grows.
+    #[arg(long, value_parser = ["fixed", "linear", "exponential"])]
+    pub retry_strategy: Option<String>,
+    /// Base retry delay in seconds (0..=3600).
+    #[arg(long)]
+    pub retry_delay: Option<u32>,
+    /// Pull policy of the pull containers.
+    #[arg(long, value_parser = ["IfNotPresent", "Always"])]
+    pub pull_policy: Option<String>,
+    /// Secret for a private registry, in the service's job namespace (repeatable).
+    #[arg(long = "pull-secret", value_name = "NAME")]
+    pub pull_secrets: Vec<String>,
+    /// URL notified when the task ends.
+    #[arg(long = "webhook", value_name = "URL")]
+    pub webhook: Option<String>,
+    /// Whole-task limit in seconds (0 = none).
+    #[arg(long = "task-timeout", value_name = "SECONDS")]
+    pub task_timeout: Option<u64>,
+}
+
+impl TaskConfigFlags {
+    /// The body fields these flags set, plus `images` when given.
+    pub fn to_json(&self, images: &[String]) -> Map<String, Value> {
+        let mut body = Map::new();
+        let mut put = |k: &str, v: Value| {
+            body.insert(k.to_owned(), v);
+        };
+        if !images.is_empty() {
+            put("images", json!(images));
+        }
+        if let Some(v) = self.batch_size {
+            put("batchSize", json!(v));
+        }
+        if !self.selectors.is_empty() {
+            let selector: Map<String, Value> = self
+                .selectors
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect();
+            put("nodeSelector", Value::Object(selector));
+        }
+        if !self.nodes.is_empty() {
+            put("nodeNames", json!(self.nodes));
+        }
+        if let Some(v) = self.priority {
+            put("priority", json!(v));
+        }
+        if let Some(v) = self.max_retries {
+            put("maxRetries", json!(v));
+        }
+        if let Some(v) = &self.retry_strategy {
+            put("retryStrategy", json!(v));
+        }
+        if let Some(v) = self.retry_delay {
+            put("retryDelay", json!(v));
+        }
+        if let Some(v) = &self.pull_policy {
+            put("pullPolicy", json!(v));
+        }
+        if !self.pull_secrets.is_empty() {
+            put("imagePullSecrets", json!(self.pull_secrets));
+        }
+        if let Some(v) = &self.webhook {
+            put("webhookUrl", json!(v));
+        }
+        if let Some(v) = self.task_timeout {
+            put("timeoutSeconds", json!(v));
+        }
+        body
+    }
+}
+
+/// Runs a task command; returns the exit code.
+pub async fn run(args: TaskArgs) -> Result<u8, CliError> {
+    let conn = &args.connection;
+    let client = ApiClient::new(&conn.server, conn.token.clone())?;
+    let out = conn.output;
+    match args.command {
+        TaskCommand::Create {
+            images,
+            config,
+            wait,
+        } => {
+            let body = Value::Object(config.to_json(&images));
+            let created = client
+                .call(Method::POST, "/api/v1/tasks", &[], Some(&body))
+                .await?;
+            let id = created["taskId"].as_str().unwrap_or_default().to_owned();
+            if !wait {
+                output::print(out, &created, |v| {
+                    format!(
+                        "task {} created ({})\n",
+                        cell(&v["taskId"]),
+                        cell(&v["status"])
+                    )
+                });
+                return Ok(EXIT_OK);
+            }
+            eprintln!("task {id} created");
+            follow_to_end(&client, &id, out).await
+        }
+        TaskCommand::Get { id } => {
+            let task = client
+                .get(&format!("/api/v1/tasks/{}", segment(&id)), &[])
+                .await?;
+            output::print(out, &task, task_details);
+            Ok(EXIT_OK)
+        }
+        TaskCommand::List {
+            status,
+            limit,
+            offset,
+        } => {
+            let mut query = vec![("limit", limit.to_string()), ("offset", offset.to_string())];
+            if let Some(status) = status {
+                query.push(("status", status));
+            }
+            let page = client.get("/api/v1/tasks", &query).await?;
+            output::print(out, &page, task_table);
+            Ok(EXIT_OK)
+        }
+        TaskCommand::Cancel { id } => {
+            let answer = client
+                .call(
+                    Method::DELETE,
+                    &format!("/api/v1/tasks/{}", segment(&id)),
+                    &[],
+                    None,
+                )
+                .await?;
+            output::print(out, &answer, |v| {
+                format!("task {} {}\n", cell(&v["taskId"]), cell(&v["status"]))
+            });
+            Ok(EXIT_OK)
+        }
+        TaskCommand::Watch { id } => follow_to_end(&client, &id, out).await,
+    }
+}
+
+/// Follows a task to its end, prints the final view, and maps its status to the exit code.
+pub async fn follow_to_end(
+    client: &ApiClient,
+    id: &str,
+    out: OutputFormat,
+) -> Result<u8, CliError> {
+    let task = follow::follow(client, id).await?;
+    let value = serde_json::to_value(&task).map_err(|e| CliError::Protocol(e.to_string()))?;
+    output::print(out, &value, task_details);
+    Ok(exit_code_for(&task))
+}
+
+/// 0 completed, 1 failed, 3 cancelled.
+pub fn exit_code_for(task: &Task) -> u8 {
+    match task.status {
+        TaskStatus::Completed => EXIT_OK,
+        TaskStatus::Cancelled => EXIT_CANCELLED,
+        _ => EXIT_FAILED,
+    }
+}
+
+fn task_table(page: &Value) -> String {
+    let rows: Vec<Vec<String>> = page["tasks"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|t| {
+            let p = &t["progress"];
+            vec![
+                cell(&t["taskId"]),
+                cell(&t["status"]),
+                format!("{}/{}", cell(&p["completedNodes"]), cell(&p["totalNodes"])),
+                cell(&p["failedNodes"]),
+                format!("{}%", cell(&p["percentage"])),
+                cell(&t["images"]),
+                cell(&t["createdAt"]),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "ID", "STATUS", "NODES", "FAILED", "PROGRESS", "IMAGES", "CREATED",
+        ],
+        &rows,
+    );
+    out.push_str(&format!(
+        "({} of {} tasks, offset {})\n",
+        rows.len(),
+        cell(&page["total"]),
+        cell(&page["offset"])
+    ));
+    out
+}
+
+fn task_details(t: &Value) -> String {
+    let p = &t["progress"];
+    let mut pairs = vec![
+        ("Task", cell(&t["taskId"])),
+        ("Status", cell(&t["status"])),
+        ("Images", cell(&t["images"])),
+        ("Selector", cell(&t["nodeSelector"])),
+        (
+            "Nodes",
+            format!(
+                "{} completed, {} failed, {} skipped of {}",
+                cell(&p["completedNodes"]),
+                cell(&p["failedNodes"]),
+                cell(&p["skippedNodes"]),
+                cell(&p["totalNodes"])
+            ),
+        ),
+        ("Progress", format!("{}%", cell(&p["percentage"]))),
+        ("Created", cell(&t["createdAt"])),
+        ("Started", cell(&t["startedAt"])),
+        ("Finished", cell(&t["finishedAt"])),
+    ];
+    if !t["reason"].is_null() {
+        pairs.push(("Reason", cell(&t["reason"])));
+        pairs.push(("Error", cell(&t["errorMessage"])));
+    }
+    let mut out = fields(&pairs);
+    let failed = t["failedNodeDetails"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if !failed.is_empty() {
+        out.push_str("\nFailed nodes:\n");
+        let rows: Vec<Vec<String>> = failed
+            .iter()
+            .map(|f| {
+                vec![
+                    cell(&f["nodeName"]),
+                    cell(&f["image"]),
+                    cell(&f["reason"]),
+                    cell(&f["message"]),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["NODE", "IMAGE", "REASON", "MESSAGE"], &rows));
+    }
+    let skipped = t["skippedNodeDetails"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if !skipped.is_empty() {
+        out.push_str("\nSkipped nodes:\n");
+        let rows: Vec<Vec<String>> = skipped
+            .iter()
+            .map(|f| {
+                vec![
+                    cell(&f["nodeName"]),
+                    cell(&f["reason"]),
+                    cell(&f["message"]),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["NODE", "REASON", "MESSAGE"], &rows));
+    }
+    out
+}
