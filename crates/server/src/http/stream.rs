@@ -51,6 +51,29 @@ pub fn event_id(task: &Task) -> u64 {
     done * 4 + phase
 }
 
+/// The name of a stream event.
+#[derive(utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // documents the wire format only
+enum SseEventName {
+    /// `data` is a `ProgressUpdate`.
+    Progress,
+    /// `data` is the final `Task`; the last event.
+    Finished,
+}
+
+/// One Server-Sent Event of `/events` as a client parses it.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // documents the wire format only
+struct SseEvent {
+    /// `progress` or `finished`.
+    event: SseEventName,
+    /// Position in the task's stream; send it back as `Last-Event-ID` to resume.
+    id: String,
+    /// JSON text: a `ProgressUpdate` for `progress`, the `Task` for `finished`.
+    data: String,
+}
+
 /// `GET /api/v1/tasks/{id}/events`: the task's stream as Server-Sent Events.
 #[utoipa::path(
     get,
@@ -62,7 +85,7 @@ pub fn event_id(task: &Task) -> u64 {
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id"),
     ),
     responses(
-        (status = 200, description = "Server-Sent Events: `event: progress` with a ProgressUpdate, then `event: finished` with the Task; each `data:` is one TaskEvent's `data`", content_type = "text/event-stream", body = TaskEvent),
+        (status = 200, description = "Server-Sent Events: `event: progress` whose `data` is a ProgressUpdate, then `event: finished` whose `data` is the Task (the `data` of a TaskEvent)", content_type = "text/event-stream", body = SseEvent),
         (status = 204, description = "The task ended and the client already has its last event"),
         (status = 400, description = "Badly encoded id", body = ErrorBody),
         (status = 404, description = "No such task", body = ErrorBody),
