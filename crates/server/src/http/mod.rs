@@ -37,6 +37,7 @@ pub mod rate_limit;
 pub mod schedules;
 pub mod stream;
 pub mod tasks;
+pub mod ui;
 
 pub use error::ApiError;
 
@@ -101,6 +102,7 @@ fn router_with_timeout(state: AppState, request_timeout: Duration) -> Router {
         .merge(schedules::routes())
         .route("/api/v1/openapi.json", get(openapi::openapi_json))
         .merge(openapi::swagger_ui())
+        .merge(ui::routes())
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(route_not_found)
         .layer(layers)

@@ -1,0 +1,127 @@
+// The single-page app: a hash router (#/tasks, #/tasks/{id}, #/schedules …),
+// who the user is (token + role), and the frame around every screen.
+
+import { api, getToken, setToken, isMissingRoute, ApiError } from './api.js';
+import { h, replace } from './dom.js';
+import * as login from './views/login.js';
+import * as tasks from './views/tasks.js';
+import * as newTask from './views/new-task.js';
+import * as taskDetail from './views/task-detail.js';
+import * as schedules from './views/schedules.js';
+
+const main = document.getElementById('main');
+const userBox = document.getElementById('user');
+const toast = document.getElementById('toast');
+const nav = document.getElementById('nav');
+
+/** Who is using the UI: name and role ('admin', 'operator', 'viewer'), or 'open' when the server has no auth. */
+const session = { name: null, role: null, known: false };
+
+let cleanup = null;
+let toastTimer = null;
+
+const ctx = {
+  session,
+  /** Whether create/cancel/trigger/edit/delete controls are shown. */
+  get canMutate() { return session.role !== 'viewer'; },
+  navigate(hash) {
+    if (location.hash === hash) render();
+    else location.hash = hash;
+  },
+  notify(message, kind = 'info') {
+    replace(toast, h('div', { class: ['toast', `toast-${kind}`] }, message));
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(() => replace(toast), 6000);
+  },
+  async login(token) {
+    setToken(token);
+    session.known = false;
+    await identify();
+  },
+  logout() {
+    setToken('');
+    Object.assign(session, { name: null, role: null, known: false });
+    location.hash = '#/login';
+  },
+};
+
+/** Learns the user's name and role: GET /api/v1/whoami when the server has it, else by trying a read. */
+async function identify() {
+  try {
+    const me = await api.whoami();
+    session.name = me.name || me.tokenName || me.user || 'anonymous';
+    session.role = me.role || 'admin';
+  } catch (e) {
+    if (!isMissingRoute(e)) throw e;
+    await api.listTasks({ limit: 1 });
+    session.name = getToken() ? 'token' : 'anonymous';
+    session.role = getToken() ? 'unknown' : 'open';
+  }
+  session.known = true;
+  renderUser();
+}
+
+function renderUser() {
+  if (!session.known) { replace(userBox); return; }
+  const label = session.role === 'open' ? 'no login required' : `${session.name} · ${session.role}`;
+  replace(userBox,
+    h('span', { class: 'muted', 'data-role': session.role }, label),
+    getToken() ? h('button', { type: 'button', class: 'btn btn-small', on: { click: () => ctx.logout() } }, 'Log out') : null);
+}
+
+const ROUTES = [
+  [/^#\/login$/, login, 'Log in'],
+  [/^#\/tasks\/new$/, newTask, 'New task'],
+  [/^#\/tasks\/([^/?]+)$/, taskDetail, 'Task'],
+  [/^#\/(?:tasks)?$/, tasks, 'Tasks'],
+  [/^#\/schedules(?:\/([^/?]+))?(?:\/(edit))?$/, schedules, 'Schedules'],
+];
+
+async function render() {
+  if (cleanup) { cleanup(); cleanup = null; }
+  const hash = location.hash || '#/';
+  const [path, queryString] = hash.split('?');
+  const params = new URLSearchParams(queryString || '');
+  const route = ROUTES.find(([re]) => re.test(path)) || ROUTES[3];
+  const [re, view, title] = route;
+  const match = path.match(re) || [];
+
+  if (view !== login && !session.known) {
+    try {
+      await identify();
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 401) { location.hash = '#/login'; return; }
+      replace(main, h('div', { class: 'error-box', role: 'alert' }, e.message));
+      return;
+    }
+  }
+  for (const a of nav.querySelectorAll('a')) {
+    const current = path.startsWith(a.getAttribute('href')) && (a.getAttribute('href') !== '#/tasks' || !path.startsWith('#/tasks/new'));
+    if (current) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
+  }
+  nav.hidden = view === login;
+  document.title = `${title} · prewarm`;
+  replace(main);
+  cleanup = view.render(main, { match: match.slice(1), params }, ctx) || null;
+}
+
+window.addEventListener('prewarm:unauthorized', () => {
+  if (location.hash.startsWith('#/login')) return;
+  setToken('');
+  Object.assign(session, { name: null, role: null, known: false });
+  renderUser();
+  sessionStorage.setItem('prewarm.loginMessage', 'Your token was not accepted. Please log in again.');
+  location.hash = '#/login';
+});
+
+window.addEventListener('prewarm:forbidden', () => {
+  if (session.role !== 'viewer') {
+    session.role = 'viewer';
+    renderUser();
+    ctx.notify('Your token may only read: actions that change things are hidden.', 'error');
+    render();
+  }
+});
+
+window.addEventListener('hashchange', render);
+render();

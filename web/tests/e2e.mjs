@@ -1,0 +1,322 @@
+// End-to-end tests of the web UI in a real browser (Debian's chromium driven
+// by playwright-core) against a live prewarm service and kube-sim, started by
+// run.sh. Every screen is saved under $ARTIFACTS/screenshots.
+//
+//   PREWARM_URL=http://127.0.0.1:8080 node web/tests/e2e.mjs
+//   (+ PREWARM_AUTH_URL, PREWARM_ADMIN_TOKEN, PREWARM_VIEWER_TOKEN for the login tests)
+
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import assert from 'node:assert/strict';
+import { chromium } from 'playwright-core';
+
+const URL = process.env.PREWARM_URL;
+if (!URL) throw new Error('PREWARM_URL is not set (run web/tests/run.sh)');
+const AUTH_URL = process.env.PREWARM_AUTH_URL;
+const SHOTS = join(process.env.ARTIFACTS || 'artifacts', 'screenshots');
+mkdirSync(SHOTS, { recursive: true });
+const TIMEOUT = 60_000;
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
+});
+
+const results = [];
+async function test(name, fn, { skip } = {}) {
+  if (skip) { results.push({ name, status: 'SKIP', why: skip }); console.log(`SKIP ${name}: ${skip}`); return; }
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(TIMEOUT);
+  const problems = [];
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  page.on('console', (m) => { if (m.type() === 'error' && !/status of 40[134]/.test(m.text())) problems.push(`console: ${m.text()}`); });
+  const started = Date.now();
+  try {
+    await fn(page, context);
+    assert.deepEqual(problems, [], 'the page logged errors');
+    results.push({ name, status: 'PASS' });
+    console.log(`PASS ${name} (${((Date.now() - started) / 1000).toFixed(1)}s)`);
+  } catch (e) {
+    results.push({ name, status: 'FAIL' });
+    console.log(`FAIL ${name}\n${e.stack}\n${problems.join('\n')}`);
+    await page.screenshot({ path: join(SHOTS, `FAILED-${name.replace(/\W+/g, '-')}.png`), fullPage: true }).catch(() => {});
+  } finally {
+    await context.close();
+  }
+}
+
+const shot = (page, name) => page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+
+async function apiCall(method, path, body, { base = URL, token } = {}) {
+  const headers = { 'Content-Type': 'application/json' };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const res = await fetch(base + path, { method, headers, body: body ? JSON.stringify(body) : undefined });
+  const text = await res.text();
+  return { status: res.status, headers: res.headers, json: text ? JSON.parse(text) : null };
+}
+
+async function createTask(body, opts) {
+  const res = await apiCall('POST', '/api/v1/tasks', { nodeSelector: { pool: 'ui' }, ...body }, opts);
+  assert.equal(res.status, 201, JSON.stringify(res.json));
+  return res.json.taskId;
+}
+
+async function waitStatus(id, wanted, opts) {
+  for (let i = 0; i < 300; i += 1) {
+    const res = await apiCall('GET', `/api/v1/tasks/${id}`, null, opts);
+    if (wanted.includes(res.json.status)) return res.json;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`${id} never reached ${wanted}`);
+}
+
+// ---------------------------------------------------------------------------
+
+await test('UI files are served with content types, CSP and caching headers', async () => {
+  const index = await fetch(`${URL}/`);
+  assert.equal(index.status, 200);
+  assert.match(index.headers.get('content-type'), /^text\/html/);
+  const csp = index.headers.get('content-security-policy');
+  assert.match(csp, /default-src 'self'/);
+  assert.match(csp, /script-src 'self'(;|$)/);
+  assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/);
+  assert.equal(index.headers.get('x-content-type-options'), 'nosniff');
+  assert.match(index.headers.get('cache-control'), /no-cache/);
+  const js = await fetch(`${URL}/ui/js/main.js`);
+  assert.match(js.headers.get('content-type'), /^text\/javascript/);
+  const again = await fetch(`${URL}/ui/js/main.js`, { headers: { 'If-None-Match': js.headers.get('etag') } });
+  assert.equal(again.status, 304);
+  const missing = await fetch(`${URL}/ui/nope.js`);
+  assert.equal(missing.status, 404);
+  assert.ok((await missing.json()).error);
+});
+
+await test('create a task in the form and watch its bar reach 100% without reload, then see digests', async (page) => {
+  let loads = 0;
+  page.on('load', () => { loads += 1; });
+  await page.goto(`${URL}/`);
+  await page.getByRole('heading', { name: 'Tasks' }).waitFor();
+  await page.click('#new-task');
+  await page.getByRole('heading', { name: 'New task' }).waitFor();
+
+  // Validation as you type, with the API's grammar.
+  await page.fill('#images', 'nginx:1.27\nnginx::latest\nnginx:1.27');
+  await page.getByText('Line 2: invalid image reference "nginx::latest"').waitFor();
+  await page.getByText('Line 3: duplicate image "nginx:1.27"').waitFor();
+  await shot(page, 'new-task-validation');
+  await page.fill('#images', 'nginx:1.27\nredis:7');
+  assert.equal(await page.locator('#images-problems li').count(), 0);
+  await page.fill('#batch-size', '2');
+  await page.click('#add-label');
+  await page.locator('.selector-key').last().fill('pool');
+  await page.locator('.selector-value').last().fill('ui');
+  await shot(page, 'new-task');
+  await page.click('#submit-task');
+  await page.waitForURL(/#\/tasks\/task-\d{8}-[a-z0-9]{6}$/);
+  const id = decodeURIComponent(page.url().split('#/tasks/')[1]);
+
+  // Back to the list (in-app navigation): the bar moves on its own.
+  await page.getByRole('link', { name: 'Tasks', exact: true }).first().click();
+  const card = page.locator(`li[data-task-id="${id}"]`);
+  await card.waitFor();
+  const seen = new Set();
+  for (let i = 0; i < 600; i += 1) {
+    const now = Number(await card.locator('.bar').getAttribute('aria-valuenow'));
+    seen.add(now);
+    if (now === 100 && (await card.getAttribute('data-status')) === 'completed') break;
+    await page.waitForTimeout(100);
+  }
+  assert.equal(await card.getAttribute('data-status'), 'completed');
+  assert.equal(await card.locator('.percent').textContent(), '100%');
+  assert.match(await card.locator('.counts').textContent(), /^6\/6 nodes/);
+  assert.ok([...seen].some((v) => v < 100), `bar was never seen below 100%: ${[...seen]}`);
+  assert.match(await card.textContent(), /Success 100%/);
+  assert.match(await card.textContent(), /Took \d+s/);
+  assert.equal(loads, 1, 'the page reloaded');
+  await shot(page, 'tasks');
+
+  await card.locator('a.task-id').click();
+  await page.locator('.task-title', { hasText: id }).waitFor();
+  const row = page.locator('#image-table tr[data-image="redis:7"]');
+  await row.locator('code.digest').first().waitFor();
+  assert.match(await row.locator('code.digest').first().textContent(), /^sha256:[0-9a-f]{64}$/);
+  assert.equal(await row.locator('td').first().textContent(), '6');
+  await page.locator('svg.chart polyline.series-completed').waitFor();
+  assert.equal(await page.locator('#cancel-task').count(), 0, 'a completed task offers cancel');
+  await shot(page, 'task-detail');
+});
+
+await test('a failing image shows its failed nodes with reasons, filterable', async (page) => {
+  const id = await createTask({ images: ['registry.example.com/missing/app:1'], batchSize: 6 });
+  await page.goto(`${URL}/#/tasks/${id}`);
+  await page.locator('.badge[data-status="failed"]').waitFor();
+  const rows = page.locator('#failed-table tr.failed-row');
+  await page.waitForFunction(() => document.querySelectorAll('#failed-table tr.failed-row').length === 6);
+  assert.match(await rows.first().textContent(), /ErrImagePull/);
+  assert.match(await rows.first().textContent(), /manifest unknown/);
+  await page.fill('#failed-filter', 'ui-node-3');
+  assert.equal(await rows.count(), 1);
+  assert.match(await rows.first().locator('td').first().textContent(), /^ui-node-3$/);
+  assert.match(await page.locator('#failed-title').textContent(), /1 of 6/);
+  await page.fill('#failed-filter', '');
+  await shot(page, 'task-failed');
+});
+
+await test('cancel a running task from its page after confirming', async (page) => {
+  const id = await createTask({ images: ['slow/big:1'], batchSize: 2 });
+  await waitStatus(id, ['running']);
+  await page.goto(`${URL}/#/tasks/${id}`);
+  await page.locator('.badge[data-status="running"]').waitFor();
+  await page.click('#cancel-task');
+  const dialog = page.getByRole('dialog', { name: 'Cancel task?' });
+  await dialog.waitFor();
+  await shot(page, 'task-cancel-confirm');
+  // "Keep" leaves it running.
+  await dialog.getByRole('button', { name: 'Keep' }).click();
+  assert.equal((await apiCall('GET', `/api/v1/tasks/${id}`)).json.status, 'running');
+  await page.click('#cancel-task');
+  await page.getByRole('dialog', { name: 'Cancel task?' }).getByRole('button', { name: 'Cancel task' }).click();
+  await page.locator('.badge[data-status="cancelled"]').waitFor();
+  await page.locator('#cancel-task').waitFor({ state: 'detached' });
+  assert.equal((await apiCall('GET', `/api/v1/tasks/${id}`)).json.status, 'cancelled');
+});
+
+await test('markup in a failure message is shown as text and never runs', async (page) => {
+  const id = await createTask({ images: ['registry.example.com/xss/app:1'], batchSize: 6 });
+  await waitStatus(id, ['failed']);
+  await page.goto(`${URL}/#/tasks/${id}`);
+  const message = page.locator('#failed-table td.message').first();
+  await message.waitFor();
+  assert.match(await message.textContent(), /<script>window\.pwned=1<\/script><img src=x onerror="window\.pwned=2">/);
+  await page.fill('#failed-filter', '<script>');
+  await page.waitForTimeout(500);
+  assert.equal(await page.evaluate(() => window.pwned), undefined);
+  assert.equal(await page.locator('#failed-table img, #failed-table script').count(), 0);
+  await shot(page, 'task-escaped-markup');
+});
+
+const schedulesApi = await apiCall('GET', '/api/v1/scheduled-tasks');
+await test('create, toggle, trigger and delete a schedule and see its execution', async (page) => {
+  await page.goto(`${URL}/#/schedules`);
+  await page.click('#new-schedule');
+  await page.fill('#schedule-name', 'ui-nightly');
+  await page.fill('#cron-expr', '0 0 * * *');
+  await page.locator('#cron-expr-hint', { hasText: 'every day at 00:00 UTC' }).waitFor();
+  await page.fill('#cron-expr', '0 0 * *');
+  await page.locator('#cron-expr-error', { hasText: 'expected 5 fields' }).waitFor();
+  await page.fill('#cron-expr', '0 0 * * *');
+  await page.fill('#images', 'nginx:1.27');
+  await page.click('#add-label');
+  await page.locator('.selector-key').last().fill('pool');
+  await page.locator('.selector-value').last().fill('ui');
+  await shot(page, 'schedule-form');
+  await page.click('#save-schedule');
+  await page.waitForURL(/#\/schedules\/scheduled-task-/);
+  const id = decodeURIComponent(page.url().split('#/schedules/')[1]);
+
+  await page.getByRole('link', { name: 'Schedules', exact: true }).first().click();
+  const row = page.locator(`tr[data-schedule-id="${id}"]`);
+  await row.waitFor();
+  assert.match(await row.textContent(), /every day at 00:00 UTC/);
+  assert.match(await row.locator('td').nth(1).textContent(), /\d{4}-\d\d-\d\d/, 'no next run shown');
+  await row.locator('.enabled-toggle').uncheck();
+  await row.getByText('paused').waitFor();
+  assert.equal((await apiCall('GET', `/api/v1/scheduled-tasks/${id}`)).json.enabled, false);
+  await row.locator('.enabled-toggle').check();
+  await row.getByText('paused').waitFor({ state: 'detached' });
+  await shot(page, 'schedules');
+
+  await row.getByRole('button', { name: 'Trigger now' }).click();
+  await page.getByText(/triggered: task task-/).waitFor();
+  await row.getByRole('link', { name: 'Executions' }).click();
+  const exec = page.locator('#execution-table tr[data-execution-id]').first();
+  await exec.waitFor();
+  assert.match(await exec.textContent(), /manual/);
+  await page.locator('#execution-table .badge[data-status="success"]').first().waitFor();
+  await shot(page, 'schedule-detail');
+  await exec.locator('a').click();
+  await page.locator('.badge[data-status="completed"]').waitFor();
+
+  await page.goto(`${URL}/#/schedules`);
+  await row.getByRole('button', { name: 'Delete' }).click();
+  await page.getByRole('dialog', { name: 'Delete schedule?' }).getByRole('button', { name: 'Delete' }).click();
+  await row.waitFor({ state: 'detached' });
+  assert.equal((await apiCall('GET', `/api/v1/scheduled-tasks/${id}`)).status, 404);
+}, { skip: schedulesApi.status === 404 ? 'this build has no /api/v1/scheduled-tasks' : undefined });
+
+await test('works on a 375 px phone screen without sideways scrolling', async (page) => {
+  await page.setViewportSize({ width: 375, height: 800 });
+  for (const [hash, name] of [['#/tasks', 'mobile-tasks'], ['#/tasks/new', 'mobile-new-task']]) {
+    await page.goto(`${URL}/${hash}`);
+    await page.locator('h1').first().waitFor();
+    await page.waitForTimeout(500);
+    const width = await page.evaluate(() => document.documentElement.scrollWidth);
+    assert.ok(width <= 375, `${hash} is ${width}px wide`);
+    await shot(page, name);
+  }
+  const list = await apiCall('GET', '/api/v1/tasks?status=failed&limit=1');
+  await page.goto(`${URL}/#/tasks/${list.json.tasks[0].taskId}`);
+  await page.locator('#failed-table tr.failed-row').first().waitFor();
+  assert.ok(await page.evaluate(() => document.documentElement.scrollWidth) <= 375);
+  await shot(page, 'mobile-task-detail');
+});
+
+await test('keyboard: every form field has a label and the form submits with Enter', async (page) => {
+  await page.goto(`${URL}/#/tasks/new`);
+  await page.locator('#images').waitFor();
+  await page.locator('details.more summary').click();
+  const unlabelled = await page.evaluate(() => [...document.querySelectorAll('input, select, textarea')]
+    .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')).map((el) => el.id || el.outerHTML));
+  assert.deepEqual(unlabelled, []);
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'images', 'the images field is not focused first');
+  await page.keyboard.type('nginx:1.27');
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'batch-size');
+  await page.keyboard.press('Enter');
+  await page.waitForURL(/#\/tasks\/task-/);
+});
+
+await test('with auth on: login, a viewer sees no mutating buttons, a bad token returns to login', async (page, context) => {
+  const admin = { base: AUTH_URL, token: process.env.PREWARM_ADMIN_TOKEN };
+  const running = await createTask({ images: ['slow/viewer:1'], batchSize: 1 }, admin);
+  await page.goto(`${AUTH_URL}/`);
+  await page.waitForURL(/#\/login$/);
+  await page.getByLabel('API token').fill('not-a-token');
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.getByText('That token was not accepted.').waitFor();
+  await shot(page, 'login');
+
+  await page.getByLabel('API token').fill(process.env.PREWARM_VIEWER_TOKEN);
+  await page.getByRole('button', { name: 'Log in' }).click();
+  const card = page.locator(`li[data-task-id="${running}"]`);
+  await card.waitFor();
+  assert.match(await page.locator('#user').textContent(), /viewer/);
+  assert.equal(await page.locator('#new-task').count(), 0);
+  assert.equal(await card.getByRole('button', { name: 'Cancel' }).count(), 0);
+  await card.locator('a.task-id').click();
+  await page.locator('.badge[data-status="running"]').waitFor();
+  assert.equal(await page.locator('#cancel-task').count(), 0);
+  await page.goto(`${AUTH_URL}/#/schedules`);
+  await page.locator('h1', { hasText: 'Schedules' }).waitFor();
+  assert.equal(await page.locator('#new-schedule').count(), 0);
+  assert.ok(!page.url().includes(process.env.PREWARM_VIEWER_TOKEN), 'token in the URL');
+  await shot(page, 'viewer');
+
+  // An admin sees them; a token that stops working sends the user back to login.
+  await page.click('text=Log out');
+  await page.getByLabel('API token').fill(admin.token);
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.locator('#new-task').waitFor();
+  await page.locator(`li[data-task-id="${running}"]`).getByRole('button', { name: 'Cancel' }).waitFor();
+  await page.evaluate(() => sessionStorage.setItem('prewarm.token', 'revoked-token'));
+  await page.waitForURL(/#\/login$/);
+  await page.getByText('Your token was not accepted').waitFor();
+  await apiCall('DELETE', `/api/v1/tasks/${running}`, null, admin);
+}, { skip: AUTH_URL ? undefined : 'this build has no bearer tokens (prewarm serve --tokens-file)' });
+
+await browser.close();
+const failed = results.filter((r) => r.status === 'FAIL');
+const skipped = results.filter((r) => r.status === 'SKIP');
+console.log(`\n${results.length - failed.length - skipped.length} passed, ${failed.length} failed, ${skipped.length} skipped; screenshots in ${SHOTS}`);
+process.exit(failed.length ? 1 : 0);

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Runs the web UI's browser tests against the live service: an isolated local
+# control plane, kube-sim with scenario.yaml, `prewarm serve` on free ports
+# (one open, one with tokens when this build supports them), then
+# `node e2e.mjs` in Debian's chromium. Stops everything it started, also on failure.
+#
+#   web/tests/run.sh            (after scripts/setup.sh; builds prewarm and kube-sim)
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+cd "$REPO"
+# shellcheck source=scripts/env.sh
+. "$REPO/scripts/env.sh"
+
+[ -d "$HERE/node_modules/playwright-core" ] || (cd "$HERE" && npm ci --no-audit --no-fund)
+cargo build -q -p prewarm -p kube-sim
+
+WORK=$(mktemp -d /tmp/prewarm-webui.XXXXXX)
+export LOCAL_CLUSTER_DIR=$WORK/cluster
+LOGS=$WORK/logs
+mkdir -p "$LOGS"
+PIDS=()
+cleanup() {
+  status=$?
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  "$REPO/scripts/local-cluster.sh" down >/dev/null 2>&1 || true
+  if [ "$status" -ne 0 ]; then
+    echo "== web UI tests failed; service logs:" >&2
+    tail -n 40 "$LOGS"/*.log >&2 || true
+  fi
+  rm -rf "$WORK"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+wait_healthy() {
+  for _ in $(seq 1 150); do curl -sf "$1/healthz" >/dev/null && return 0; sleep 0.2; done
+  echo "prewarm at $1 did not become healthy" >&2; return 1
+}
+
+echo "== web: local control plane"
+KUBECONFIG=$("$REPO/scripts/local-cluster.sh" up | tail -n 1 | sed 's/^KUBECONFIG=//')
+export KUBECONFIG
+
+echo "== web: kube-sim"
+target/debug/kube-sim --kubeconfig "$KUBECONFIG" --scenario "$HERE/scenario.yaml" --cleanup >"$LOGS/kube-sim.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 300); do grep -q '^ready:' "$LOGS/kube-sim.log" && break; sleep 0.2; done
+grep -q '^ready:' "$LOGS/kube-sim.log" || { echo "kube-sim did not get ready" >&2; exit 1; }
+
+serve() { # serve NAME PORT [extra flags…]
+  local name=$1 port=$2; shift 2
+  target/debug/prewarm serve --listen "127.0.0.1:$port" --kubeconfig "$KUBECONFIG" \
+    --namespace "prewarm-ui-$name" --database "$WORK/$name.db" --helper-image prewarm:test "$@" \
+    >"$LOGS/prewarm-$name.log" 2>&1 &
+  PIDS+=($!)
+}
+
+PORT=$(free_port)
+echo "== web: prewarm serve on 127.0.0.1:$PORT"
+serve open "$PORT"
+export PREWARM_URL=http://127.0.0.1:$PORT
+wait_healthy "$PREWARM_URL"
+
+# A second instance with bearer tokens, when this build has them (the flag
+# names are those of `prewarm serve --help`).
+if target/debug/prewarm serve --help | grep -q -- '--tokens-file'; then
+  AUTH_PORT=$(free_port)
+  cat >"$WORK/tokens.yaml" <<TOKENS
+tokens:
+  - {name: ui-admin, role: admin, token: ui-admin-token-0123456789}
+  - {name: ui-viewer, role: viewer, token: ui-viewer-token-0123456789}
+TOKENS
+  echo "== web: prewarm serve with tokens on 127.0.0.1:$AUTH_PORT"
+  serve auth "$AUTH_PORT" --tokens-file "$WORK/tokens.yaml"
+  export PREWARM_AUTH_URL=http://127.0.0.1:$AUTH_PORT
+  export PREWARM_ADMIN_TOKEN=ui-admin-token-0123456789 PREWARM_VIEWER_TOKEN=ui-viewer-token-0123456789
+  wait_healthy "$PREWARM_AUTH_URL"
+fi
+
+echo "== web: unit tests of the UI modules"
+node --test "$HERE"/*.test.mjs
+echo "== web: browser tests"
+ARTIFACTS=${ARTIFACTS:-$REPO/artifacts} node "$HERE/e2e.mjs"
