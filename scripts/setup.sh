@@ -39,4 +39,20 @@ if ! command -v schemathesis >/dev/null 2>&1; then
   python3 -m pip install -q --disable-pip-version-check schemathesis
 fi
 
+# Web UI browser tests: Debian's chromium driven by playwright-core (never a browser download).
+web_missing=()
+command -v chromium >/dev/null 2>&1 || web_missing+=(chromium)
+command -v node >/dev/null 2>&1 || web_missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || web_missing+=(npm)
+if [ ${#web_missing[@]} -gt 0 ]; then
+  log "installing Debian packages for the web UI tests: ${web_missing[*]}"
+  sudo_if_needed apt-get update -qq
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${web_missing[@]}" >/dev/null
+fi
+if [ ! -d "$REPO/web/tests/node_modules/playwright-core" ] \
+  || [ "$REPO/web/tests/package-lock.json" -nt "$REPO/web/tests/node_modules/.package-lock.json" ]; then
+  log "installing the web UI test packages (npm ci in web/tests)"
+  (cd "$REPO/web/tests" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+fi
+
 "$REPO/scripts/local-cluster.sh" build

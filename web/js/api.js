@@ -36,7 +36,7 @@ export function authHeaders(extra = {}) {
 
 /** Whether a 404 means "this server has no such route" (feature not deployed) rather than "no such object". */
 export function isMissingRoute(err) {
-  return err instanceof ApiError && err.status === 404 && /route/i.test(err.title);
+  return err instanceof ApiError && err.status === 404 && /\broute\b/i.test(`${err.title} ${err.details}`);
 }
 
 async function request(method, path, body) {

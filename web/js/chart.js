@@ -3,15 +3,16 @@
 import { s } from './dom.js';
 import { fmtDuration } from './format.js';
 
-const W = 640;
 const H = 200;
 const PAD = { left: 44, right: 12, top: 12, bottom: 30 };
 
 /**
- * samples: [{t: ms since epoch, completed, failed}], total: node count.
+ * samples: [{t: ms since epoch, completed, failed}], total: node count,
+ * width: the drawing's width in CSS pixels (text stays at its real size).
  * Returns an <svg> with a title and description for screen readers.
  */
-export function progressChart(samples, total) {
+export function progressChart(samples, total, width = 640) {
+  const W = Math.max(280, Math.round(width));
   const points = [...samples].sort((a, b) => a.t - b.t);
   const t0 = points.length ? points[0].t : 0;
   const t1 = points.length ? points[points.length - 1].t : 1;
@@ -20,13 +21,8 @@ export function progressChart(samples, total) {
   const x = (t) => PAD.left + ((t - t0) / span) * (W - PAD.left - PAD.right);
   const y = (v) => H - PAD.bottom - (v / yMax) * (H - PAD.top - PAD.bottom);
   const line = (key) => {
-    // Steps: a count holds until the next sample changes it.
-    const out = [];
-    points.forEach((p, i) => {
-      if (i > 0) out.push(`${x(p.t).toFixed(1)},${y(points[i - 1][key]).toFixed(1)}`);
-      out.push(`${x(p.t).toFixed(1)},${y(p[key]).toFixed(1)}`);
-    });
-    return out.join(' ');
+    // Straight lines between observations: what happened in between was not seen.
+    return points.map((p) => `${x(p.t).toFixed(1)},${y(p[key]).toFixed(1)}`).join(' ');
   };
   const last = points[points.length - 1] || { completed: 0, failed: 0 };
   const desc = `${last.completed} of ${total} nodes completed, ${last.failed} failed, over ${fmtDuration(span / 1000)}`;
@@ -40,6 +36,7 @@ export function progressChart(samples, total) {
     ]),
     s('text', { class: 'axis', x: PAD.left, y: H - 8 }, '0s'),
     s('text', { class: 'axis', x: W - PAD.right, y: H - 8, 'text-anchor': 'end' }, fmtDuration(span / 1000)),
+    points.map((p) => s('circle', { class: 'sample', cx: x(p.t).toFixed(1), cy: y(p.completed).toFixed(1), r: 2.5 })),
     points.length > 0 && s('polyline', { class: 'series-completed', points: line('completed') }),
     points.some((p) => p.failed > 0) && s('polyline', { class: 'series-failed', points: line('failed') }),
   );

@@ -15,7 +15,7 @@ if (!URL) throw new Error('PREWARM_URL is not set (run web/tests/run.sh)');
 const AUTH_URL = process.env.PREWARM_AUTH_URL;
 const SHOTS = join(process.env.ARTIFACTS || 'artifacts', 'screenshots');
 mkdirSync(SHOTS, { recursive: true });
-const TIMEOUT = 60_000;
+const TIMEOUT = 20_000;
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
@@ -265,11 +265,12 @@ await test('works on a 375 px phone screen without sideways scrolling', async (p
 await test('keyboard: every form field has a label and the form submits with Enter', async (page) => {
   await page.goto(`${URL}/#/tasks/new`);
   await page.locator('#images').waitFor();
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'images', 'the images field is not focused first');
   await page.locator('details.more summary').click();
   const unlabelled = await page.evaluate(() => [...document.querySelectorAll('input, select, textarea')]
     .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')).map((el) => el.id || el.outerHTML));
   assert.deepEqual(unlabelled, []);
-  assert.equal(await page.evaluate(() => document.activeElement.id), 'images', 'the images field is not focused first');
+  await page.focus('#images');
   await page.keyboard.type('nginx:1.27');
   await page.keyboard.press('Tab');
   assert.equal(await page.evaluate(() => document.activeElement.id), 'batch-size');
@@ -314,6 +315,17 @@ await test('with auth on: login, a viewer sees no mutating buttons, a bad token 
   await page.getByText('Your token was not accepted').waitFor();
   await apiCall('DELETE', `/api/v1/tasks/${running}`, null, admin);
 }, { skip: AUTH_URL ? undefined : 'this build has no bearer tokens (prewarm serve --tokens-file)' });
+
+await test('the live list mid-task (the README screenshot)', async (page) => {
+  const id = await createTask({ images: ['busybox:1.36', 'alpine:3.20'], batchSize: 1 });
+  await page.goto(`${URL}/#/tasks`);
+  await page.waitForFunction((taskId) => {
+    const bar = document.querySelector(`li[data-task-id="${taskId}"] .bar`);
+    const now = bar && Number(bar.getAttribute('aria-valuenow'));
+    return now >= 30 && now < 100;
+  }, id, { polling: 100, timeout: 40_000 });
+  await shot(page, 'tasks-overview');
+});
 
 await browser.close();
 const failed = results.filter((r) => r.status === 'FAIL');

@@ -82,6 +82,6 @@ TOKENS
 fi
 
 echo "== web: unit tests of the UI modules"
-node --test "$HERE"/*.test.mjs
+node --test --test-reporter=spec "$HERE"/*.test.mjs
 echo "== web: browser tests"
 ARTIFACTS=${ARTIFACTS:-$REPO/artifacts} node "$HERE/e2e.mjs"

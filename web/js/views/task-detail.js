@@ -6,18 +6,10 @@ import { api } from '../api.js';
 import { h, replace } from '../dom.js';
 import { followTask } from '../event-stream.js';
 import { progressChart } from '../chart.js';
+import { loadSamples, recordSample } from '../samples.js';
 import { fmtTime, fmtDuration, fmtRelative, fmtPercent, secondsBetween, successRate, isActive } from '../format.js';
 import { statusBadge, progressBar, updateProgressBar, nodeCounts, errorBox, confirmDialog, facts } from '../widgets.js';
 
-const MAX_SAMPLES = 2000;
-
-/** Progress samples seen in this tab, kept per task so the chart survives navigation. */
-function loadSamples(id) {
-  try { return JSON.parse(sessionStorage.getItem(`prewarm.samples.${id}`) || '[]'); } catch { return []; }
-}
-function saveSamples(id, samples) {
-  try { sessionStorage.setItem(`prewarm.samples.${id}`, JSON.stringify(samples.slice(-MAX_SAMPLES))); } catch { /* storage full: chart shows less */ }
-}
 
 export function render(root, { match }, ctx) {
   const id = decodeURIComponent(match[0]);
@@ -73,11 +65,9 @@ export function render(root, { match }, ctx) {
   let stopped = false;
   let refetchTimer = null;
 
-  function addSample(p, when = Date.now()) {
-    const last = samples[samples.length - 1];
-    if (last && last.completed === p.completedNodes && last.failed === p.failedNodes && when - last.t < 5000) return;
-    samples.push({ t: when, completed: p.completedNodes, failed: p.failedNodes });
-    saveSamples(id, samples);
+  // Only a live task's counts are worth a point; an ended one is drawn to its finishedAt.
+  function addSample(p, st) {
+    if (isActive(st)) samples = recordSample(id, p);
   }
 
   function chartSamples() {
@@ -101,7 +91,7 @@ export function render(root, { match }, ctx) {
       : null);
     const pts = chartSamples();
     replace(chartBox,
-      pts.length >= 2 ? progressChart(pts, p.totalNodes) : h('p', { class: 'muted' }, 'The chart fills in while the task runs.'),
+      pts.length >= 2 ? progressChart(pts, p.totalNodes, chartBox.clientWidth || 640) : h('p', { class: 'muted' }, 'The chart fills in while the task runs.'),
       h('figcaption', { class: 'muted' }, 'Completed (green) and failed (red) nodes over time, as observed by this page.'));
   }
 
@@ -184,13 +174,13 @@ export function render(root, { match }, ctx) {
       const t = await api.getTask(id);
       if (stopped) return;
       replace(errorSlot);
-      addSample(t.progress);
+      addSample(t.progress, t.status);
       showTask(t);
       if (follow && isActive(t.status) && !stopFollow) {
         stopFollow = followTask(id, {
           onProgress(p) {
             if (stopped) return;
-            addSample(p);
+            addSample(p, p.status);
             if (task) task.progress = { ...task.progress, ...p };
             showProgress(p, p.status);
             scheduleRefetch();
@@ -198,7 +188,7 @@ export function render(root, { match }, ctx) {
           onFinished(final) {
             if (stopped) return;
             liveNote.textContent = '';
-            if (final && final.taskId) { addSample(final.progress); showTask(final); }
+            if (final && final.taskId) showTask(final);
             load(false);
           },
           onMode(mode) { liveNote.textContent = mode === 'stream' ? '· live' : '· refreshing'; },

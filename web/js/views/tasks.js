@@ -4,6 +4,7 @@
 // task); cards are updated in place so focus and scroll stay put.
 
 import { api } from '../api.js';
+import { recordSample } from '../samples.js';
 import { h, replace } from '../dom.js';
 import { fmtTime, fmtDuration, fmtRelative, fmtPercent, secondsBetween, successRate, isActive } from '../format.js';
 import { statusBadge, progressBar, updateProgressBar, nodeCounts, pager, errorBox, confirmDialog } from '../widgets.js';
@@ -54,6 +55,7 @@ export function render(root, { params }, ctx) {
         let card = cards.get(task.taskId);
         if (!card) { card = taskCard(ctx, refresh); cards.set(task.taskId, card); }
         card.update(task);
+        if (isActive(task.status)) recordSample(task.taskId, task.progress);
         if (list.children[i] !== card.el) list.insertBefore(card.el, list.children[i] || null);
       });
       for (const [id, card] of cards) if (!seen.has(id)) { card.el.remove(); cards.delete(id); }

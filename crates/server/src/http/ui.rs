@@ -59,6 +59,7 @@ const ASSETS: &[Asset] = &[
     asset!("js/event-stream.js", JS),
     asset!("js/chart.js", JS),
     asset!("js/widgets.js", JS),
+    asset!("js/samples.js", JS),
     asset!("js/views/login.js", JS),
     asset!("js/views/tasks.js", JS),
     asset!("js/views/new-task.js", JS),
