@@ -100,9 +100,13 @@ export function followTask(taskId, { onProgress, onFinished, onMode, onError }) 
           if (ev.id) lastEventId = ev.id;
           let msg;
           try { msg = JSON.parse(ev.data); } catch { continue; }
-          const kind = msg.type || ev.event;
-          if (kind === 'finished') { onFinished(msg.data); stop(); return; }
-          if (kind === 'progress') onProgress(msg.data);
+          // The event name says what it is and the data is the payload; a
+          // WebSocket-style envelope {type, data} is understood too.
+          const enveloped = msg && typeof msg.type === 'string' && 'data' in msg;
+          const kind = enveloped ? msg.type : ev.event;
+          const payload = enveloped ? msg.data : msg;
+          if (kind === 'finished') { stop(); onFinished(payload); return; }
+          if (kind === 'progress') onProgress(payload);
         }
       }
     } catch {
