@@ -39,7 +39,7 @@ export function isMissingRoute(err) {
   return err instanceof ApiError && err.status === 404 && /\broute\b/i.test(`${err.title} ${err.details}`);
 }
 
-async function request(method, path, body) {
+async function request(method, path, body, { quiet = false } = {}) {
   const init = { method, headers: authHeaders(), cache: 'no-store' };
   if (body !== undefined) {
     init.headers['Content-Type'] = 'application/json';
@@ -58,8 +58,8 @@ async function request(method, path, body) {
   }
   if (!response.ok) {
     const err = new ApiError(response.status, json, response.statusText);
-    if (response.status === 401) window.dispatchEvent(new CustomEvent('prewarm:unauthorized', { detail: err }));
-    if (response.status === 403) window.dispatchEvent(new CustomEvent('prewarm:forbidden', { detail: err }));
+    if (response.status === 401 && !quiet) window.dispatchEvent(new CustomEvent('prewarm:unauthorized', { detail: err }));
+    if (response.status === 403 && !quiet) window.dispatchEvent(new CustomEvent('prewarm:forbidden', { detail: err }));
     throw err;
   }
   return json;
@@ -81,6 +81,9 @@ export const api = {
   getTask: (id) => request('GET', `/api/v1/tasks/${enc(id)}`),
   createTask: (body) => request('POST', '/api/v1/tasks', body),
   cancelTask: (id) => request('DELETE', `/api/v1/tasks/${enc(id)}`),
+  /** Cancels a task id that cannot exist: 403 means the caller may only read, 404 that it may act. */
+  probeMayAct: () => request('DELETE', '/api/v1/tasks/task-00000000-000000', undefined, { quiet: true })
+    .then(() => true, (e) => { if (e.status === 401 || e.status === 0) throw e; return e.status !== 403; }),
   listSchedules: ({ limit = 10, offset = 0 } = {}) => request('GET', `/api/v1/scheduled-tasks${query({ limit, offset })}`),
   getSchedule: (id) => request('GET', `/api/v1/scheduled-tasks/${enc(id)}`),
   createSchedule: (body) => request('POST', '/api/v1/scheduled-tasks', body),

@@ -53,9 +53,16 @@ async function identify() {
     session.role = me.role || 'admin';
   } catch (e) {
     if (!isMissingRoute(e)) throw e;
+    // No whoami on this server: a read tells whether the token is good, and
+    // cancelling a task id that cannot exist (no side effect) whether it may act.
     await api.listTasks({ limit: 1 });
-    session.name = getToken() ? 'token' : 'anonymous';
-    session.role = getToken() ? 'unknown' : 'open';
+    if (getToken()) {
+      session.name = 'token';
+      session.role = (await api.probeMayAct()) ? 'operator' : 'viewer';
+    } else {
+      session.name = 'anonymous';
+      session.role = 'open';
+    }
   }
   session.known = true;
   renderUser();
