@@ -184,9 +184,9 @@ export function taskFields(initial = {}) {
         tolerateTaints: taints.checked,
         timeoutSeconds: Number(timeout.input.value),
       };
-      if (Object.keys(nodeSelector).length) body.nodeSelector = nodeSelector;
-      const secretList = secrets.input.value.split(/[\s,]+/).filter(Boolean);
-      if (secretList.length) body.imagePullSecrets = secretList;
+      // Sent even when empty, so editing a schedule (whose taskConfig merges) can clear them.
+      body.nodeSelector = nodeSelector;
+      body.imagePullSecrets = secrets.input.value.split(/[\s,]+/).filter(Boolean);
       if (hook) body.webhookUrl = hook;
       return { body, ok };
     },

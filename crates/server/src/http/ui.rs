@@ -96,7 +96,10 @@ fn serve(path: &str, request_headers: &HeaderMap) -> Result<Response, ApiError> 
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
     let headers = [
-        (header::CONTENT_TYPE, HeaderValue::from_static(asset.content_type)),
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(asset.content_type),
+        ),
         (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         (
             header::CONTENT_SECURITY_POLICY,
@@ -106,7 +109,10 @@ fn serve(path: &str, request_headers: &HeaderMap) -> Result<Response, ApiError> 
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ),
-        (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ),
         (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
         (
             header::ETAG,
@@ -143,7 +149,11 @@ mod tests {
     fn files_on_disk(dir: &std::path::Path, base: &std::path::Path, out: &mut BTreeSet<String>) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
-            let rel = path.strip_prefix(base).unwrap().to_string_lossy().into_owned();
+            let rel = path
+                .strip_prefix(base)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             if rel == "tests" || rel.ends_with(".md") {
                 continue;
             }
@@ -174,11 +184,17 @@ mod tests {
             name_len > 0 && rest[name_len..].trim_start().starts_with('=')
         });
         assert!(!handler, "inline event handler attribute in index.html");
-        assert!(!html.contains("style="), "inline style attribute in index.html");
+        assert!(
+            !html.contains("style="),
+            "inline style attribute in index.html"
+        );
         assert!(!html.contains("<style"), "inline <style> in index.html");
         for script in html.split("<script").skip(1) {
             let tag_end = script.find('>').unwrap();
-            assert!(script[..tag_end].contains("src="), "inline <script> in index.html");
+            assert!(
+                script[..tag_end].contains("src="),
+                "inline <script> in index.html"
+            );
         }
     }
 
@@ -186,7 +202,13 @@ mod tests {
     fn scripts_never_assign_inner_html() {
         for asset in ASSETS.iter().filter(|a| a.path.ends_with(".js")) {
             let text = std::str::from_utf8(asset.body).unwrap();
-            for banned in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
+            for banned in [
+                "innerHTML",
+                "outerHTML",
+                "insertAdjacentHTML",
+                "document.write",
+                "eval(",
+            ] {
                 assert!(!text.contains(banned), "{} uses {banned}", asset.path);
             }
         }
