@@ -314,7 +314,7 @@ await test('with auth on: login, a viewer sees no mutating buttons, a bad token 
   await page.waitForURL(/#\/login$/);
   await page.getByText('Your token was not accepted').waitFor();
   await apiCall('DELETE', `/api/v1/tasks/${running}`, null, admin);
-}, { skip: AUTH_URL ? undefined : 'this build has no bearer tokens (prewarm serve --tokens-file)' });
+}, { skip: AUTH_URL ? undefined : 'this build has no bearer tokens (prewarm serve --auth-tokens-file)' });
 
 await test('the live list mid-task (the README screenshot)', async (page) => {
   const id = await createTask({ images: ['busybox:1.36', 'alpine:3.20'], batchSize: 1 });

@@ -65,19 +65,19 @@ serve open "$PORT"
 export PREWARM_URL=http://127.0.0.1:$PORT
 wait_healthy "$PREWARM_URL"
 
-# A second instance with bearer tokens, when this build has them (the flag
-# names are those of `prewarm serve --help`).
-if target/debug/prewarm serve --help | grep -q -- '--tokens-file'; then
+# A second instance with bearer tokens, when this build has them. The token
+# file holds only digests: `<name> <role> sha256:<hex>` per line.
+if target/debug/prewarm serve --help | grep -q -- '--auth-tokens-file'; then
   AUTH_PORT=$(free_port)
-  cat >"$WORK/tokens.yaml" <<TOKENS
-tokens:
-  - {name: ui-admin, role: admin, token: ui-admin-token-0123456789}
-  - {name: ui-viewer, role: viewer, token: ui-viewer-token-0123456789}
-TOKENS
+  export PREWARM_ADMIN_TOKEN=ui-admin-$RANDOM$RANDOM PREWARM_VIEWER_TOKEN=ui-viewer-$RANDOM$RANDOM
+  digest() { printf 'sha256:%s' "$(printf '%s' "$1" | sha256sum | cut -d' ' -f1)"; }
+  {
+    echo "ui-admin admin $(digest "$PREWARM_ADMIN_TOKEN")"
+    echo "ui-viewer viewer $(digest "$PREWARM_VIEWER_TOKEN")"
+  } >"$WORK/tokens"
   echo "== web: prewarm serve with tokens on 127.0.0.1:$AUTH_PORT"
-  serve auth "$AUTH_PORT" --tokens-file "$WORK/tokens.yaml"
+  serve auth "$AUTH_PORT" --auth-tokens-file "$WORK/tokens"
   export PREWARM_AUTH_URL=http://127.0.0.1:$AUTH_PORT
-  export PREWARM_ADMIN_TOKEN=ui-admin-token-0123456789 PREWARM_VIEWER_TOKEN=ui-viewer-token-0123456789
   wait_healthy "$PREWARM_AUTH_URL"
 fi
 
