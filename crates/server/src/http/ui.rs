@@ -166,6 +166,34 @@ mod tests {
     }
 
     #[test]
+    fn pages_carry_csp_type_and_etag_and_revalidate_to_304() {
+        let page = serve("index.html", &HeaderMap::new()).unwrap();
+        assert_eq!(page.status(), StatusCode::OK);
+        let h = page.headers();
+        assert_eq!(h[header::CONTENT_TYPE], "text/html; charset=utf-8");
+        assert_eq!(h[header::CONTENT_SECURITY_POLICY], CONTENT_SECURITY_POLICY);
+        assert_eq!(h[header::CACHE_CONTROL], "no-cache");
+        let etag = h[header::ETAG].clone();
+
+        let mut again = HeaderMap::new();
+        again.insert(header::IF_NONE_MATCH, etag.clone());
+        assert_eq!(
+            serve("index.html", &again).unwrap().status(),
+            StatusCode::NOT_MODIFIED
+        );
+        // Another file's tag does not match.
+        assert_eq!(serve("app.css", &again).unwrap().status(), StatusCode::OK);
+        assert_eq!(
+            serve("js/main.js", &HeaderMap::new()).unwrap().headers()[header::CONTENT_TYPE],
+            JS
+        );
+        assert!(matches!(
+            serve("../Cargo.toml", &HeaderMap::new()),
+            Err(ApiError::RouteNotFound(_))
+        ));
+    }
+
+    #[test]
     fn every_web_file_is_embedded_and_nothing_else() {
         let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web");
         let mut on_disk = BTreeSet::new();
