@@ -71,6 +71,11 @@ async function waitStatus(id, wanted, opts) {
   throw new Error(`${id} never reached ${wanted}`);
 }
 
+// Whether this build streams task events (else the detail page polls).
+const probe = await apiCall('GET', '/api/v1/tasks/task-00000000-000000/events');
+const STREAMS = !(probe.status === 404 && /no route/i.test(JSON.stringify(probe.json)));
+console.log(`task event stream: ${STREAMS ? 'available' : 'not in this build (the detail page polls)'}`);
+
 // ---------------------------------------------------------------------------
 
 await test('UI files are served with content types, CSP and caching headers', async () => {
@@ -168,6 +173,7 @@ await test('cancel a running task from its page after confirming', async (page) 
   await waitStatus(id, ['running']);
   await page.goto(`${URL}/#/tasks/${id}`);
   await page.locator('.badge[data-status="running"]').waitFor();
+  await page.locator('.live-mode', { hasText: STREAMS ? '· live' : '· refreshing' }).waitFor();
   await page.click('#cancel-task');
   const dialog = page.getByRole('dialog', { name: 'Cancel task?' });
   await dialog.waitFor();
