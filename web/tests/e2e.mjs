@@ -152,6 +152,26 @@ await test('create a task in the form and watch its bar reach 100% without reloa
   await shot(page, 'task-detail');
 });
 
+await test('the task page follows a running task live to completion and charts it', async (page) => {
+  let loads = 0;
+  page.on('load', () => { loads += 1; });
+  const id = await createTask({ images: ['busybox:1.36'], batchSize: 1 });
+  await page.goto(`${URL}/#/tasks/${id}`);
+  await page.locator('.live-mode', { hasText: STREAMS ? '· live' : '· refreshing' }).waitFor();
+  const seen = new Set();
+  for (let i = 0; i < 600 && !(await page.locator('.badge[data-status="completed"]').count()); i += 1) {
+    seen.add(Number(await page.locator('.bar').getAttribute('aria-valuenow')));
+    await page.waitForTimeout(100);
+  }
+  await page.locator('.badge[data-status="completed"]').waitFor();
+  assert.ok([...seen].filter((v) => v > 0 && v < 100).length >= 2, `few intermediate values: ${[...seen]}`);
+  assert.equal(await page.locator('.percent.big').textContent(), '100%');
+  assert.ok(await page.locator('svg.chart circle.sample').count() >= 4, 'the chart has few points');
+  assert.match(await page.locator('#chart-desc').textContent(), /^6 of 6 nodes completed, 0 failed/);
+  assert.equal(loads, 1, 'the page reloaded');
+  await shot(page, 'task-detail-live');
+});
+
 await test('a failing image shows its failed nodes with reasons, filterable', async (page) => {
   const id = await createTask({ images: ['registry.example.com/missing/app:1'], batchSize: 6 });
   await page.goto(`${URL}/#/tasks/${id}`);
