@@ -264,6 +264,15 @@ await test('create, toggle, trigger and delete a schedule and see its execution'
   await exec.locator('a').click();
   await page.locator('.badge[data-status="completed"]').waitFor();
 
+  // Edit: a new cron expression, described in words on the schedule's page.
+  await page.goto(`${URL}/#/schedules/${id}/edit`);
+  await page.fill('#cron-expr', '30 2 * * 1');
+  await page.locator('#cron-expr-hint', { hasText: 'at 02:30 UTC on Monday' }).waitFor();
+  await page.click('#save-schedule');
+  await page.waitForURL(new RegExp(`#/schedules/${id}$`));
+  await page.getByText('at 02:30 UTC on Monday').waitFor();
+  assert.equal((await apiCall('GET', `/api/v1/scheduled-tasks/${id}`)).json.cronExpr, '30 2 * * 1');
+
   await page.goto(`${URL}/#/schedules`);
   await row.getByRole('button', { name: 'Delete' }).click();
   await page.getByRole('dialog', { name: 'Delete schedule?' }).getByRole('button', { name: 'Delete' }).click();

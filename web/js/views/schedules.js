@@ -217,7 +217,7 @@ function renderForm(root, id, ctx) {
 function textField(id, label, value, attrs = {}, hint = null) {
   const input = h('input', { id, type: 'text', value: value ?? '', autocomplete: 'off', ...attrs });
   const error = h('p', { id: `${id}-error`, class: 'field-error', 'aria-live': 'polite' });
-  const hintEl = hint ? h('p', { id: `${id}-hint`, class: 'hint', 'aria-live': 'polite' }, hint) : null;
+  const hintEl = hint !== null ? h('p', { id: `${id}-hint`, class: 'hint', 'aria-live': 'polite' }, hint) : null;
   input.setAttribute('aria-describedby', [hintEl && hintEl.id, error.id].filter(Boolean).join(' '));
   return {
     el: h('div', { class: 'field' }, h('label', { for: id }, label), input, hintEl, error),
