@@ -282,7 +282,7 @@ await test('create, toggle, trigger and delete a schedule and see its execution'
 
 await test('works on a 375 px phone screen without sideways scrolling', async (page) => {
   await page.setViewportSize({ width: 375, height: 800 });
-  for (const [hash, name] of [['#/tasks', 'mobile-tasks'], ['#/tasks/new', 'mobile-new-task']]) {
+  for (const [hash, name] of [['#/tasks', 'mobile-tasks'], ['#/tasks/new', 'mobile-new-task'], ['#/schedules', 'mobile-schedules']]) {
     await page.goto(`${URL}/${hash}`);
     await page.locator('h1').first().waitFor();
     await page.waitForTimeout(500);
