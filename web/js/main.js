@@ -114,10 +114,10 @@ async function render() {
 
 window.addEventListener('prewarm:unauthorized', () => {
   if (location.hash.startsWith('#/login')) return;
+  if (getToken()) sessionStorage.setItem('prewarm.loginMessage', 'Your token was not accepted. Please log in again.');
   setToken('');
   Object.assign(session, { name: null, role: null, known: false });
   renderUser();
-  sessionStorage.setItem('prewarm.loginMessage', 'Your token was not accepted. Please log in again.');
   location.hash = '#/login';
 });
 
