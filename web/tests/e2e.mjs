@@ -318,6 +318,9 @@ await test('with auth on: login, a viewer sees no mutating buttons, a bad token 
   const running = await createTask({ images: ['slow/viewer:1'], batchSize: 1 }, admin);
   await page.goto(`${AUTH_URL}/`);
   await page.waitForURL(/#\/login$/);
+  await page.getByLabel('API token').waitFor();
+  assert.equal(await page.locator('#login-error').textContent(), '', 'a first visit is greeted with an error');
+  assert.equal(await page.locator('#nav').isVisible(), false);
   await page.getByLabel('API token').fill('not-a-token');
   await page.getByRole('button', { name: 'Log in' }).click();
   await page.getByText('That token was not accepted.').waitFor();
