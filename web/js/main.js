@@ -50,7 +50,7 @@ async function identify() {
   try {
     const me = await api.whoami();
     session.name = me.name || me.tokenName || me.user || 'anonymous';
-    session.role = me.role || 'admin';
+    session.role = me.auth === false ? 'open' : (me.role || 'viewer');
   } catch (e) {
     if (!isMissingRoute(e)) throw e;
     // No whoami on this server: a read tells whether the token is good, and

@@ -330,7 +330,9 @@ await test('with auth on: login, a viewer sees no mutating buttons, a bad token 
   await page.getByRole('button', { name: 'Log in' }).click();
   const card = page.locator(`li[data-task-id="${running}"]`);
   await card.waitFor();
-  assert.match(await page.locator('#user').textContent(), /viewer/);
+  assert.match(await page.locator('#user').textContent(), /ui-viewer · viewer/);
+  const me = await apiCall('GET', '/api/v1/whoami', null, { base: AUTH_URL, token: process.env.PREWARM_VIEWER_TOKEN });
+  assert.deepEqual(me.json, { name: 'ui-viewer', role: 'viewer', auth: true });
   assert.equal(await page.locator('#new-task').count(), 0);
   assert.equal(await card.getByRole('button', { name: 'Cancel' }).count(), 0);
   await card.locator('a.task-id').click();

@@ -71,6 +71,7 @@ impl Identity {
 /// scheduled-task API are listed ahead of their handlers so they are covered
 /// the moment they are mounted.
 pub const ROUTE_ROLES: &[(Method, &str, Role)] = &[
+    (Method::GET, "/api/v1/whoami", Role::Viewer),
     (Method::GET, "/api/v1/tasks", Role::Viewer),
     (Method::POST, "/api/v1/tasks", Role::Operator),
     (Method::GET, "/api/v1/tasks/{id}", Role::Viewer),
@@ -119,6 +120,7 @@ pub const PUBLIC_ROUTES: &[&str] = &[
     "/docs/",
     "/docs/{*rest}",
     "/",
+    "/ui/{*path}",
 ];
 
 /// Role a route needs, or `None` for a public route.

@@ -38,6 +38,7 @@ pub mod schedules;
 pub mod stream;
 pub mod tasks;
 pub mod ui;
+pub mod whoami;
 
 pub use error::ApiError;
 
@@ -102,6 +103,7 @@ fn router_with_timeout(state: AppState, request_timeout: Duration) -> Router {
         .merge(schedules::routes())
         .route("/api/v1/openapi.json", get(openapi::openapi_json))
         .merge(openapi::swagger_ui())
+        .route("/api/v1/whoami", get(whoami::whoami))
         .merge(ui::routes())
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(route_not_found)

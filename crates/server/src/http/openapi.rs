@@ -18,7 +18,7 @@ use utoipa::openapi::{ContentBuilder, HttpMethod, OpenApi as OpenApiDoc, Ref};
 use utoipa::{Modify, OpenApi};
 
 use super::auth::required_role;
-use super::{health, schedules, tasks};
+use super::{health, schedules, tasks, whoami};
 
 /// The API description; paths come from the handlers named here.
 #[derive(OpenApi)]
@@ -46,6 +46,7 @@ use super::{health, schedules, tasks};
         schedules::executions,
         schedules::execution,
         health::healthz,
+        whoami::whoami,
         health::readyz,
         super::metrics_text,
         openapi_json,
