@@ -92,6 +92,8 @@ await test('UI files are served with content types, CSP and caching headers', as
   assert.match(js.headers.get('content-type'), /^text\/javascript/);
   const again = await fetch(`${URL}/ui/js/main.js`, { headers: { 'If-None-Match': js.headers.get('etag') } });
   assert.equal(again.status, 304);
+  const me = await apiCall('GET', '/api/v1/whoami');
+  assert.deepEqual(me.json, { name: 'anonymous', role: 'admin', auth: false });
   const missing = await fetch(`${URL}/ui/nope.js`);
   assert.equal(missing.status, 404);
   assert.ok((await missing.json()).error);
