@@ -358,6 +358,27 @@ await test('with auth on: login, a viewer sees no mutating buttons, a bad token 
   await apiCall('DELETE', `/api/v1/tasks/${running}`, null, admin);
 }, { skip: AUTH_URL ? undefined : 'this build has no bearer tokens (prewarm serve --auth-tokens-file)' });
 
+await test('the list filters by status and pages', async (page) => {
+  await page.goto(`${URL}/#/tasks`);
+  await page.locator('li[data-task-id]').first().waitFor();
+  await page.selectOption('#status-filter', 'failed');
+  await page.waitForURL(/#\/tasks\?status=failed$/);
+  await page.waitForFunction(() => {
+    const cards = [...document.querySelectorAll('li[data-task-id]')];
+    return cards.length > 0 && cards.every((c) => c.dataset.status === 'failed');
+  });
+  const failed = (await apiCall('GET', '/api/v1/tasks?status=failed')).json.total;
+  assert.equal(await page.locator('li[data-task-id]').count(), Math.min(failed, 10));
+  await page.selectOption('#status-filter', '');
+  for (let i = 0; (await apiCall('GET', '/api/v1/tasks')).json.total <= 10; i += 1) {
+    await createTask({ images: [`paging/img${i}:1`], batchSize: 6 });
+  }
+  await page.getByRole('button', { name: 'Next →' }).click();
+  await page.waitForURL(/offset=10$/);
+  await page.getByText(/^11–\d+ of \d+$/).waitFor();
+  assert.ok(await page.locator('li[data-task-id]').count() >= 1);
+});
+
 await test('the live list mid-task (the README screenshot)', async (page) => {
   const id = await createTask({ images: ['busybox:1.36', 'alpine:3.20'], batchSize: 1 });
   await page.goto(`${URL}/#/tasks`);
