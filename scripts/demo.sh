@@ -73,7 +73,7 @@ curl -s "$URL/api/v1/tasks/$TASK_ID" | jq '{taskId, status, progress, imageStatu
 
 if [ $ONCE -eq 1 ]; then exit 0; fi
 echo
-echo "The service keeps running at $URL (logs in $LOGS). Try:"
+echo "The service keeps running at $URL (logs in $LOGS); the web UI is $URL/. Try:"
 echo "  curl -s $URL/api/v1/tasks | jq ."
 echo "  KUBECONFIG=$KUBECONFIG kubectl get nodes"
 echo "Ctrl-C stops everything."
