@@ -59,7 +59,6 @@ async function request(method, path, body, { quiet = false } = {}) {
   if (!response.ok) {
     const err = new ApiError(response.status, json, response.statusText);
     if (response.status === 401 && !quiet) window.dispatchEvent(new CustomEvent('prewarm:unauthorized', { detail: err }));
-    if (response.status === 403 && !quiet) window.dispatchEvent(new CustomEvent('prewarm:forbidden', { detail: err }));
     throw err;
   }
   return json;

@@ -24,6 +24,8 @@ const ctx = {
   session,
   /** Whether create/cancel/trigger/edit/delete controls are shown. */
   get canMutate() { return session.role !== 'viewer'; },
+  /** Whether admin-only controls (deleting a schedule) are shown. */
+  get canAdmin() { return session.role === 'admin' || session.role === 'open'; },
   navigate(hash) {
     if (location.hash === hash) render();
     else location.hash = hash;
@@ -121,14 +123,7 @@ window.addEventListener('prewarm:unauthorized', () => {
   location.hash = '#/login';
 });
 
-window.addEventListener('prewarm:forbidden', () => {
-  if (session.role !== 'viewer') {
-    session.role = 'viewer';
-    renderUser();
-    ctx.notify('Your token may only read: actions that change things are hidden.', 'error');
-    render();
-  }
-});
-
+// A 403 means the role is known but this action needs more; the action's own
+// error message says so, nothing else changes.
 window.addEventListener('hashchange', render);
 render();

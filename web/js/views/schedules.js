@@ -85,7 +85,7 @@ function actionsFor(s, ctx, after, { withView = true } = {}) {
     ctx.canMutate ? [
       h('button', { type: 'button', class: 'btn btn-small trigger', on: { click: () => trigger(s, ctx, after) } }, 'Trigger now'),
       h('a', { class: 'btn btn-small edit', href: `#/schedules/${encodeURIComponent(s.id)}/edit` }, 'Edit'),
-      h('button', { type: 'button', class: 'btn btn-small btn-danger delete', on: { click: () => remove(s, ctx, after) } }, 'Delete'),
+      ctx.canAdmin ? h('button', { type: 'button', class: 'btn btn-small btn-danger delete', on: { click: () => remove(s, ctx, after) } }, 'Delete') : null,
     ] : null);
 }
 
