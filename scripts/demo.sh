@@ -7,6 +7,7 @@
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
+TARGET=${CARGO_TARGET_DIR:-$REPO/target}
 ONCE=0
 [ "${1:-}" = "--once" ] && ONCE=1
 PORT=${PREWARM_DEMO_PORT:-8080}
@@ -36,7 +37,7 @@ export KUBECONFIG
 LOGS=$LOCAL_CLUSTER_DIR/logs
 
 echo "== starting kube-sim with 50 nodes"
-target/debug/kube-sim --kubeconfig "$KUBECONFIG" --scenario examples/demo-scenario.yaml --cleanup \
+"$TARGET"/debug/kube-sim --kubeconfig "$KUBECONFIG" --scenario examples/demo-scenario.yaml --cleanup \
   >"$LOGS/kube-sim.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 1 300); do grep -q '^ready:' "$LOGS/kube-sim.log" && break; sleep 0.2; done
@@ -44,7 +45,7 @@ grep '^ready:' "$LOGS/kube-sim.log" || { tail "$LOGS/kube-sim.log"; exit 1; }
 kubectl get nodes --no-headers | head -n 3; echo "   …"
 
 echo "== starting prewarm on $URL"
-target/debug/prewarm serve --listen "127.0.0.1:$PORT" --kubeconfig "$KUBECONFIG" \
+"$TARGET"/debug/prewarm serve --listen "127.0.0.1:$PORT" --kubeconfig "$KUBECONFIG" \
   --database "$LOCAL_CLUSTER_DIR/prewarm.db" --helper-image prewarm:demo \
   >"$LOGS/prewarm.log" 2>&1 &
 PIDS+=($!)

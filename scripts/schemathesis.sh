@@ -21,7 +21,7 @@ cleanup() {
 trap cleanup EXIT
 
 command -v schemathesis >/dev/null || python3 -m pip install -q --disable-pip-version-check schemathesis
-BIN=$REPO/target/debug/prewarm
+BIN=${CARGO_TARGET_DIR:-$REPO/target}/debug/prewarm
 [ -x "$BIN" ] || cargo build -p prewarm --manifest-path "$REPO/Cargo.toml"
 
 KUBECONFIG_LINE=$(LOCAL_CLUSTER_DIR=$WORK/cluster "$REPO/scripts/local-cluster.sh" up | tail -n 1)

@@ -9,6 +9,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 cd "$REPO"
+TARGET=${CARGO_TARGET_DIR:-$REPO/target}
 # shellcheck source=scripts/env.sh
 . "$REPO/scripts/env.sh"
 
@@ -46,14 +47,14 @@ KUBECONFIG=$("$REPO/scripts/local-cluster.sh" up | tail -n 1 | sed 's/^KUBECONFI
 export KUBECONFIG
 
 echo "== web: kube-sim"
-target/debug/kube-sim --kubeconfig "$KUBECONFIG" --scenario "$HERE/scenario.yaml" --cleanup >"$LOGS/kube-sim.log" 2>&1 &
+"$TARGET"/debug/kube-sim --kubeconfig "$KUBECONFIG" --scenario "$HERE/scenario.yaml" --cleanup >"$LOGS/kube-sim.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 1 300); do grep -q '^ready:' "$LOGS/kube-sim.log" && break; sleep 0.2; done
 grep -q '^ready:' "$LOGS/kube-sim.log" || { echo "kube-sim did not get ready" >&2; exit 1; }
 
 serve() { # serve NAME PORT [extra flags…]
   local name=$1 port=$2; shift 2
-  target/debug/prewarm serve --listen "127.0.0.1:$port" --kubeconfig "$KUBECONFIG" \
+  "$TARGET"/debug/prewarm serve --listen "127.0.0.1:$port" --kubeconfig "$KUBECONFIG" \
     --namespace "prewarm-ui-$name" --database "$WORK/$name.db" --helper-image prewarm:test "$@" \
     >"$LOGS/prewarm-$name.log" 2>&1 &
   PIDS+=($!)
@@ -67,7 +68,7 @@ wait_healthy "$PREWARM_URL"
 
 # A second instance with bearer tokens, when this build has them. The token
 # file holds only digests: `<name> <role> sha256:<hex>` per line.
-if target/debug/prewarm serve --help | grep -q -- '--auth-tokens-file'; then
+if "$TARGET"/debug/prewarm serve --help | grep -q -- '--auth-tokens-file'; then
   AUTH_PORT=$(free_port)
   export PREWARM_ADMIN_TOKEN=ui-admin-$RANDOM$RANDOM PREWARM_VIEWER_TOKEN=ui-viewer-$RANDOM$RANDOM
   digest() { printf 'sha256:%s' "$(printf '%s' "$1" | sha256sum | cut -d' ' -f1)"; }
