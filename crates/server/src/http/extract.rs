@@ -148,7 +148,23 @@ impl QueryParams {
             })
             .transpose()
     }
+
+    /// `limit` (1..=100, default 10) and `offset` (default 0) of a list request.
+    pub fn page(&self) -> Result<(u32, u64), ApiError> {
+        let limit = self
+            .parse("limit", int_in_range(1, MAX_LIMIT))?
+            .unwrap_or(DEFAULT_LIMIT);
+        let offset = self
+            .parse("offset", int_in_range(0, u64::MAX))?
+            .unwrap_or(0);
+        Ok((limit, offset))
+    }
 }
+
+/// Page size when `limit` is absent.
+pub const DEFAULT_LIMIT: u32 = 10;
+/// Largest accepted `limit`.
+pub const MAX_LIMIT: u32 = 100;
 
 /// A parser for [`QueryParams::parse`]: an integer in `lo..=hi`.
 pub fn int_in_range<T>(lo: T, hi: T) -> impl FnOnce(&str) -> Result<T, String>

@@ -14,7 +14,7 @@ use prewarm_api::{
 };
 
 use super::error::ApiError;
-use super::extract::{int_in_range, AppJson, PathId, QueryParams};
+use super::extract::{AppJson, PathId, QueryParams};
 use super::guard::{AuditTarget, Caller};
 use super::AppState;
 use crate::domain::schedule::{
@@ -23,11 +23,6 @@ use crate::domain::schedule::{
 use crate::engine::scheduler::{start_run, RunStart, Started};
 use crate::engine::submit::ID_ATTEMPTS;
 use crate::store::{Fire, StoreError, StoredSchedule};
-
-/// Page size when `limit` is absent.
-const DEFAULT_LIMIT: u32 = 10;
-/// Largest accepted `limit`.
-const MAX_LIMIT: u32 = 100;
 
 /// The scheduled-task routes, merged into the API router.
 pub fn routes() -> Router<AppState> {
@@ -54,16 +49,6 @@ fn view(stored: StoredSchedule, now: DateTime<Utc>) -> ScheduledTask {
         next_execution_at: next,
         ..stored.task
     }
-}
-
-fn page(params: &QueryParams) -> Result<(u32, u64), ApiError> {
-    let limit = params
-        .parse("limit", int_in_range(1, MAX_LIMIT))?
-        .unwrap_or(DEFAULT_LIMIT);
-    let offset = params
-        .parse("offset", int_in_range(0, u64::MAX))?
-        .unwrap_or(0);
-    Ok((limit, offset))
 }
 
 async fn load(state: &AppState, id: &str) -> Result<StoredSchedule, ApiError> {
@@ -141,7 +126,7 @@ pub async fn list(
     State(state): State<AppState>,
     params: QueryParams,
 ) -> Result<Json<ScheduledTaskList>, ApiError> {
-    let (limit, offset) = page(&params)?;
+    let (limit, offset) = params.page()?;
     let (stored, total) = state.schedules.list_schedules(limit, offset).await?;
     let now = state.clock.now();
     Ok(Json(ScheduledTaskList {
@@ -351,7 +336,7 @@ pub async fn executions(
     PathId(id): PathId,
     params: QueryParams,
 ) -> Result<Json<ExecutionList>, ApiError> {
-    let (limit, offset) = page(&params)?;
+    let (limit, offset) = params.page()?;
     load(&state, &id).await?;
     let (executions, total) = state.schedules.list_executions(&id, limit, offset).await?;
     Ok(Json(ExecutionList {

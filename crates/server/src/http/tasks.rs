@@ -9,17 +9,12 @@ use prewarm_api::{ActionResponse, CreateTaskRequest, Task, TaskCreated, TaskList
 use prewarm_api::ErrorBody;
 
 use super::error::ApiError;
-use super::extract::{int_in_range, AppJson, PathId, QueryParams};
+use super::extract::{AppJson, PathId, QueryParams};
 use super::guard::{AuditTarget, Caller};
 use super::AppState;
 use crate::domain::task::TaskSpec;
 use crate::engine::submit::submit_task;
 use crate::store::CancelOutcome;
-
-/// Page size when `limit` is absent.
-const DEFAULT_LIMIT: u32 = 10;
-/// Largest accepted `limit`.
-const MAX_LIMIT: u32 = 100;
 
 /// `POST /api/v1/tasks`: validates and stores a pending task, wakes the engine.
 #[utoipa::path(
@@ -95,12 +90,7 @@ pub async fn list(
             format!("must be one of {}, got {raw:?}", known.join(", "))
         })
     })?;
-    let limit = params
-        .parse("limit", int_in_range(1, MAX_LIMIT))?
-        .unwrap_or(DEFAULT_LIMIT);
-    let offset = params
-        .parse("offset", int_in_range(0, u64::MAX))?
-        .unwrap_or(0);
+    let (limit, offset) = params.page()?;
     let (tasks, total) = state.store.list(status, limit, offset).await?;
     Ok(Json(TaskList {
         tasks,
