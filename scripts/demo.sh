@@ -42,7 +42,10 @@ echo "== starting kube-sim with 50 nodes"
 PIDS+=($!)
 for _ in $(seq 1 300); do grep -q '^ready:' "$LOGS/kube-sim.log" && break; sleep 0.2; done
 grep '^ready:' "$LOGS/kube-sim.log" || { tail "$LOGS/kube-sim.log"; exit 1; }
-kubectl get nodes --no-headers | head -n 3; echo "   …"
+# Print the first lines without cutting kubectl's output short: under pipefail a
+# reader that exits early (head) kills kubectl with SIGPIPE and the demo with 141.
+NODES_TABLE=$(kubectl get nodes --no-headers)
+printf '%s\n' "$NODES_TABLE" | sed -n 1,3p; echo "   …"
 
 echo "== starting prewarm on $URL"
 "$TARGET"/debug/prewarm serve --listen "127.0.0.1:$PORT" --kubeconfig "$KUBECONFIG" \

@@ -34,7 +34,7 @@ install_packages() {
   local wanted=(etcd-server golang-1.19-go rsync openssl golang-github-modern-go-reflect2-dev dpkg-dev curl python3)
   local missing=()
   for p in "${wanted[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || missing+=("$p")
   done
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
@@ -81,27 +81,36 @@ fetch_source() {
   rm -rf "$work"
   mkdir -p "$work/apt/lists/partial" "$work/dl"
   source_lines | sort -u >"$work/apt/sources.list"
-  [ -s "$work/apt/sources.list" ] || echo "deb-src http://deb.debian.org/debian bookworm main" >"$work/apt/sources.list"
+  [ -s "$work/apt/sources.list" ] \
+    || die "no apt sources configured (/etc/apt/sources.list, /etc/apt/sources.list.d/): cannot derive deb-src lines to fetch the kubernetes source package"
   local opts=(-o "Dir::Etc::SourceList=$work/apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
     -o "Dir::State::Lists=$work/apt/lists" -o Debug::NoLocking=1 -o APT::Sandbox::User=root)
   log "fetching Debian source package kubernetes"
   apt-get "${opts[@]}" update -qq
   (cd "$work/dl" && apt-get "${opts[@]}" source --download-only kubernetes >/dev/null)
   local dsc
-  dsc=$(ls "$work"/dl/kubernetes_*.dsc | head -n 1)
+  dsc=$(find "$work/dl" -maxdepth 1 -name 'kubernetes_*.dsc' -print -quit)
   [ -n "$dsc" ] || die "no kubernetes .dsc downloaded"
   log "unpacking $(basename "$dsc")"
   dpkg-source --no-check -x "$dsc" "$work/src" >/dev/null
   touch "$work/src/.unpacked"
 }
 
+# The binaries built and cached: the control plane, and the kubelet for scripts/real-node.sh.
+BINARIES=(kube-apiserver kube-controller-manager kubelet)
+
+have_binaries() {
+  local b
+  for b in "${BINARIES[@]}"; do [ -x "$BIN/$b" ] || return 1; done
+}
+
 build_binaries() {
-  if [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kube-controller-manager" ]; then return; fi
+  if have_binaries; then return; fi
   # One build per machine: a second caller waits for the first and reuses its result.
   mkdir -p "$CACHE"
   exec 9>"$CACHE/build.lock"
   flock 9
-  if [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kube-controller-manager" ]; then flock -u 9; return; fi
+  if have_binaries; then flock -u 9; return; fi
   install_packages
   fetch_source
   local src=$CACHE/build/src
@@ -113,17 +122,17 @@ build_binaries() {
   local gopath=$CACHE/build/gopath
   mkdir -p "$gopath/src/k8s.io"
   ln -sfn "$src" "$gopath/src/k8s.io/kubernetes"
-  log "building kube-apiserver and kube-controller-manager (a cold build takes about 5 minutes)"
+  log "building ${BINARIES[*]} (a cold build takes about 8 minutes)"
   (
     cd "$gopath/src/k8s.io/kubernetes"
     export PATH=$GO:$PATH GOPATH=$gopath CGO_ENABLED=0 GOPROXY=off GOFLAGS=-mod=vendor
     export GOCACHE=$CACHE/build/gocache
-    make WHAT="cmd/kube-apiserver cmd/kube-controller-manager" >"$CACHE/build/make.log" 2>&1
+    make WHAT="cmd/kube-apiserver cmd/kube-controller-manager cmd/kubelet" >"$CACHE/build/make.log" 2>&1
   ) || { tail -n 40 "$CACHE/build/make.log" >&2; die "build failed (log: $CACHE/build/make.log)"; }
   mkdir -p "$BIN"
   local out
-  for b in kube-apiserver kube-controller-manager; do
-    out=$(find "$src/_output" -type f -name "$b" -perm -u+x | head -n 1)
+  for b in "${BINARIES[@]}"; do
+    out=$(find "$src/_output" -type f -name "$b" -perm -u+x -print -quit)
     [ -n "$out" ] || die "built $b not found"
     cp "$out" "$BIN/$b.tmp" && mv "$BIN/$b.tmp" "$BIN/$b"
   done

@@ -68,7 +68,8 @@ wait_healthy "$PREWARM_URL"
 
 # A second instance with bearer tokens, when this build has them. The token
 # file holds only digests: `<name> <role> sha256:<hex>` per line.
-if "$TARGET"/debug/prewarm serve --help | grep -q -- '--auth-tokens-file'; then
+SERVE_HELP=$("$TARGET"/debug/prewarm serve --help)
+if [[ $SERVE_HELP == *--auth-tokens-file* ]]; then
   AUTH_PORT=$(free_port)
   export PREWARM_ADMIN_TOKEN=ui-admin-$RANDOM$RANDOM PREWARM_VIEWER_TOKEN=ui-viewer-$RANDOM$RANDOM
   digest() { printf 'sha256:%s' "$(printf '%s' "$1" | sha256sum | cut -d' ' -f1)"; }
