@@ -301,6 +301,8 @@ EOF
 }
 
 cmd_down() {
+  # A real node (scripts/real-node.sh) registered here goes first: it puts host settings back.
+  if [ -d "$STATE/real-node" ]; then LOCAL_CLUSTER_DIR=$STATE "$REPO/scripts/real-node.sh" down || true; fi
   stop_all
   if [ -f "$STATE/etcd-dir" ]; then rm -rf "$(cat "$STATE/etcd-dir")"; fi
   rm -rf "$STATE"

@@ -10,6 +10,8 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 wanted=(etcd-server golang-1.19-go rsync openssl golang-github-modern-go-reflect2-dev dpkg-dev curl jq python3 procps)
+# The real node (scripts/real-node.sh): runtime, CNI plugins, registry, offline image tools.
+wanted+=(containerd runc containernetworking-plugins docker-registry skopeo umoci apache2-utils busybox-static iproute2 libc6-dev)
 missing=()
 for p in "${wanted[@]}"; do
   [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || missing+=("$p")
