@@ -273,7 +273,8 @@ pub struct Task {
     pub finished_at: Option<DateTime<Utc>>,
     /// Projected end from the observed node throughput.
     pub estimated_completion: Option<DateTime<Utc>>,
-    /// How the end-of-task webhook went (`null` until it was tried or when none is set).
+    /// How the end-of-task webhook went: `pending` from the moment the task
+    /// ended until it was delivered or gave up; `null` when none is set.
     #[serde(default)]
     pub webhook_status: Option<WebhookStatus>,
     /// Why the webhook was not delivered, when it was not.
@@ -285,6 +286,8 @@ pub struct Task {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum WebhookStatus {
+    /// Owed: recorded with the task's end, delivered (or resumed after a restart) in the background.
+    Pending,
     /// The receiver answered 2xx.
     Delivered,
     /// Every attempt failed (see `webhookError`).

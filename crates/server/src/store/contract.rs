@@ -28,7 +28,7 @@ use prewarm_api::{
 };
 use serde_json::json;
 
-use super::{CancelOutcome, NodeRecord, StoreError, TaskStore};
+use super::{CancelOutcome, NodeRecord, Retention, StoreError, TaskStore};
 
 /// Expands to one `#[tokio::test]` per contract behaviour, each on a fresh store.
 ///
@@ -52,6 +52,9 @@ macro_rules! store_contract_tests {
             nodes_do_not_leak_between_tasks,
             ping_is_ok,
             concurrent_writers_lose_nothing,
+            trim_deletes_oldest_ended_tasks_and_their_nodes,
+            trim_honours_the_age_limit_and_batch,
+            webhook_pending_lists_owed_deliveries,
         );
     };
     (@tests $make:expr; $($name:ident),+ $(,)?) => {
@@ -864,4 +867,133 @@ pub(crate) async fn concurrent_writers_lose_nothing<S: TaskStore>(store: S) {
         assert_eq!(nodes.len(), ROUNDS as usize + 1);
         assert!(nodes.contains(&record("last", ROUNDS)));
     }
+}
+
+/// Beyond `max_tasks`, the oldest ended tasks go with their node records;
+/// running and pending tasks stay whatever their age.
+pub(crate) async fn trim_deletes_oldest_ended_tasks_and_their_nodes<S: TaskStore>(store: S) {
+    let statuses = [
+        TaskStatus::Running,
+        TaskStatus::Completed,
+        TaskStatus::Pending,
+        TaskStatus::Failed,
+        TaskStatus::Cancelled,
+        TaskStatus::Completed,
+    ];
+    for (i, status) in statuses.into_iter().enumerate() {
+        let id = format!("task-20260101-trim0{i}");
+        store
+            .insert(&minimal_task(&id, status, t(i as i64)))
+            .await
+            .unwrap();
+        store.put_nodes(&id, &[record("n1", 0)]).await.unwrap();
+    }
+    let retention = Retention {
+        created_before: t(-1_000),
+        max_tasks: 2,
+    };
+    // Ended tasks beyond the newest two: trim01 and trim03, oldest first.
+    assert_eq!(store.trim(&retention, 1).await.unwrap(), 1);
+    assert_eq!(store.get("task-20260101-trim01").await.unwrap(), None);
+    assert!(store
+        .nodes("task-20260101-trim01")
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store.get("task-20260101-trim03").await.unwrap().is_some());
+    assert_eq!(store.trim(&retention, 10).await.unwrap(), 1);
+    assert_eq!(store.get("task-20260101-trim03").await.unwrap(), None);
+    assert_eq!(store.trim(&retention, 10).await.unwrap(), 0);
+    let (left, total) = store.list(None, 10, 0).await.unwrap();
+    assert_eq!(total, 4);
+    assert_eq!(
+        sorted_ids(&left),
+        vec![
+            "task-20260101-trim00",
+            "task-20260101-trim02",
+            "task-20260101-trim04",
+            "task-20260101-trim05"
+        ]
+    );
+    assert_eq!(store.nodes("task-20260101-trim00").await.unwrap().len(), 1);
+}
+
+/// Ended tasks created before the cutoff go, in batches; newer ones stay.
+pub(crate) async fn trim_honours_the_age_limit_and_batch<S: TaskStore>(store: S) {
+    for i in 0..5 {
+        let id = format!("task-20260101-age00{i}");
+        store
+            .insert(&minimal_task(&id, TaskStatus::Completed, t(i * 100)))
+            .await
+            .unwrap();
+    }
+    store
+        .insert(&minimal_task(
+            "task-20260101-agerun",
+            TaskStatus::Running,
+            t(0),
+        ))
+        .await
+        .unwrap();
+    let retention = Retention {
+        created_before: t(250),
+        max_tasks: 1_000,
+    };
+    assert_eq!(store.trim(&retention, 2).await.unwrap(), 2);
+    assert_eq!(store.get("task-20260101-age000").await.unwrap(), None);
+    assert_eq!(store.get("task-20260101-age001").await.unwrap(), None);
+    assert!(store.get("task-20260101-age002").await.unwrap().is_some());
+    assert_eq!(store.trim(&retention, 2).await.unwrap(), 1);
+    assert_eq!(store.trim(&retention, 2).await.unwrap(), 0);
+    assert!(store.get("task-20260101-agerun").await.unwrap().is_some());
+    assert_eq!(store.list(None, 10, 0).await.unwrap().1, 3);
+}
+
+/// Only ended tasks whose webhook is `pending` are owed, oldest first.
+pub(crate) async fn webhook_pending_lists_owed_deliveries<S: TaskStore>(store: S) {
+    use prewarm_api::WebhookStatus;
+    let cases = [
+        (
+            "task-20260101-wh0001",
+            TaskStatus::Completed,
+            Some(WebhookStatus::Pending),
+            5,
+        ),
+        (
+            "task-20260101-wh0002",
+            TaskStatus::Failed,
+            Some(WebhookStatus::Delivered),
+            1,
+        ),
+        (
+            "task-20260101-wh0003",
+            TaskStatus::Failed,
+            Some(WebhookStatus::Pending),
+            2,
+        ),
+        ("task-20260101-wh0004", TaskStatus::Running, None, 3),
+        ("task-20260101-wh0005", TaskStatus::Cancelled, None, 4),
+    ];
+    for (id, status, webhook, secs) in cases {
+        let mut task = minimal_task(id, status, t(secs));
+        task.webhook_url = Some("https://hooks.example.com/x".to_owned());
+        task.webhook_status = webhook;
+        store.insert(&task).await.unwrap();
+    }
+    let owed = store.webhook_pending(10).await.unwrap();
+    assert_eq!(
+        ids(&owed),
+        vec!["task-20260101-wh0003", "task-20260101-wh0001"]
+    );
+    assert_eq!(store.webhook_pending(1).await.unwrap().len(), 1);
+    let mut delivered = owed[0].clone();
+    delivered.webhook_status = Some(WebhookStatus::Delivered);
+    assert!(store
+        .update_if(&delivered, &[TaskStatus::Failed])
+        .await
+        .unwrap());
+    assert_eq!(
+        ids(&store.webhook_pending(10).await.unwrap()),
+        vec!["task-20260101-wh0001"]
+    );
 }

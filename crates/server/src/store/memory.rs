@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use prewarm_api::{Execution, ExecutionStatus, ScheduledTask, Task, TaskStatus};
 
 use super::schedules::{may_finish, Fire, FireOutcome, ScheduleStore, StoredSchedule};
-use super::{CancelOutcome, NodeRecord, StoreError, StoreResult, TaskStore};
+use super::{CancelOutcome, NodeRecord, Retention, StoreError, StoreResult, TaskStore};
 
 /// A `TaskStore` kept in process memory.
 ///
@@ -163,6 +163,48 @@ impl TaskStore for MemoryStore {
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    async fn trim(&self, retention: &Retention, batch: u32) -> StoreResult<u32> {
+        let mut inner = self.lock();
+        let mut all: Vec<&Task> = inner.tasks.values().collect();
+        all.sort_by(|a, b| newest_first(a, b));
+        let keep = usize::try_from(retention.max_tasks).unwrap_or(usize::MAX);
+        let mut doomed: Vec<&Task> = all
+            .iter()
+            .enumerate()
+            .filter(|(rank, t)| {
+                t.status.is_terminal() && (*rank >= keep || t.created_at < retention.created_before)
+            })
+            .map(|(_, t)| *t)
+            .collect();
+        doomed.reverse();
+        let doomed: Vec<String> = doomed
+            .into_iter()
+            .take(batch as usize)
+            .map(|t| t.task_id.clone())
+            .collect();
+        for id in &doomed {
+            inner.tasks.remove(id);
+            inner.nodes.remove(id);
+        }
+        Ok(doomed.len() as u32)
+    }
+
+    async fn webhook_pending(&self, limit: u32) -> StoreResult<Vec<Task>> {
+        let inner = self.lock();
+        let mut pending: Vec<Task> = inner
+            .tasks
+            .values()
+            .filter(|t| {
+                t.status.is_terminal()
+                    && t.webhook_status == Some(prewarm_api::WebhookStatus::Pending)
+            })
+            .cloned()
+            .collect();
+        pending.sort_by(|a, b| newest_first(b, a));
+        pending.truncate(limit as usize);
+        Ok(pending)
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -48,6 +48,15 @@ pub struct NodeRecord {
     pub body: serde_json::Value,
 }
 
+/// How much ended history a store keeps (see [`TaskStore::trim`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Ended tasks created before this instant are deleted.
+    pub created_before: DateTime<Utc>,
+    /// At most this many tasks are kept; beyond it the oldest ended ones go.
+    pub max_tasks: u64,
+}
+
 /// Outcome of `cancel`.
 #[allow(clippy::large_enum_variant)] // built once per cancel request; boxing buys nothing
 #[derive(Debug, Clone, PartialEq)]
@@ -96,6 +105,15 @@ pub trait TaskStore: Send + Sync + 'static {
 
     /// Every node record of a task.
     async fn nodes(&self, task_id: &str) -> StoreResult<Vec<NodeRecord>>;
+
+    /// Deletes at most `batch` ended tasks outside `retention`, oldest
+    /// (`createdAt`, then id) first, together with their node records.
+    /// Running and pending tasks are never deleted. Returns how many went.
+    async fn trim(&self, retention: &Retention, batch: u32) -> StoreResult<u32>;
+
+    /// Ended tasks whose webhook is still owed (`webhookStatus: pending`),
+    /// at most `limit`, oldest first.
+    async fn webhook_pending(&self, limit: u32) -> StoreResult<Vec<Task>>;
 
     /// Cheap liveness probe for `/readyz`.
     async fn ping(&self) -> StoreResult<()>;

@@ -17,7 +17,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use prewarm_api::{Task, TaskStatus};
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
 
-use super::{CancelOutcome, NodeRecord, StoreError, StoreResult, TaskStore};
+use super::{CancelOutcome, NodeRecord, Retention, StoreError, StoreResult, TaskStore};
 
 /// How long a statement waits for a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -58,6 +58,9 @@ const MIGRATIONS: &[&str] = &[
          PRIMARY KEY (scheduled_task_id, id)
      ) WITHOUT ROWID;
      CREATE INDEX scheduled_executions_status ON scheduled_executions (status);",
+    // 3: finds owed webhooks without reading every task.
+    "CREATE INDEX tasks_webhook_pending ON tasks (created_at, id)
+         WHERE json_extract(body, '$.webhookStatus') = 'pending';",
 ];
 
 /// A `TaskStore` in an SQLite database file.
@@ -430,6 +433,49 @@ impl TaskStore for SqliteStore {
                 records.push(NodeRecord { node, body });
             }
             Ok(records)
+        })
+        .await
+    }
+
+    async fn trim(&self, retention: &Retention, batch: u32) -> StoreResult<u32> {
+        let before = time_key(retention.created_before);
+        let keep = i64::try_from(retention.max_tasks).unwrap_or(i64::MAX);
+        self.run(move |conn| {
+            let context = "trim history";
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend(context))?;
+            // Node records go with their task (ON DELETE CASCADE).
+            let deleted = tx
+                .prepare_cached(
+                    "DELETE FROM tasks WHERE id IN (
+                         SELECT id FROM tasks
+                         WHERE status IN ('completed', 'failed', 'cancelled')
+                           AND (created_at < ?1 OR id IN (
+                                SELECT id FROM tasks ORDER BY created_at DESC, id DESC
+                                LIMIT -1 OFFSET ?2))
+                         ORDER BY created_at, id
+                         LIMIT ?3)",
+                )
+                .and_then(|mut stmt| stmt.execute(params![before, keep, batch]))
+                .map_err(backend(context))?;
+            tx.commit().map_err(backend(context))?;
+            Ok(deleted as u32)
+        })
+        .await
+    }
+
+    async fn webhook_pending(&self, limit: u32) -> StoreResult<Vec<Task>> {
+        self.run(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, body FROM tasks
+                     WHERE json_extract(body, '$.webhookStatus') = 'pending'
+                       AND status IN ('completed', 'failed', 'cancelled')
+                     ORDER BY created_at, id LIMIT ?1",
+                )
+                .map_err(backend("list owed webhooks"))?;
+            query_tasks(&mut stmt, params![limit], "list owed webhooks")
         })
         .await
     }
