@@ -53,7 +53,7 @@ impl KubeCluster {
         if rustls::crypto::CryptoProvider::get_default().is_none() {
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let config = match kubeconfig {
+        let mut config = match kubeconfig {
             Some(path) => {
                 let kc = Kubeconfig::read_from(path)
                     .with_context(|| format!("reading kubeconfig {}", path.display()))?;
@@ -65,6 +65,10 @@ impl KubeCluster {
                 .await
                 .context("finding a Kubernetes configuration")?,
         };
+        // The client's own retry layer would hold a create for up to 15 retries
+        // inside one call; the engine retries per node instead, with backoff
+        // and Retry-After, where shutdown and the pull timeout can see it.
+        config.default_retry = false;
         if config.accept_invalid_certs {
             tracing::warn!(
                 server = %config.cluster_url,
@@ -301,6 +305,12 @@ fn map_err(e: kube::Error) -> ClusterError {
             code: s.code,
             reason: s.reason.clone(),
             message: s.message.clone(),
+            retry_after: s
+                .details
+                .as_ref()
+                .map(|d| d.retry_after_seconds)
+                .filter(|secs| *secs > 0)
+                .map(|secs| std::time::Duration::from_secs(u64::from(secs))),
         },
         other => ClusterError::Unreachable(other.to_string()),
     }

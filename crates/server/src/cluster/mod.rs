@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod kube;
 pub mod pull_job;
 
@@ -39,10 +41,22 @@ pub enum ClusterError {
         reason: String,
         /// Server message.
         message: String,
+        /// How long the server asked the client to wait (`Retry-After`), if it did.
+        retry_after: Option<std::time::Duration>,
     },
     /// The API server could not be reached.
     #[error("kubernetes API unreachable: {0}")]
     Unreachable(String),
+}
+
+impl ClusterError {
+    /// The wait the API server asked for before trying again, if any.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            ClusterError::Api { retry_after, .. } => *retry_after,
+            ClusterError::Unreachable(_) => None,
+        }
+    }
 }
 
 /// Result of cluster calls.

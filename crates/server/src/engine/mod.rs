@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use prewarm_api::{PullPolicy, Task, TaskStatus};
+use rand::Rng;
 use tokio::sync::{broadcast, mpsc, Notify, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
@@ -24,14 +26,14 @@ use crate::domain::node_pull::{NodePull, TIMEOUT_REASON};
 use crate::domain::task::TaskSpec;
 use crate::metrics::{Metrics, StatusLabels};
 use crate::progress::ProgressHub;
-use crate::store::TaskStore;
+use crate::store::{StoreError, TaskStore};
 use crate::webhook::Webhooks;
 
 pub mod scheduler;
 pub mod submit;
 mod task_run;
 
-use task_run::{ready_to_start, record_of, TaskRun};
+use task_run::{node_of, record_of, TaskRun};
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -52,8 +54,20 @@ const TICK: Duration = Duration::from_millis(200);
 const VIEW_FLUSH_EVERY: Duration = Duration::from_millis(500);
 /// How often the store is asked about cancellations and new tasks without a wake.
 const STORE_CHECK_EVERY: Duration = Duration::from_secs(2);
-/// Wait before retrying a Job creation the API server refused transiently.
-const CREATE_RETRY: Duration = Duration::from_secs(3);
+/// First wait before retrying a Job creation the API server refused
+/// transiently; doubles per failure of the same node, up to `CREATE_BACKOFF_MAX`.
+const CREATE_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest wait between two creation attempts of one node (unless the server asks for more).
+const CREATE_BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Limit on one Kubernetes call; a call that takes longer counts as a transient failure.
+const API_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// A confirmed Job younger than this may be missing from a fresh list
+/// without being gone (the list was taken before it was created).
+const RELIST_GRACE: Duration = Duration::from_secs(5);
+/// Longest wait between store checks while the store keeps failing.
+const STORE_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Reason of a task the engine cannot take up again (its stored form is bad).
+pub const UNRECOVERABLE_REASON: &str = "Unrecoverable";
 /// Kubernetes calls in flight at once.
 const API_CONCURRENCY: usize = 32;
 
@@ -97,8 +111,9 @@ pub struct Engine {
     deleted_tx: mpsc::UnboundedSender<Deleted>,
     deleted_rx: mpsc::UnboundedReceiver<Deleted>,
     api_permits: Arc<Semaphore>,
-    last_view_flush: DateTime<Utc>,
-    last_store_check: DateTime<Utc>,
+    last_view_flush: Instant,
+    next_store_check: Instant,
+    store_failures: u32,
     store_check_due: bool,
     stopping: bool,
     metrics: Arc<Metrics>,
@@ -116,7 +131,7 @@ impl Engine {
     ) -> Engine {
         let (created_tx, created_rx) = mpsc::unbounded_channel();
         let (deleted_tx, deleted_rx) = mpsc::unbounded_channel();
-        let now = clock.now();
+        let now = Instant::now();
         Engine {
             store,
             cluster,
@@ -131,7 +146,8 @@ impl Engine {
             deleted_rx,
             api_permits: Arc::new(Semaphore::new(API_CONCURRENCY)),
             last_view_flush: now,
-            last_store_check: now,
+            next_store_check: now,
+            store_failures: 0,
             store_check_due: true,
             stopping: false,
             metrics: Arc::new(Metrics::new()),
@@ -208,12 +224,22 @@ impl Engine {
     /// One reconcile pass: store checks, timers, windows, completions, writes.
     pub async fn step(&mut self) {
         let now = self.clock.now();
-        if self.store_check_due || elapsed(self.last_store_check, now) >= STORE_CHECK_EVERY {
+        let mono = Instant::now();
+        if self.store_check_due || mono >= self.next_store_check {
             self.store_check_due = false;
-            self.last_store_check = now;
-            self.check_store().await;
+            let wait = if self.check_store().await {
+                self.store_failures = 0;
+                STORE_CHECK_EVERY
+            } else {
+                self.store_failures += 1;
+                let step = STORE_CHECK_EVERY
+                    .saturating_mul(1u32 << self.store_failures.min(8))
+                    .min(STORE_BACKOFF_MAX);
+                step.mul_f64(rand::rng().random_range(0.5..=1.0))
+            };
+            self.next_store_check = mono + wait;
         }
-        self.check_timers(now);
+        self.check_timers(now, mono);
         if !self.stopping {
             self.admit_and_fill().await;
         }
@@ -236,6 +262,14 @@ impl Engine {
     /// Applies one cluster change.
     pub fn on_event(&mut self, ev: ClusterEvent) {
         let now = self.clock.now();
+        self.apply_event(ev, now);
+        let mono = Instant::now();
+        for run in self.runs.values_mut() {
+            run.arm_timers(now, mono);
+        }
+    }
+
+    fn apply_event(&mut self, ev: ClusterEvent, now: DateTime<Utc>) {
         match ev {
             ClusterEvent::PodChanged(pod) => {
                 if let Some(run) = self.runs.get_mut(&pod.task_id) {
@@ -326,87 +360,89 @@ impl Engine {
                 run.observe_pod(&pod, now);
             }
         }
+        // Jobs: a failed one ends its attempt; a confirmed one missing from a
+        // fresh list was deleted while no watch was looking.
+        let jobs = self.cluster.jobs();
+        let listed: HashSet<(&str, &str, u32)> = jobs
+            .iter()
+            .map(|j| (j.task_id.as_str(), j.node.as_str(), j.attempt))
+            .collect();
+        for job in &jobs {
+            if job.failed_reason.is_some() {
+                self.on_event(ClusterEvent::JobChanged(job.clone()));
+            }
+        }
+        let mono = Instant::now();
+        for run in self.runs.values_mut() {
+            let gone: Vec<usize> = run
+                .confirmed
+                .iter()
+                .filter(|(&i, &at)| {
+                    let node = &run.nodes[i];
+                    node.is_started()
+                        && mono.duration_since(at) >= RELIST_GRACE
+                        && !listed.contains(&(
+                            run.view.task_id.as_str(),
+                            node.node.as_str(),
+                            node.attempt,
+                        ))
+                })
+                .map(|(&i, _)| i)
+                .collect();
+            for i in gone {
+                let spec = run.spec.clone();
+                run.nodes[i].fail_attempt(
+                    "JobDeleted",
+                    "the pull Job was deleted outside the service",
+                    &spec,
+                    now,
+                );
+                run.attempt_ended(i);
+            }
+        }
     }
 
-    /// Takes up running tasks after a (re)start from the store and the cluster.
+    /// Takes up running tasks after a (re)start from the store and the
+    /// cluster. Whatever fails here is tried again at every store check.
     async fn recover(&mut self) {
-        let now = self.clock.now();
+        if self.take_up_running().await.is_ok() {
+            self.resync();
+        }
+    }
+
+    /// Takes up every stored running task that has no run in memory (after a
+    /// restart, a store outage or a lost write), adopting its live Jobs, and
+    /// deletes Jobs that belong to no running task.
+    async fn take_up_running(&mut self) -> Result<(), ()> {
         let running = match self.store.list_with_status(&[TaskStatus::Running]).await {
             Ok(t) => t,
+            Err(StoreError::Corrupt { id, message }) => {
+                self.end_unrecoverable(&id, None, &message).await;
+                return Err(());
+            }
             Err(e) => {
-                tracing::error!(error = %e, "could not load running tasks; will retry");
-                return;
+                tracing::warn!(error = %e, "could not load running tasks; will retry");
+                return Err(());
             }
         };
         let mut jobs_by_task: HashMap<String, Vec<crate::cluster::JobObservation>> = HashMap::new();
         for job in self.cluster.jobs() {
-            jobs_by_task
-                .entry(job.task_id.clone())
-                .or_default()
-                .push(job);
+            if !self.runs.contains_key(&job.task_id) {
+                jobs_by_task
+                    .entry(job.task_id.clone())
+                    .or_default()
+                    .push(job);
+            }
         }
+        let mut result = Ok(());
         for view in running {
-            let spec = match TaskSpec::from_view(&view) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(task = %view.task_id, error = %e, "stored task no longer valid");
-                    continue;
-                }
-            };
-            let records = match self.store.nodes(&view.task_id).await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(task = %view.task_id, error = %e, "could not load node records");
-                    continue;
-                }
-            };
-            let mut nodes: Vec<NodePull> = records
-                .into_iter()
-                .filter_map(|r| serde_json::from_value(r.body).ok())
-                .collect();
-            nodes.sort_by(|a, b| a.node.cmp(&b.node));
-            let mut run = TaskRun::new(view.clone(), spec, nodes);
-            run.in_flight = 0;
-            let mut jobs: HashMap<usize, Vec<crate::cluster::JobObservation>> = HashMap::new();
-            let mut stale = Vec::new();
-            for job in jobs_by_task.remove(&view.task_id).unwrap_or_default() {
-                match run.index.get(&job.node) {
-                    Some(&i) => jobs.entry(i).or_default().push(job),
-                    None => stale.push(job.name),
-                }
+            if self.runs.contains_key(&view.task_id) {
+                continue;
             }
-            for i in 0..run.nodes.len() {
-                let node_jobs = jobs.remove(&i).unwrap_or_default();
-                let node = &mut run.nodes[i];
-                // The attempt a live Job may legitimately belong to: the recorded
-                // one if the record says it started, else the next one.
-                let live_attempt = if node.is_done() {
-                    None
-                } else if node.is_started() || !node.started {
-                    Some(node.attempt)
-                } else {
-                    Some(node.attempt + 1)
-                };
-                let mut adopted = false;
-                for job in node_jobs {
-                    if Some(job.attempt) == live_attempt && !adopted {
-                        node.adopt(job.attempt, now);
-                        adopted = true;
-                    } else {
-                        stale.push(job.name);
-                    }
-                }
-                if adopted {
-                    run.in_flight += 1;
-                } else if node.is_started() {
-                    // Recorded as started but its Job never made it: start it again
-                    // under the same attempt number.
-                    node.unstart(now);
-                }
+            let jobs = jobs_by_task.remove(&view.task_id).unwrap_or_default();
+            if self.take_up(view, jobs).await.is_err() {
+                result = Err(());
             }
-            tracing::info!(task = %view.task_id, in_flight = run.in_flight, "resumed task");
-            self.delete_jobs(stale.into_iter().map(|j| (None, j)).collect());
-            self.runs.insert(view.task_id.clone(), run);
         }
         // Jobs of tasks that are not running any more (crash between "ended" and cleanup).
         for task_id in jobs_by_task.into_keys() {
@@ -416,12 +452,140 @@ impl Engine {
                 Err(e) => tracing::warn!(task = %task_id, error = %e, "orphan check failed"),
             }
         }
-        self.resync();
+        result
     }
 
-    /// Picks up cancellations made through the API and the list of pending tasks.
-    async fn check_store(&mut self) {
+    /// Takes up one running task from its stored records and its live Jobs.
+    /// `Err` if the store failed (try again later); a task whose stored form
+    /// is bad ends `Unrecoverable` instead.
+    async fn take_up(
+        &mut self,
+        view: Task,
+        jobs: Vec<crate::cluster::JobObservation>,
+    ) -> Result<(), ()> {
         let now = self.clock.now();
+        let spec = match TaskSpec::from_view(&view) {
+            Ok(s) => s,
+            Err(e) => {
+                let message = format!("the stored task no longer validates: {e}");
+                self.end_unrecoverable(&view.task_id, Some(view.clone()), &message)
+                    .await;
+                return Ok(());
+            }
+        };
+        let records = match self.store.nodes(&view.task_id).await {
+            Ok(r) => r,
+            Err(StoreError::Corrupt { message, .. }) => {
+                self.end_unrecoverable(&view.task_id, Some(view.clone()), &message)
+                    .await;
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::warn!(task = %view.task_id, error = %e, "could not load node records; will retry");
+                return Err(());
+            }
+        };
+        let nodes: Result<Vec<NodePull>, String> = records.iter().map(node_of).collect();
+        let mut nodes = match nodes {
+            Ok(n) => n,
+            Err(message) => {
+                self.end_unrecoverable(&view.task_id, Some(view.clone()), &message)
+                    .await;
+                return Ok(());
+            }
+        };
+        nodes.sort_by(|a, b| a.node.cmp(&b.node));
+        let mut run = TaskRun::new(view.clone(), spec, nodes);
+        run.anchor_start(now, Instant::now());
+        run.in_flight = 0;
+        let mut by_node: HashMap<usize, Vec<crate::cluster::JobObservation>> = HashMap::new();
+        let mut stale = Vec::new();
+        for job in jobs {
+            match run.index.get(&job.node) {
+                Some(&i) => by_node.entry(i).or_default().push(job),
+                None => stale.push(job.name),
+            }
+        }
+        for i in 0..run.nodes.len() {
+            let node_jobs = by_node.remove(&i).unwrap_or_default();
+            let node = &mut run.nodes[i];
+            // The attempt a live Job may legitimately belong to: the recorded
+            // one if the record says it started, else the next one.
+            let live_attempt = if node.is_done() {
+                None
+            } else if node.is_started() || !node.started {
+                Some(node.attempt)
+            } else {
+                Some(node.attempt + 1)
+            };
+            let mut adopted = false;
+            for job in node_jobs {
+                if Some(job.attempt) == live_attempt && !adopted {
+                    node.adopt(job.attempt, now);
+                    adopted = true;
+                } else {
+                    stale.push(job.name);
+                }
+            }
+            if adopted {
+                run.in_flight += 1;
+                run.confirmed.insert(i, Instant::now());
+            } else if node.is_started() {
+                // Recorded as started but its Job never made it: start it again
+                // under the same attempt number.
+                node.unstart(now);
+            }
+        }
+        tracing::info!(task = %view.task_id, in_flight = run.in_flight, "resumed task");
+        self.delete_jobs(stale.into_iter().map(|j| (None, j)).collect());
+        self.runs.insert(view.task_id.clone(), run);
+        Ok(())
+    }
+
+    /// Ends a running or pending task whose stored form the engine cannot
+    /// use: `failed` with reason `Unrecoverable` and `message`; its Jobs go.
+    /// `view` is the stored view if it decoded at all.
+    async fn end_unrecoverable(&mut self, id: &str, view: Option<Task>, message: &str) {
+        let now = self.clock.now();
+        tracing::error!(task = %id, error = %message, "task cannot be taken up; ending it");
+        let mut task = match view {
+            Some(v) => v,
+            None => unreadable_view(id, now),
+        };
+        task.status = TaskStatus::Failed;
+        task.reason = Some(UNRECOVERABLE_REASON.to_owned());
+        task.error_message = Some(message.to_owned());
+        task.finished_at = Some(now);
+        task.estimated_completion = None;
+        if task.webhook_url.is_some() {
+            task.webhook_status = Some(prewarm_api::WebhookStatus::Pending);
+        }
+        match self
+            .store
+            .update_if(&task, &[TaskStatus::Running, TaskStatus::Pending])
+            .await
+        {
+            Ok(true) => {
+                self.progress.publish(&task);
+                self.webhooks.notify(&task);
+                self.metrics
+                    .tasks_total
+                    .get_or_create(&StatusLabels {
+                        status: "failed".into(),
+                    })
+                    .inc();
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(task = %id, error = %e, "could not end the task; will retry"),
+        }
+        self.delete_task_jobs(id.to_owned());
+    }
+
+    /// Picks up cancellations made through the API, running tasks without a
+    /// run and the list of pending tasks. False if the store failed.
+    async fn check_store(&mut self) -> bool {
+        let now = self.clock.now();
+        let mut ok = true;
         let ids: Vec<String> = self.runs.keys().cloned().collect();
         for id in ids {
             match self.store.get(&id).await {
@@ -437,8 +601,14 @@ impl Engine {
                     self.delete_task_jobs(id);
                 }
                 Ok(Some(_)) => {}
-                Err(e) => tracing::warn!(task = %id, error = %e, "store check failed"),
+                Err(e) => {
+                    tracing::warn!(task = %id, error = %e, "store check failed");
+                    ok = false;
+                }
             }
+        }
+        if !self.stopping && self.take_up_running().await.is_err() {
+            ok = false;
         }
         match self.store.list_with_status(&[TaskStatus::Pending]).await {
             Ok(mut pending) => {
@@ -451,8 +621,16 @@ impl Engine {
                 let before = std::mem::replace(&mut self.pending, pending);
                 self.publish_ended_without_run(before).await;
             }
-            Err(e) => tracing::warn!(error = %e, "could not list pending tasks"),
+            Err(StoreError::Corrupt { id, message }) => {
+                self.end_unrecoverable(&id, None, &message).await;
+                ok = false;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list pending tasks");
+                ok = false;
+            }
         }
+        ok
     }
 
     /// Tasks that left `pending` without being started were cancelled
@@ -496,7 +674,9 @@ impl Engine {
         let spec = match TaskSpec::from_view(&view) {
             Ok(s) => s,
             Err(e) => {
-                tracing::error!(task = %view.task_id, error = %e, "stored task is invalid");
+                let message = format!("the stored task no longer validates: {e}");
+                self.end_unrecoverable(&view.task_id, Some(view.clone()), &message)
+                    .await;
                 return;
             }
         };
@@ -557,6 +737,7 @@ impl Engine {
         view.status = TaskStatus::Running;
         view.started_at = Some(now);
         let mut run = TaskRun::new(view, spec, nodes);
+        run.anchor_start(now, Instant::now());
         run.refresh_view(now);
         match self
             .store
@@ -577,6 +758,7 @@ impl Engine {
     /// Starts nodes in every task's window, highest priority first, within the global cap.
     fn fill_windows(&mut self) {
         let now = self.clock.now();
+        let mono = Instant::now();
         let mut order: Vec<(i32, DateTime<Utc>, String)> = self
             .runs
             .values()
@@ -594,19 +776,8 @@ impl Engine {
             let window = run.spec.batch_size as usize;
             let mut starts = Vec::new();
             // Retries whose wait is over come first, then never-started nodes in order.
-            let retries: Vec<usize> = run
-                .nodes
-                .iter()
-                .enumerate()
-                .filter(|(_, n)| {
-                    n.started
-                        && matches!(
-                            n.phase,
-                            crate::domain::node_pull::NodePhase::RetryWait { .. }
-                        )
-                        && ready_to_start(&n.phase, now)
-                })
-                .map(|(i, _)| i)
+            let retries: Vec<usize> = (0..run.nodes.len())
+                .filter(|&i| run.nodes[i].started && run.ready(i, now, mono))
                 .collect();
             for i in retries {
                 if run.in_flight >= window || total >= self.config.max_concurrent_nodes {
@@ -621,7 +792,7 @@ impl Engine {
                 && run.cursor < run.nodes.len()
             {
                 let i = run.cursor;
-                if !run.nodes[i].started && ready_to_start(&run.nodes[i].phase, now) {
+                if !run.nodes[i].started && run.ready(i, now, mono) {
                     starts.push(i);
                     run.in_flight += 1;
                     total += 1;
@@ -633,6 +804,7 @@ impl Engine {
             }
             for i in starts {
                 let attempt = run.nodes[i].start(now);
+                run.set_timer(i, mono);
                 run.attempt_started.insert(i, now);
                 run.dirty = true;
                 let job = PullJob {
@@ -657,7 +829,18 @@ impl Engine {
                 let task_id = run.view.task_id.clone();
                 tokio::spawn(async move {
                     let _permit = permits.acquire_owned().await;
-                    let result = cluster.create_job(&job).await;
+                    let result = match tokio::time::timeout(
+                        API_CALL_TIMEOUT,
+                        cluster.create_job(&job),
+                    )
+                    .await
+                    {
+                        Ok(result) => result,
+                        Err(_) => Err(ClusterError::Unreachable(format!(
+                            "no answer within {}s",
+                            API_CALL_TIMEOUT.as_secs()
+                        ))),
+                    };
                     let _ = tx.send(Created {
                         task_id,
                         node: i,
@@ -670,34 +853,52 @@ impl Engine {
     }
 
     fn on_created(&mut self, created: Created) {
-        let Err(err) = created.result else {
-            return;
-        };
         let now = self.clock.now();
+        let mono = Instant::now();
+        let pull_timeout = self.config.pull_timeout;
         let Some(run) = self.runs.get_mut(&created.task_id) else {
             return;
         };
-        let node = &mut run.nodes[created.node];
+        let i = created.node;
+        let node = &run.nodes[i];
         if !node.is_started() || node.attempt != created.attempt {
             return;
         }
-        match &err {
-            ClusterError::Api { code, message, .. }
-                if (400..500).contains(code) && *code != 409 && *code != 429 =>
-            {
-                tracing::warn!(task = %created.task_id, node = %node.node, error = %err, "pull Job rejected");
-                let spec = run.spec.clone();
-                run.nodes[created.node].abort("JobRejected", message, now);
-                run.attempt_ended(created.node);
-                let _ = spec;
+        let err = match created.result {
+            Ok(()) => {
+                run.confirmed.insert(i, mono);
+                run.create_failures.remove(&i);
+                return;
             }
-            _ => {
-                tracing::warn!(task = %created.task_id, node = %node.node, error = %err, "pull Job creation failed; retrying");
-                node.unstart(now + chrono::Duration::from_std(CREATE_RETRY).unwrap_or_default());
-                run.in_flight = run.in_flight.saturating_sub(1);
-                run.cursor = run.cursor.min(created.node);
-            }
+            Err(err) => err,
+        };
+        let (failures, since) = {
+            let entry = run.create_failures.entry(i).or_insert((0, mono));
+            entry.0 += 1;
+            *entry
+        };
+        let give_up = match create_failure(&err) {
+            CreateFailure::Permanent => true,
+            CreateFailure::UntilPullTimeout => mono.duration_since(since) >= pull_timeout,
+            CreateFailure::Transient => false,
+        };
+        if give_up {
+            tracing::warn!(task = %created.task_id, node = %node.node, error = %err, "pull Job rejected");
+            let message = match &err {
+                ClusterError::Api { message, .. } => message.clone(),
+                other => other.to_string(),
+            };
+            run.create_failures.remove(&i);
+            run.nodes[i].abort("JobRejected", &message, now);
+            run.attempt_ended(i);
+            return;
         }
+        let wait = create_backoff(failures, err.retry_after());
+        tracing::warn!(task = %created.task_id, node = %node.node, error = %err, failures, retry_in_ms = wait.as_millis() as u64, "pull Job creation failed; retrying");
+        run.nodes[i].unstart(now + chrono::Duration::from_std(wait).unwrap_or_default());
+        run.set_timer(i, mono + wait);
+        run.in_flight = run.in_flight.saturating_sub(1);
+        run.cursor = run.cursor.min(i);
     }
 
     fn on_deleted(&mut self, deleted: Deleted) {
@@ -707,38 +908,40 @@ impl Engine {
     }
 
     /// Pull timeouts, task timeouts.
-    fn check_timers(&mut self, now: DateTime<Utc>) {
-        let pull_timeout = chrono::Duration::from_std(self.config.pull_timeout).unwrap_or_default();
+    fn check_timers(&mut self, now: DateTime<Utc>, mono: Instant) {
+        let pull_timeout = self.config.pull_timeout;
         for run in self.runs.values_mut() {
-            if run.spec.timeout_seconds > 0 {
-                if let Some(started) = run.view.started_at {
-                    let limit = chrono::Duration::seconds(run.spec.timeout_seconds as i64);
-                    if now - started > limit && !run.all_done() {
-                        let message = format!(
-                            "task did not finish within timeoutSeconds={}",
-                            run.spec.timeout_seconds
-                        );
-                        for i in 0..run.nodes.len() {
-                            if !run.nodes[i].is_done() {
-                                let was_started = run.nodes[i].is_started();
-                                run.nodes[i].abort(TIMEOUT_REASON, &message, now);
-                                if was_started {
-                                    run.attempt_ended(i);
-                                } else {
-                                    run.unrecorded.insert(i);
-                                }
-                            }
+            let limit = Duration::from_secs(run.spec.timeout_seconds);
+            if run.spec.timeout_seconds > 0
+                && mono.duration_since(run.started) > limit
+                && !run.all_done()
+            {
+                let message = format!(
+                    "task did not finish within timeoutSeconds={}",
+                    run.spec.timeout_seconds
+                );
+                for i in 0..run.nodes.len() {
+                    if !run.nodes[i].is_done() {
+                        let was_started = run.nodes[i].is_started();
+                        run.nodes[i].abort(TIMEOUT_REASON, &message, now);
+                        if was_started {
+                            run.attempt_ended(i);
+                        } else {
+                            run.unrecorded.insert(i);
                         }
-                        run.view.reason = Some(TIMEOUT_REASON.to_owned());
-                        run.view.error_message = Some(message);
-                        run.dirty = true;
-                        continue;
                     }
                 }
+                run.view.reason = Some(TIMEOUT_REASON.to_owned());
+                run.view.error_message = Some(message);
+                run.dirty = true;
+                continue;
             }
             for i in 0..run.nodes.len() {
-                if let crate::domain::node_pull::NodePhase::Started { since } = run.nodes[i].phase {
-                    if now - since > pull_timeout {
+                if !run.nodes[i].is_started() {
+                    continue;
+                }
+                if let Some(since) = run.timer(i, now, mono) {
+                    if mono.duration_since(since) > pull_timeout {
                         let spec = run.spec.clone();
                         let message = format!(
                             "image pulls did not finish within {}s",
@@ -852,10 +1055,11 @@ impl Engine {
             );
         }
         self.delete_jobs(doomed);
-        if !force_views && elapsed(self.last_view_flush, now) < VIEW_FLUSH_EVERY {
+        let mono = Instant::now();
+        if !force_views && mono.duration_since(self.last_view_flush) < VIEW_FLUSH_EVERY {
             return;
         }
-        self.last_view_flush = now;
+        self.last_view_flush = mono;
         let mut lost = Vec::new();
         for run in self.runs.values_mut().filter(|r| r.dirty) {
             run.refresh_view(now);
@@ -918,8 +1122,52 @@ fn count_ended_attempts(metrics: &Metrics, run: &mut TaskRun) {
     }
 }
 
-fn elapsed(since: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
-    (now - since).to_std().unwrap_or_default()
+/// A view standing in for a stored task that does not decode.
+fn unreadable_view(id: &str, now: DateTime<Utc>) -> Task {
+    let spec = TaskSpec::from_request(prewarm_api::CreateTaskRequest {
+        images: vec!["unknown".to_owned()],
+        ..Default::default()
+    })
+    .expect("a one-image request is valid");
+    let mut task = spec.new_task(crate::domain::task::TaskId(id.to_owned()), "unknown", now);
+    task.images.clear();
+    task.image_statuses.clear();
+    task
+}
+
+/// How the engine treats a refused Job creation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CreateFailure {
+    /// Throttling, server errors, timeouts, a lost connection: retry with backoff.
+    Transient,
+    /// A ResourceQuota or an admission webhook said no (403): usually temporary,
+    /// so retry with backoff until the pull timeout, then fail with the server's message.
+    UntilPullTimeout,
+    /// The request itself is wrong (400, 422, ...): fail the node now.
+    Permanent,
+}
+
+fn create_failure(err: &ClusterError) -> CreateFailure {
+    match err {
+        ClusterError::Unreachable(_) => CreateFailure::Transient,
+        ClusterError::Api { code, .. } => match code {
+            403 => CreateFailure::UntilPullTimeout,
+            408 | 409 | 429 => CreateFailure::Transient,
+            c if *c >= 500 => CreateFailure::Transient,
+            _ => CreateFailure::Permanent,
+        },
+    }
+}
+
+/// Wait before the next creation attempt after `failures` failures in a row:
+/// exponential with jitter (half to all of the step), never less than what
+/// the server asked for with `Retry-After`.
+fn create_backoff(failures: u32, retry_after: Option<Duration>) -> Duration {
+    let step = CREATE_BACKOFF
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(CREATE_BACKOFF_MAX);
+    let jittered = step.mul_f64(rand::rng().random_range(0.5..=1.0));
+    jittered.max(retry_after.unwrap_or_default())
 }
 
 /// Nodes a task pulls on: selector ∧ names, Ready, not cordoned, taints per spec; sorted by name.

@@ -5,6 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use prewarm_api::{Task, TaskStatus};
+use tokio::time::Instant;
 
 use crate::cluster::pull_job::{container_index, job_name};
 use crate::cluster::{ContainerState, PodObservation};
@@ -41,6 +42,39 @@ pub struct TaskRun {
     pub attempt_started: HashMap<usize, DateTime<Utc>>,
     /// Node attempts ended since the metrics were last updated: (outcome, seconds).
     pub ended: Vec<(&'static str, f64)>,
+    /// When the task started, on the monotonic clock (for `timeoutSeconds`).
+    pub started: Instant,
+    /// Monotonic deadlines behind the nodes' wall-clock phase times.
+    pub timers: HashMap<usize, NodeTimer>,
+    /// Nodes whose current attempt's Job the API server confirmed, and when.
+    pub confirmed: HashMap<usize, Instant>,
+    /// Nodes whose Job creation keeps failing: failures so far and since when.
+    pub create_failures: HashMap<usize, (u32, Instant)>,
+    /// Nodes whose phase changed since their timers were last fixed.
+    untimed: Vec<usize>,
+}
+
+/// The monotonic instant a node's phase refers to (attempt start or retry
+/// time), fixed when first seen so that wall-clock steps move nothing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NodeTimer {
+    attempt: u32,
+    started: bool,
+    wall: DateTime<Utc>,
+    /// The instant itself.
+    pub at: Instant,
+}
+
+/// `wall_at` on the monotonic clock, given that `wall` and `mono` are now.
+pub fn to_monotonic(wall_at: DateTime<Utc>, wall: DateTime<Utc>, mono: Instant) -> Instant {
+    let offset = wall_at - wall;
+    match offset.to_std() {
+        Ok(ahead) => mono + ahead,
+        Err(_) => {
+            let behind = (-offset).to_std().unwrap_or_default();
+            mono.checked_sub(behind).unwrap_or(mono)
+        }
+    }
 }
 
 impl TaskRun {
@@ -65,6 +99,79 @@ impl TaskRun {
             dirty: true,
             attempt_started: HashMap::new(),
             ended: Vec::new(),
+            started: Instant::now(),
+            timers: HashMap::new(),
+            confirmed: HashMap::new(),
+            create_failures: HashMap::new(),
+            untimed: Vec::new(),
+        }
+    }
+
+    /// Fixes the timers of nodes whose phase changed (call with the clocks
+    /// read when the change was made).
+    pub fn arm_timers(&mut self, wall: DateTime<Utc>, mono: Instant) {
+        for i in std::mem::take(&mut self.untimed) {
+            self.timer(i, wall, mono);
+        }
+    }
+
+    /// Places the task's start on the monotonic clock from its stored
+    /// `startedAt` (once, when the run is built).
+    pub fn anchor_start(&mut self, wall: DateTime<Utc>, mono: Instant) {
+        if let Some(started_at) = self.view.started_at {
+            self.started = to_monotonic(started_at.min(wall), wall, mono);
+        }
+    }
+
+    /// The monotonic instant behind node `i`'s phase: when its attempt
+    /// started, or when its retry may start. Derived once from the phase's
+    /// wall time and then kept.
+    pub fn timer(&mut self, i: usize, wall: DateTime<Utc>, mono: Instant) -> Option<Instant> {
+        let node = &self.nodes[i];
+        let (started, wall_at) = match node.phase {
+            NodePhase::Started { since } => (true, since),
+            NodePhase::RetryWait { until } => (false, until),
+            _ => {
+                self.timers.remove(&i);
+                return None;
+            }
+        };
+        let key = (node.attempt, started, wall_at);
+        if let Some(t) = self.timers.get(&i) {
+            if (t.attempt, t.started, t.wall) == key {
+                return Some(t.at);
+            }
+        }
+        let at = to_monotonic(wall_at, wall, mono);
+        self.set_timer(i, at);
+        Some(at)
+    }
+
+    /// Fixes node `i`'s current phase to the monotonic instant `at`.
+    pub fn set_timer(&mut self, i: usize, at: Instant) {
+        let node = &self.nodes[i];
+        let (started, wall) = match node.phase {
+            NodePhase::Started { since } => (true, since),
+            NodePhase::RetryWait { until } => (false, until),
+            _ => return,
+        };
+        self.timers.insert(
+            i,
+            NodeTimer {
+                attempt: node.attempt,
+                started,
+                wall,
+                at,
+            },
+        );
+    }
+
+    /// Whether node `i` may start an attempt now.
+    pub fn ready(&mut self, i: usize, wall: DateTime<Utc>, mono: Instant) -> bool {
+        match self.nodes[i].phase {
+            NodePhase::Waiting => true,
+            NodePhase::RetryWait { .. } => self.timer(i, wall, mono).is_some_and(|at| at <= mono),
+            _ => false,
         }
     }
 
@@ -100,6 +207,8 @@ impl TaskRun {
             self.ended.push((outcome, -1.0));
         }
         self.attempt_started.remove(&i);
+        self.confirmed.remove(&i);
+        self.untimed.push(i);
         let job = self.job_of(i);
         self.doomed_jobs.push(job);
         self.dirty = true;
@@ -253,12 +362,49 @@ fn pull_failure(c: &crate::cluster::ContainerObservation) -> Option<(String, Str
     }
 }
 
-/// The durable record of a node.
+/// Version of the node record layout this build writes and reads.
+pub const NODE_RECORD_VERSION: u64 = 1;
+/// Field of a node record holding its layout version.
+const VERSION_FIELD: &str = "recordVersion";
+
+/// The durable record of a node, tagged with its layout version.
 pub fn record_of(node: &NodePull) -> NodeRecord {
+    let mut body = serde_json::to_value(node).unwrap_or(serde_json::Value::Null);
+    if let Some(fields) = body.as_object_mut() {
+        fields.insert(VERSION_FIELD.to_owned(), NODE_RECORD_VERSION.into());
+    }
     NodeRecord {
         node: node.node.clone(),
-        body: serde_json::to_value(node).unwrap_or(serde_json::Value::Null),
+        body,
     }
+}
+
+/// A node back from its record; why not, if the record is from a newer
+/// build or does not decode (records without a version are version 1).
+pub fn node_of(record: &NodeRecord) -> Result<NodePull, String> {
+    let version = record
+        .body
+        .get(VERSION_FIELD)
+        .map_or(Some(1), serde_json::Value::as_u64);
+    match version {
+        Some(v) if v <= NODE_RECORD_VERSION => {}
+        _ => {
+            return Err(format!(
+                "node record {} has layout version {}, newer than this build reads ({NODE_RECORD_VERSION})",
+                record.node,
+                record.body.get(VERSION_FIELD).unwrap_or(&serde_json::Value::Null)
+            ))
+        }
+    }
+    let node: NodePull = serde_json::from_value(record.body.clone())
+        .map_err(|e| format!("node record {} does not decode: {e}", record.node))?;
+    if node.node != record.node {
+        return Err(format!(
+            "node record {} names node {}",
+            record.node, node.node
+        ));
+    }
+    Ok(node)
 }
 
 /// Projected end from the throughput observed since the task started.
@@ -276,15 +422,6 @@ fn estimate(
     let remaining = f64::from(total - done.min(total));
     let per_node = elapsed / f64::from(done);
     Some(now + chrono::Duration::milliseconds((per_node * remaining) as i64))
-}
-
-/// Whether a node phase lets a new attempt start at `now`.
-pub fn ready_to_start(phase: &NodePhase, now: DateTime<Utc>) -> bool {
-    match phase {
-        NodePhase::Waiting => true,
-        NodePhase::RetryWait { until } => *until <= now,
-        _ => false,
-    }
 }
 
 #[cfg(test)]

@@ -1,119 +1,17 @@
 //! Engine logic through the `Cluster` trait with an in-memory cluster and a
 //! hand-driven clock. The real API server is exercised by the integration tests.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use async_trait::async_trait;
 use prewarm_api::{CreateTaskRequest, TaskStatus};
-use tokio::sync::broadcast;
 
 use super::*;
 use crate::clock::ManualClock;
+use crate::cluster::fake::{FakeCluster, Fault};
 use crate::cluster::pull_job::container_name;
-use crate::cluster::{
-    ClusterResult, ContainerObservation, ContainerState, JobObservation, PodObservation,
-};
+use crate::cluster::{ContainerObservation, ContainerState, PodObservation};
 use crate::domain::task::TaskId;
 use crate::store::MemoryStore;
-
-#[derive(Default)]
-struct FakeState {
-    nodes: Vec<NodeInfo>,
-    alive: BTreeMap<String, PullJob>,
-    creates: Vec<String>,
-    max_alive_per_task: HashMap<String, usize>,
-}
-
-/// Jobs live in a map; pods are whatever the test reports.
-struct FakeCluster {
-    state: Mutex<FakeState>,
-    events: broadcast::Sender<ClusterEvent>,
-}
-
-impl FakeCluster {
-    fn new(nodes: Vec<NodeInfo>) -> Arc<FakeCluster> {
-        Arc::new(FakeCluster {
-            state: Mutex::new(FakeState {
-                nodes,
-                ..Default::default()
-            }),
-            events: broadcast::channel(1024).0,
-        })
-    }
-    fn alive(&self) -> Vec<PullJob> {
-        self.state.lock().unwrap().alive.values().cloned().collect()
-    }
-    fn creates(&self) -> Vec<String> {
-        self.state.lock().unwrap().creates.clone()
-    }
-    fn max_alive(&self, task: &str) -> usize {
-        self.state
-            .lock()
-            .unwrap()
-            .max_alive_per_task
-            .get(task)
-            .copied()
-            .unwrap_or(0)
-    }
-}
-
-#[async_trait]
-impl Cluster for FakeCluster {
-    async fn synced(&self) {}
-    fn nodes(&self) -> Vec<NodeInfo> {
-        self.state.lock().unwrap().nodes.clone()
-    }
-    fn jobs(&self) -> Vec<JobObservation> {
-        self.alive()
-            .into_iter()
-            .map(|j| JobObservation {
-                name: j.name(),
-                task_id: j.task_id.clone(),
-                node: j.node.clone(),
-                attempt: j.attempt,
-                failed_reason: None,
-            })
-            .collect()
-    }
-    fn pods(&self) -> Vec<PodObservation> {
-        Vec::new()
-    }
-    fn subscribe(&self) -> broadcast::Receiver<ClusterEvent> {
-        self.events.subscribe()
-    }
-    async fn create_job(&self, job: &PullJob) -> ClusterResult<()> {
-        let mut s = self.state.lock().unwrap();
-        s.creates.push(job.name());
-        s.alive.insert(job.name(), job.clone());
-        let n = s
-            .alive
-            .values()
-            .filter(|j| j.task_id == job.task_id)
-            .count();
-        let m = s.max_alive_per_task.entry(job.task_id.clone()).or_default();
-        *m = (*m).max(n);
-        Ok(())
-    }
-    async fn delete_job(&self, name: &str) -> ClusterResult<()> {
-        self.state.lock().unwrap().alive.remove(name);
-        Ok(())
-    }
-    async fn delete_task_jobs(&self, task_id: &str) -> ClusterResult<()> {
-        self.state
-            .lock()
-            .unwrap()
-            .alive
-            .retain(|_, j| j.task_id != task_id);
-        Ok(())
-    }
-    fn connected(&self) -> bool {
-        true
-    }
-    async fn probe(&self) -> ClusterResult<()> {
-        Ok(())
-    }
-}
 
 fn node(name: &str, labels: &[(&str, &str)]) -> NodeInfo {
     NodeInfo {
@@ -138,7 +36,11 @@ struct Harness {
 
 impl Harness {
     fn new(nodes: Vec<NodeInfo>, cap: usize) -> Harness {
-        Self::with(Arc::new(MemoryStore::new()), FakeCluster::new(nodes), cap)
+        Self::with(
+            Arc::new(MemoryStore::new()),
+            Arc::new(FakeCluster::with_nodes(nodes)),
+            cap,
+        )
     }
 
     fn with(store: Arc<MemoryStore>, cluster: Arc<FakeCluster>, cap: usize) -> Harness {
@@ -220,6 +122,12 @@ impl Harness {
         }
     }
 
+    /// Moves both clocks: the wall clock users see and the monotonic one timers use.
+    async fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+        tokio::time::advance(by).await;
+    }
+
     async fn task(&self, id: &str) -> prewarm_api::Task {
         self.store.get(id).await.unwrap().unwrap()
     }
@@ -238,7 +146,7 @@ fn images(list: &[&str]) -> CreateTaskRequest {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn rolling_window_never_exceeds_batch_and_completes() {
     let nodes = (0..10).map(|i| node(&format!("n{i}"), &[])).collect();
     let mut h = Harness::new(nodes, 500);
@@ -254,7 +162,7 @@ async fn rolling_window_never_exceeds_batch_and_completes() {
     for _ in 0..10 {
         h.report_all(&[]);
         h.step().await;
-        h.clock.advance(Duration::from_secs(1));
+        h.advance(Duration::from_secs(1)).await;
     }
     let task = h.task(&id).await;
     assert_eq!(task.status, TaskStatus::Completed);
@@ -268,7 +176,7 @@ async fn rolling_window_never_exceeds_batch_and_completes() {
     assert_eq!(h.cluster.creates().len(), 10, "one Job per node");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn transient_failures_retry_after_the_delay() {
     let mut h = Harness::new(vec![node("n0", &[])], 500);
     let id = h
@@ -282,10 +190,10 @@ async fn transient_failures_retry_after_the_delay() {
     h.report_all(&[("flaky/app:1", "ErrImagePull")]);
     h.step().await;
     assert!(h.cluster.alive().is_empty(), "failed attempt's Job deleted");
-    h.clock.advance(Duration::from_secs(29));
+    h.advance(Duration::from_secs(29)).await;
     h.step().await;
     assert!(h.cluster.alive().is_empty(), "not before the retry delay");
-    h.clock.advance(Duration::from_secs(2));
+    h.advance(Duration::from_secs(2)).await;
     h.step().await;
     let alive = h.cluster.alive();
     assert_eq!(alive.len(), 1);
@@ -296,7 +204,7 @@ async fn transient_failures_retry_after_the_delay() {
     assert_eq!(task.status, TaskStatus::Completed);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn exhausted_retries_fail_naming_node_image_and_reason() {
     let mut h = Harness::new(vec![node("n0", &[]), node("n1", &[])], 500);
     let id = h.submit(images(&["nginx:1", "bad/app:1"])).await;
@@ -315,11 +223,11 @@ async fn exhausted_retries_fail_naming_node_image_and_reason() {
     assert_eq!(task.image_statuses[0].completed_nodes, 2);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn restart_adopts_jobs_without_duplicates() {
     let nodes: Vec<NodeInfo> = (0..6).map(|i| node(&format!("n{i}"), &[])).collect();
     let store = Arc::new(MemoryStore::new());
-    let cluster = FakeCluster::new(nodes);
+    let cluster = Arc::new(FakeCluster::with_nodes(nodes));
     let mut h = Harness::with(store.clone(), cluster.clone(), 500);
     let id = h
         .submit(CreateTaskRequest {
@@ -369,12 +277,12 @@ async fn restart_adopts_jobs_without_duplicates() {
     assert_eq!(n, 6);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn higher_priority_takes_free_slots_first() {
     let nodes = (0..4).map(|i| node(&format!("n{i}"), &[])).collect();
     let mut h = Harness::new(nodes, 2);
     let low = h.submit(images(&["low:1"])).await;
-    h.clock.advance(Duration::from_secs(1));
+    h.advance(Duration::from_secs(1)).await;
     let high = h
         .submit(CreateTaskRequest {
             priority: Some(100),
@@ -388,7 +296,7 @@ async fn higher_priority_takes_free_slots_first() {
     assert_eq!(h.task(&low).await.status, TaskStatus::Pending);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn cancel_deletes_jobs_and_starts_no_more() {
     let nodes = (0..5).map(|i| node(&format!("n{i}"), &[])).collect();
     let mut h = Harness::new(nodes, 500);
@@ -408,7 +316,7 @@ async fn cancel_deletes_jobs_and_starts_no_more() {
     assert_eq!(h.task(&id).await.status, TaskStatus::Cancelled);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn selection_follows_selector_readiness_cordons_and_taints() {
     let mut cordoned = node("c0", &[("w", "a")]);
     cordoned.unschedulable = true;
@@ -442,7 +350,7 @@ async fn selection_follows_selector_readiness_cordons_and_taints() {
     assert_eq!(task.progress.completed_nodes, 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn no_matching_node_fails_with_a_message() {
     let mut h = Harness::new(vec![node("a0", &[])], 500);
     let id = h
@@ -458,7 +366,7 @@ async fn no_matching_node_fails_with_a_message() {
     assert!(task.error_message.unwrap().contains("gpu"));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn node_gone_is_skipped_not_failed() {
     let mut h = Harness::new(vec![node("a0", &[]), node("a1", &[])], 500);
     let id = h.submit(images(&["nginx:1"])).await;
@@ -474,7 +382,7 @@ async fn node_gone_is_skipped_not_failed() {
     assert_eq!(task.progress.percentage, 100.0);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn pull_and_task_timeouts() {
     let mut h = Harness::new(vec![node("a0", &[])], 500);
     let id = h
@@ -485,7 +393,7 @@ async fn pull_and_task_timeouts() {
         .await;
     h.step().await;
     assert_eq!(h.cluster.alive().len(), 1);
-    h.clock.advance(Duration::from_secs(61));
+    h.advance(Duration::from_secs(61)).await;
     h.step().await;
     let task = h.task(&id).await;
     assert_eq!(task.status, TaskStatus::Failed);
@@ -494,9 +402,193 @@ async fn pull_and_task_timeouts() {
 
     let id = h.submit(images(&["slow:2"])).await;
     h.step().await;
-    h.clock.advance(Duration::from_secs(601));
+    h.advance(Duration::from_secs(601)).await;
     h.step().await;
     let task = h.task(&id).await;
     assert_eq!(task.status, TaskStatus::Failed);
     assert_eq!(task.failed_node_details[0].reason, "Timeout");
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttled_create_waits_for_retry_after_and_creates_once() {
+    let mut h = Harness::new(vec![node("a0", &[])], 500);
+    let id = h.submit(images(&["nginx:1"])).await;
+    h.cluster.fail_creates([Fault::throttled(7)]);
+    h.step().await;
+    assert!(h.cluster.alive().is_empty());
+    assert_eq!(h.cluster.create_calls(), 1);
+    h.advance(Duration::from_secs(6)).await;
+    h.step().await;
+    assert_eq!(h.cluster.create_calls(), 1, "not before Retry-After");
+    h.advance(Duration::from_secs(2)).await;
+    h.step().await;
+    assert_eq!(h.cluster.alive().len(), 1);
+    h.report_all(&[]);
+    h.step().await;
+    assert_eq!(h.task(&id).await.status, TaskStatus::Completed);
+    assert_eq!(h.cluster.creates().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_errors_back_off_exponentially_per_node() {
+    let mut h = Harness::new(vec![node("a0", &[]), node("a1", &[])], 500);
+    let id = h.submit(images(&["nginx:1"])).await;
+    // Both nodes' first creates and a0's (or a1's) second fail.
+    h.cluster.fail_creates([
+        Fault::server_error(),
+        Fault::server_error(),
+        Fault::server_error(),
+    ]);
+    h.step().await;
+    assert_eq!(h.cluster.create_calls(), 2);
+    // First backoff is 0.5–1 s; the second, 1–2 s.
+    h.advance(Duration::from_millis(1_001)).await;
+    h.step().await;
+    assert_eq!(h.cluster.create_calls(), 4, "each node retried once");
+    assert_eq!(h.cluster.alive().len(), 1);
+    h.step().await;
+    assert_eq!(h.cluster.create_calls(), 4, "the failing node waits");
+    h.advance(Duration::from_millis(2_001)).await;
+    h.step().await;
+    assert_eq!(h.cluster.alive().len(), 2);
+    h.report_all(&[]);
+    h.step().await;
+    let task = h.task(&id).await;
+    assert_eq!(task.status, TaskStatus::Completed);
+    assert_eq!(task.progress.completed_nodes, 2);
+    assert_eq!(h.cluster.creates().len(), 2, "no duplicate Jobs");
+}
+
+#[tokio::test(start_paused = true)]
+async fn quota_refusals_are_retried_until_the_pull_timeout() {
+    let mut h = Harness::new(vec![node("a0", &[])], 500);
+    let id = h.submit(images(&["nginx:1"])).await;
+    h.cluster
+        .fail_creates(std::iter::repeat_n(Fault::quota(), 1_000));
+    h.step().await;
+    for _ in 0..9 {
+        h.advance(Duration::from_secs(60)).await;
+        h.step().await;
+    }
+    assert_eq!(
+        h.task(&id).await.status,
+        TaskStatus::Running,
+        "still trying at 9 min"
+    );
+    assert!(h.cluster.create_calls() > 5);
+    for _ in 0..3 {
+        h.advance(Duration::from_secs(60)).await;
+        h.step().await;
+    }
+    let task = h.task(&id).await;
+    assert_eq!(task.status, TaskStatus::Failed);
+    let d = &task.failed_node_details[0];
+    assert_eq!(d.reason, "JobRejected");
+    assert!(d.message.contains("403"), "{}", d.message);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_invalid_job_fails_the_node_at_once() {
+    let mut h = Harness::new(vec![node("a0", &[])], 500);
+    let id = h.submit(images(&["nginx:1"])).await;
+    h.cluster.fail_creates([Fault::invalid()]);
+    h.step().await;
+    h.step().await;
+    let task = h.task(&id).await;
+    assert_eq!(task.status, TaskStatus::Failed);
+    assert_eq!(task.failed_node_details[0].reason, "JobRejected");
+    assert_eq!(h.cluster.create_calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_create_that_never_answers_times_out_and_is_retried() {
+    let mut h = Harness::new(vec![node("a0", &[])], 500);
+    let id = h.submit(images(&["nginx:1"])).await;
+    h.cluster.fail_creates([Fault::Hang]);
+    h.step().await;
+    h.advance(Duration::from_secs(29)).await;
+    h.step().await;
+    assert_eq!(h.cluster.create_calls(), 1);
+    h.advance(Duration::from_secs(2)).await;
+    h.step().await;
+    h.advance(Duration::from_secs(2)).await;
+    h.step().await;
+    assert_eq!(h.cluster.alive().len(), 1);
+    h.report_all(&[]);
+    h.step().await;
+    assert_eq!(h.task(&id).await.status, TaskStatus::Completed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn wall_clock_steps_neither_time_out_nor_freeze_nodes() {
+    let mut h = Harness::new(vec![node("a0", &[]), node("a1", &[])], 500);
+    let id = h
+        .submit(CreateTaskRequest {
+            batch_size: Some(1),
+            timeout_seconds: Some(600),
+            ..images(&["nginx:1"])
+        })
+        .await;
+    h.step().await;
+    assert_eq!(h.cluster.alive().len(), 1);
+    // NTP steps the wall clock two hours ahead: no pull or task timeout fires.
+    h.clock.advance(Duration::from_secs(7_200));
+    h.step().await;
+    assert_eq!(h.task(&id).await.status, TaskStatus::Running);
+    assert_eq!(h.cluster.alive().len(), 1);
+    // ... and then four hours back: work goes on.
+    h.clock
+        .set(h.clock.now() - chrono::Duration::seconds(14_400));
+    h.report_all(&[]);
+    h.step().await;
+    h.advance(Duration::from_secs(1)).await;
+    h.step().await;
+    assert_eq!(h.cluster.alive().len(), 1, "the second node started");
+    h.report_all(&[]);
+    h.step().await;
+    h.advance(Duration::from_secs(1)).await;
+    h.step().await;
+    assert_eq!(h.task(&id).await.status, TaskStatus::Completed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_deleted_during_a_watch_gap_is_resolved_at_the_relist() {
+    let mut h = Harness::new(vec![node("a0", &[]), node("a1", &[])], 500);
+    let id = h
+        .submit(CreateTaskRequest {
+            max_retries: Some(0),
+            ..images(&["nginx:1"])
+        })
+        .await;
+    h.step().await;
+    let gone = h.cluster.alive()[0].clone();
+    h.cluster.delete_unseen(&gone.name());
+    h.advance(Duration::from_secs(10)).await;
+    h.step().await;
+    assert_eq!(
+        h.task(&id).await.progress.failed_nodes,
+        0,
+        "no event, no news"
+    );
+    h.engine.on_event(ClusterEvent::Resynced);
+    h.report_all(&[]);
+    h.step().await;
+    let task = h.task(&id).await;
+    assert_eq!(task.status, TaskStatus::Failed);
+    assert_eq!(task.progress.completed_nodes, 1);
+    assert_eq!(task.failed_node_details[0].node_name, gone.node);
+    assert_eq!(task.failed_node_details[0].reason, "JobDeleted");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_just_created_is_not_taken_for_gone_by_an_older_list() {
+    let mut h = Harness::new(vec![node("a0", &[])], 500);
+    let id = h.submit(images(&["nginx:1"])).await;
+    h.step().await;
+    let job = h.cluster.alive()[0].clone();
+    // The relist was taken before the create landed in it.
+    h.cluster.delete_unseen(&job.name());
+    h.engine.on_event(ClusterEvent::Resynced);
+    h.step().await;
+    assert_eq!(h.task(&id).await.progress.failed_nodes, 0);
 }

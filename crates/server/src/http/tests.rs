@@ -1,7 +1,7 @@
 //! Handler tests through the real router, without a socket or a cluster:
 //! a memory store, a fake cluster and an engine that is built but not run.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,71 +12,18 @@ use axum::Router;
 use chrono::{DateTime, Utc};
 use prewarm_api::{Task, TaskStatus};
 use serde_json::{json, Value};
-use tokio::sync::broadcast;
 use tower::ServiceExt;
 
 use super::{router_with_timeout, AppState, REQUEST_TIMEOUT};
 use crate::clock::ManualClock;
-use crate::cluster::{
-    Cluster, ClusterError, ClusterEvent, ClusterResult, JobObservation, NodeInfo, PodObservation,
-    PullJob,
-};
 use crate::engine::{Engine, EngineConfig};
-use crate::store::{CancelOutcome, MemoryStore, NodeRecord, StoreError, StoreResult, TaskStore};
+use crate::store::{
+    CancelOutcome, MemoryStore, NodeRecord, Retention, StoreError, StoreResult, TaskStore,
+};
 
 const START: &str = "2024-01-16T10:00:00Z";
 
-/// A cluster with no nodes that accepts every change; its probe can be failed.
-pub(crate) struct FakeCluster {
-    pub(crate) probe_ok: AtomicBool,
-    events: broadcast::Sender<ClusterEvent>,
-}
-
-impl FakeCluster {
-    /// A connected cluster without nodes whose probe succeeds.
-    pub(crate) fn new() -> Self {
-        FakeCluster {
-            probe_ok: AtomicBool::new(true),
-            events: broadcast::channel(16).0,
-        }
-    }
-}
-
-#[async_trait]
-impl Cluster for FakeCluster {
-    async fn synced(&self) {}
-    fn nodes(&self) -> Vec<NodeInfo> {
-        Vec::new()
-    }
-    fn jobs(&self) -> Vec<JobObservation> {
-        Vec::new()
-    }
-    fn pods(&self) -> Vec<PodObservation> {
-        Vec::new()
-    }
-    fn subscribe(&self) -> broadcast::Receiver<ClusterEvent> {
-        self.events.subscribe()
-    }
-    async fn create_job(&self, _job: &PullJob) -> ClusterResult<()> {
-        Ok(())
-    }
-    async fn delete_job(&self, _name: &str) -> ClusterResult<()> {
-        Ok(())
-    }
-    async fn delete_task_jobs(&self, _task_id: &str) -> ClusterResult<()> {
-        Ok(())
-    }
-    fn connected(&self) -> bool {
-        true
-    }
-    async fn probe(&self) -> ClusterResult<()> {
-        if self.probe_ok.load(Ordering::SeqCst) {
-            Ok(())
-        } else {
-            Err(ClusterError::Unreachable("connection refused".into()))
-        }
-    }
-}
+pub(crate) use crate::cluster::fake::FakeCluster;
 
 /// A memory store that can answer `Duplicate` to the first inserts, fail
 /// everything, or never answer `get`.
@@ -154,6 +101,14 @@ impl TaskStore for ScriptedStore {
     async fn nodes(&self, task_id: &str) -> StoreResult<Vec<NodeRecord>> {
         self.check()?;
         self.inner.nodes(task_id).await
+    }
+    async fn trim(&self, retention: &Retention, batch: u32) -> StoreResult<u32> {
+        self.check()?;
+        self.inner.trim(retention, batch).await
+    }
+    async fn webhook_pending(&self, limit: u32) -> StoreResult<Vec<Task>> {
+        self.check()?;
+        self.inner.webhook_pending(limit).await
     }
     async fn ping(&self) -> StoreResult<()> {
         self.check()
