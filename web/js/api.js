@@ -91,5 +91,6 @@ export const api = {
   enableSchedule: (id) => request('PUT', `/api/v1/scheduled-tasks/${enc(id)}/enable`),
   disableSchedule: (id) => request('PUT', `/api/v1/scheduled-tasks/${enc(id)}/disable`),
   triggerSchedule: (id) => request('POST', `/api/v1/scheduled-tasks/${enc(id)}/trigger`),
+  coverage: ({ images, nodeSelector, groupBy }) => request('GET', `/api/v1/coverage${query({ images, nodeSelector, groupBy })}`),
   listExecutions: (id, { limit = 10, offset = 0 } = {}) => request('GET', `/api/v1/scheduled-tasks/${enc(id)}/executions${query({ limit, offset })}`),
 };

@@ -8,6 +8,7 @@ import * as tasks from './views/tasks.js';
 import * as newTask from './views/new-task.js';
 import * as taskDetail from './views/task-detail.js';
 import * as schedules from './views/schedules.js';
+import * as coverage from './views/coverage.js';
 
 const main = document.getElementById('main');
 const userBox = document.getElementById('user');
@@ -84,6 +85,7 @@ const ROUTES = [
   [/^#\/tasks\/([^/?]+)$/, taskDetail, 'Task'],
   [/^#\/(?:tasks)?$/, tasks, 'Tasks'],
   [/^#\/schedules(?:\/([^/?]+))?(?:\/(edit))?$/, schedules, 'Schedules'],
+  [/^#\/coverage$/, coverage, 'Coverage'],
 ];
 
 async function render() {

@@ -16,6 +16,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -120,6 +121,40 @@ func page(limit int, offset int64) url.Values {
 func (c *Client) CreateTask(ctx context.Context, req CreateTaskRequest) (*Task, error) {
 	var t Task
 	return &t, c.do(ctx, http.MethodPost, "/api/v1/tasks", nil, req, &t)
+}
+
+// PlanTask answers what CreateTask with req would do now (nodes, pulls, Jobs,
+// ETA) without storing or creating anything.
+func (c *Client) PlanTask(ctx context.Context, req CreateTaskRequest) (*TaskPlan, error) {
+	var p TaskPlan
+	q := url.Values{}
+	q.Set("dryRun", "true")
+	return &p, c.do(ctx, http.MethodPost, "/api/v1/tasks", q, req, &p)
+}
+
+// Coverage reports how many Ready nodes matching nodeSelector hold each image
+// (from the nodes' reported images; the kubelet lists at most 50 per node).
+// groupBy, when not empty, is a node label to summarize the nodes by.
+func (c *Client) Coverage(ctx context.Context, images []string, nodeSelector map[string]string, groupBy string) (*Coverage, error) {
+	q := url.Values{}
+	q.Set("images", strings.Join(images, ","))
+	if len(nodeSelector) > 0 {
+		keys := make([]string, 0, len(nodeSelector))
+		for k := range nodeSelector {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		pairs := make([]string, 0, len(keys))
+		for _, k := range keys {
+			pairs = append(pairs, k+"="+nodeSelector[k])
+		}
+		q.Set("nodeSelector", strings.Join(pairs, ","))
+	}
+	if groupBy != "" {
+		q.Set("groupBy", groupBy)
+	}
+	var cov Coverage
+	return &cov, c.do(ctx, http.MethodGet, "/api/v1/coverage", q, nil, &cov)
 }
 
 // GetTask returns one task view.

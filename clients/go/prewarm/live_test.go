@@ -186,3 +186,45 @@ func TestLiveScheduledTasks(t *testing.T) {
 		t.Fatalf("deleted: %v", err)
 	}
 }
+
+func TestLivePlanAndCoverage(t *testing.T) {
+	c := liveClient(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	req := CreateTaskRequest{Images: []string{"go-plan/app:1"}, BatchSize: 4, NodeSelector: selector()}
+	plan, err := c.PlanTask(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !plan.DryRun || plan.SelectedNodes == 0 || plan.Jobs != plan.SelectedNodes || len(plan.Images) != 1 {
+		t.Fatalf("plan: %+v", plan)
+	}
+	cov, err := c.Coverage(ctx, req.Images, selector(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cov.TotalNodes != plan.SelectedNodes || cov.Percentage != 0 || len(cov.Nodes) != cov.TotalNodes {
+		t.Fatalf("coverage before: %+v", cov)
+	}
+	task, err := c.CreateTask(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	final, err := c.WaitForCompletion(ctx, task.TaskID, 100*time.Millisecond)
+	if err != nil || final.Progress.TotalNodes != plan.SelectedNodes {
+		t.Fatalf("run: %v %+v", err, final)
+	}
+	for {
+		cov, err = c.Coverage(ctx, req.Images, selector(), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cov.Percentage == 100 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("coverage never reached 100%%: %+v", cov)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

@@ -217,3 +217,63 @@ type ExecutionList struct {
 	Limit      int         `json:"limit"`
 	Offset     int64       `json:"offset"`
 }
+
+// TaskPlan is the answer of a dry run: what a task would do now.
+type TaskPlan struct {
+	DryRun              bool           `json:"dryRun"`
+	SelectedNodes       int            `json:"selectedNodes"`
+	SelectedNodeNames   []string       `json:"selectedNodeNames"`
+	SkippedByReason     map[string]int `json:"skippedByReason"`
+	SkippedNodeDetails  []PlannedSkip  `json:"skippedNodeDetails"`
+	Images              []PlannedImage `json:"images"`
+	Jobs                int            `json:"jobs"`
+	PullsNeeded         int            `json:"pullsNeeded"`
+	APIWrites           int            `json:"apiWrites"`
+	ETASeconds          *float64       `json:"etaSeconds"`
+	EstimatedCompletion *time.Time     `json:"estimatedCompletion"`
+}
+
+// PlannedSkip is a node a plan leaves out (NotReady, Cordoned, Tainted) or finds warm (AlreadyWarm).
+type PlannedSkip struct {
+	NodeName string `json:"nodeName"`
+	Reason   string `json:"reason"`
+}
+
+// PlannedImage is one image of a plan.
+type PlannedImage struct {
+	Image          string `json:"image"`
+	NodesWithImage int    `json:"nodesWithImage"`
+	PullsNeeded    int    `json:"pullsNeeded"`
+}
+
+// Coverage is the answer of GET /api/v1/coverage.
+type Coverage struct {
+	TotalNodes      int             `json:"totalNodes"`
+	NotReadyNodes   int             `json:"notReadyNodes"`
+	NodesAtImageCap int             `json:"nodesAtImageCap"`
+	Percentage      float64         `json:"percentage"`
+	Images          []ImageCoverage `json:"images"`
+	Nodes           []NodeCoverage  `json:"nodes"`
+	Groups          []CoverageGroup `json:"groups,omitempty"`
+}
+
+// ImageCoverage is the coverage of one image.
+type ImageCoverage struct {
+	Image          string  `json:"image"`
+	NodesWithImage int     `json:"nodesWithImage"`
+	Percentage     float64 `json:"percentage"`
+}
+
+// NodeCoverage lists the asked images one node lacks.
+type NodeCoverage struct {
+	NodeName string   `json:"nodeName"`
+	Missing  []string `json:"missing"`
+}
+
+// CoverageGroup summarizes the nodes sharing one value of the groupBy label.
+type CoverageGroup struct {
+	Value      string  `json:"value"`
+	Nodes      int     `json:"nodes"`
+	WarmNodes  int     `json:"warmNodes"`
+	Percentage float64 `json:"percentage"`
+}

@@ -153,6 +153,46 @@ class PrewarmClient:
         )
         return self._request("POST", "/api/v1/tasks", json=body)
 
+    def plan_task(
+        self,
+        images: List[str],
+        batch_size: Optional[int] = 10,
+        node_selector: Optional[Dict[str, str]] = None,
+        **options: Any,
+    ) -> Json:
+        """What :meth:`create_task` with these arguments would do now, without doing it.
+
+        Returns the plan (``selectedNodes``, ``skippedByReason``, ``images``,
+        ``jobs``, ``apiWrites``, ``etaSeconds``, ...); nothing is stored or created.
+        """
+        unknown = set(options) - set(_TASK_FIELDS)
+        if unknown:
+            raise TypeError("unknown task option(s): %s" % ", ".join(sorted(unknown)))
+        body = _camel(
+            dict(images=list(images), batch_size=batch_size, node_selector=node_selector or None, **options),
+            _TASK_FIELDS,
+        )
+        return self._request("POST", "/api/v1/tasks", params={"dryRun": "true"}, json=body)
+
+    def coverage(
+        self,
+        images: List[str],
+        node_selector: Optional[Dict[str, str]] = None,
+        group_by: Optional[str] = None,
+    ) -> Json:
+        """How many Ready nodes matching ``node_selector`` report each image.
+
+        Returns ``{totalNodes, percentage, images: [{image, nodesWithImage,
+        percentage}], nodes: [{nodeName, missing}], ...}``; the kubelet lists at
+        most 50 images per node (``nodesAtImageCap``).
+        """
+        params: Json = {"images": ",".join(images)}
+        if node_selector:
+            params["nodeSelector"] = ",".join("%s=%s" % kv for kv in sorted(node_selector.items()))
+        if group_by:
+            params["groupBy"] = group_by
+        return self._request("GET", "/api/v1/coverage", params=params)
+
     def get_task(self, task_id: str) -> Json:
         """One task view."""
         return self._request("GET", "/api/v1/tasks/%s" % _seg(task_id))

@@ -8,6 +8,7 @@ The Rust test ``sdk_suites_pass_against_the_live_service`` sets them up.
 
 import os
 import threading
+import time
 
 import pytest
 
@@ -168,3 +169,22 @@ def test_scheduled_task_lifecycle(client):
         client.delete_scheduled_task(sid)
     with pytest.raises(TaskNotFound):
         client.get_scheduled_task(sid)
+
+
+def test_plan_creates_nothing_and_coverage_follows_a_run(client):
+    image = "python-plan/app:1"
+    before = client.list_tasks(limit=1)["total"]
+    plan = client.plan_task([image], batch_size=4, node_selector=selector())
+    assert plan["dryRun"] is True
+    assert plan["selectedNodes"] == plan["jobs"] > 0
+    assert plan["images"] == [{"image": image, "nodesWithImage": 0, "pullsNeeded": plan["jobs"]}]
+    assert client.list_tasks(limit=1)["total"] == before
+    cold = client.coverage([image], node_selector=selector())
+    assert cold["totalNodes"] == plan["selectedNodes"] and cold["percentage"] == 0.0
+    task = client.create_task([image], batch_size=4, node_selector=selector())
+    done = client.wait_for_completion(task["taskId"], timeout=120, poll_interval=0.5)
+    assert done["progress"]["totalNodes"] == plan["selectedNodes"]
+    deadline = time.monotonic() + 30
+    while client.coverage([image], node_selector=selector())["percentage"] != 100.0:
+        assert time.monotonic() < deadline, "coverage never reached 100%"
+        time.sleep(0.2)

@@ -150,6 +150,121 @@ pub struct CreateTaskRequest {
     pub priority_class_name: Option<String>,
 }
 
+/// Answer of `POST /api/v1/tasks?dryRun=true`: what the task would do if it
+/// started now. Nothing is stored and nothing is created.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskPlan {
+    /// Always true: this is a plan, not a task.
+    pub dry_run: bool,
+    /// Nodes the task would cover (its `totalNodes`), already-warm ones included.
+    pub selected_nodes: u32,
+    /// The first 100 of them, by name.
+    pub selected_node_names: Vec<String>,
+    /// Nodes left out or needing nothing, by reason
+    /// (`NotReady`, `Cordoned`, `Tainted`, `AlreadyWarm`).
+    pub skipped_by_reason: BTreeMap<String, u32>,
+    /// The first 100 of them, by name. `AlreadyWarm` nodes count among the
+    /// selected nodes (they complete at once) but get no Job.
+    pub skipped_node_details: Vec<PlannedSkip>,
+    /// Per image: nodes that already hold it and pulls needed.
+    pub images: Vec<PlannedImage>,
+    /// Pull Jobs that would be created (one per node needing a pull).
+    pub jobs: u32,
+    /// (node, image) pulls needed in all.
+    pub pulls_needed: u32,
+    /// Kubernetes API writes, retries not counted: one Job create and one delete per Job.
+    pub api_writes: u32,
+    /// Seconds to finish from recent measured node pull times; null without measurements.
+    pub eta_seconds: Option<f64>,
+    /// `now + etaSeconds`; null without measurements.
+    pub estimated_completion: Option<DateTime<Utc>>,
+}
+
+/// A node a plan leaves out or finds warm already.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedSkip {
+    /// The node.
+    pub node_name: String,
+    /// `NotReady`, `Cordoned`, `Tainted` or `AlreadyWarm`.
+    pub reason: String,
+}
+
+/// One image of a plan.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedImage {
+    /// The image as given.
+    pub image: String,
+    /// Selected nodes whose `status.images` lists it (kubelets report at most 50 images).
+    pub nodes_with_image: u32,
+    /// Selected nodes that would pull it.
+    pub pulls_needed: u32,
+}
+
+/// Answer of `GET /api/v1/coverage`: how many of the matching nodes hold
+/// each image, from the nodes' `status.images`.
+///
+/// The kubelet reports at most 50 images per node (the largest first), so on
+/// a node at that cap a small image may be present without being listed:
+/// `nodesAtImageCap` says how many nodes that can affect.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Coverage {
+    /// Ready nodes matching the selector; the percentages are over these.
+    pub total_nodes: u32,
+    /// Nodes matching the selector left out because they are not Ready.
+    pub not_ready_nodes: u32,
+    /// Counted nodes that report 50 or more images (the kubelet's cap).
+    pub nodes_at_image_cap: u32,
+    /// (node, image) pairs present / all pairs × 100, one decimal (0.0 with no nodes, so a gate on it fails).
+    pub percentage: f64,
+    /// Per image, in the order asked.
+    pub images: Vec<ImageCoverage>,
+    /// Per counted node, by name: the images it lacks.
+    pub nodes: Vec<NodeCoverage>,
+    /// With `groupBy=<label key>`: the nodes summarized per value of that label.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<CoverageGroup>,
+}
+
+/// Coverage of one image.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageCoverage {
+    /// The image as asked; a digest matches only that digest, a tag only that tag.
+    pub image: String,
+    /// Counted nodes that hold it.
+    pub nodes_with_image: u32,
+    /// nodesWithImage / totalNodes × 100, one decimal (0.0 with no nodes, so a gate on it fails).
+    pub percentage: f64,
+}
+
+/// One node of a coverage answer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeCoverage {
+    /// The node.
+    pub node_name: String,
+    /// The asked images it does not report.
+    pub missing: Vec<String>,
+}
+
+/// Coverage of the nodes sharing one value of the `groupBy` label.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CoverageGroup {
+    /// The label value (empty for nodes without the label).
+    pub value: String,
+    /// Counted nodes with this value.
+    pub nodes: u32,
+    /// Of them, nodes holding every asked image.
+    pub warm_nodes: u32,
+    /// Pairs present / all pairs × 100 within the group, one decimal.
+    pub percentage: f64,
+}
+
 /// Node counts of a task and where the rolling window stands.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -1,4 +1,4 @@
-//! The prewarm client: `task` and `schedule` commands over the HTTP API,
+//! The prewarm client: `task`, `schedule` and `coverage` commands over the HTTP API,
 //! live progress from the task's event stream, shell completions.
 //!
 //! The commands are a clap `Subcommand` ([`ClientCommand`]) so that they can
@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 pub mod client;
+pub mod coverage;
 pub mod follow;
 pub mod output;
 pub mod schedule;
@@ -49,6 +50,8 @@ pub enum ClientCommand {
     Task(task::TaskArgs),
     /// Manage scheduled (cron) prewarm tasks and their executions.
     Schedule(schedule::ScheduleArgs),
+    /// Show how many matching nodes hold IMAGE…; with --min, exit 1 when below (a CI gate).
+    Coverage(coverage::CoverageArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -91,6 +94,7 @@ pub fn run(command: ClientCommand, cli: impl FnOnce() -> clap::Command, bin: &st
         match command {
             ClientCommand::Task(args) => task::run(args).await,
             ClientCommand::Schedule(args) => schedule::run(args).await,
+            ClientCommand::Coverage(args) => coverage::run(args).await,
             ClientCommand::Completions { .. } => Ok(client::EXIT_OK),
         }
     });

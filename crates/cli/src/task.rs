@@ -32,8 +32,11 @@ pub enum TaskCommand {
         #[command(flatten)]
         config: TaskConfigFlags,
         /// Follow the task to its end with a progress bar; the exit code tells how it ended.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "dry_run")]
         wait: bool,
+        /// Print what the task would do (nodes, pulls, Jobs, ETA) without creating it.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Show one task.
     Get {
@@ -165,8 +168,21 @@ pub async fn run(args: TaskArgs) -> Result<u8, CliError> {
             images,
             config,
             wait,
+            dry_run,
         } => {
             let body = Value::Object(config.to_json(&images));
+            if dry_run {
+                let plan = client
+                    .call(
+                        Method::POST,
+                        "/api/v1/tasks",
+                        &[("dryRun", "true".to_owned())],
+                        Some(&body),
+                    )
+                    .await?;
+                output::print(out, &plan, plan_details);
+                return Ok(EXIT_OK);
+            }
             let created = client
                 .call(Method::POST, "/api/v1/tasks", &[], Some(&body))
                 .await?;
@@ -274,6 +290,59 @@ fn task_table(page: &Value) -> String {
         cell(&page["total"]),
         cell(&page["offset"])
     ));
+    out
+}
+
+fn plan_details(p: &Value) -> String {
+    let list = |v: &Value| -> Vec<Value> { v.as_array().cloned().unwrap_or_default() };
+    let selected = list(&p["selectedNodeNames"]);
+    let names: Vec<String> = selected.iter().map(cell).collect();
+    let total = p["selectedNodes"].as_u64().unwrap_or(0) as usize;
+    let more = total.saturating_sub(names.len());
+    let mut pairs = vec![
+        ("Selected nodes", cell(&p["selectedNodes"])),
+        (
+            "Node names",
+            if more > 0 {
+                format!("{} (+{more} more)", names.join(", "))
+            } else {
+                names.join(", ")
+            },
+        ),
+        ("Skipped", cell(&p["skippedByReason"])),
+        ("Jobs", cell(&p["jobs"])),
+        ("Pulls", cell(&p["pullsNeeded"])),
+        ("API writes", cell(&p["apiWrites"])),
+    ];
+    pairs.push((
+        "ETA",
+        match p["etaSeconds"].as_f64() {
+            Some(s) => format!("{s}s"),
+            None => "unknown (no recent pulls measured)".to_owned(),
+        },
+    ));
+    let mut out = fields(&pairs);
+    let rows: Vec<Vec<String>> = list(&p["images"])
+        .iter()
+        .map(|i| {
+            vec![
+                cell(&i["image"]),
+                cell(&i["nodesWithImage"]),
+                cell(&i["pullsNeeded"]),
+            ]
+        })
+        .collect();
+    out.push('\n');
+    out.push_str(&table(&["IMAGE", "NODES WITH IT", "PULLS NEEDED"], &rows));
+    let skipped = list(&p["skippedNodeDetails"]);
+    if !skipped.is_empty() {
+        out.push_str("\nSkipped nodes:\n");
+        let rows: Vec<Vec<String>> = skipped
+            .iter()
+            .map(|s| vec![cell(&s["nodeName"]), cell(&s["reason"])])
+            .collect();
+        out.push_str(&table(&["NODE", "REASON"], &rows));
+    }
     out
 }
 

@@ -13,6 +13,30 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+/// Durations of the last [`RecentDurations::KEEP`] successful node attempts.
+#[derive(Debug, Default)]
+pub struct RecentDurations(std::sync::Mutex<std::collections::VecDeque<f64>>);
+
+impl RecentDurations {
+    /// Samples kept.
+    pub const KEEP: usize = 256;
+
+    /// Adds a sample, dropping the oldest beyond [`Self::KEEP`].
+    pub fn record(&self, secs: f64) {
+        let mut q = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if q.len() == Self::KEEP {
+            q.pop_front();
+        }
+        q.push_back(secs);
+    }
+
+    /// Mean of the kept samples; `None` without any.
+    pub fn mean(&self) -> Option<f64> {
+        let q = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        (!q.is_empty()).then(|| q.iter().sum::<f64>() / q.len() as f64)
+    }
+}
+
 /// Labels of `prewarm_tasks_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabels {
@@ -71,6 +95,8 @@ pub struct Metrics {
     pub node_pulls: Family<ResultLabels, Counter>,
     /// Duration of successful node attempts (all of a node's images).
     pub image_pull_duration: Histogram,
+    /// The same durations, the most recent ones kept for dry-run ETAs.
+    pub recent_node_pulls: RecentDurations,
     /// Scheduled executions, by status.
     pub scheduled_executions: Family<StatusLabels, Counter>,
     /// HTTP requests served.
@@ -163,11 +189,18 @@ impl Metrics {
             tasks_running,
             node_pulls,
             image_pull_duration,
+            recent_node_pulls: RecentDurations::default(),
             scheduled_executions,
             http_requests,
             http_duration,
             kube_requests,
         }
+    }
+
+    /// Records a successful node attempt of `secs` seconds.
+    pub fn observe_node_pull(&self, secs: f64) {
+        self.image_pull_duration.observe(secs);
+        self.recent_node_pulls.record(secs);
     }
 
     /// The Prometheus text exposition of every metric.

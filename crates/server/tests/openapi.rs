@@ -46,6 +46,7 @@ fn every_guarded_operation_declares_bearer_auth_and_its_errors() {
             if path.starts_with("/api/v1/tasks")
                 || path.starts_with("/api/v1/scheduled-tasks")
                 || path == "/api/v1/whoami"
+                || path == "/api/v1/coverage"
             {
                 for code in ["401", "403", "429", "500"] {
                     assert!(responses.contains_key(code), "{method} {path} lacks {code}");

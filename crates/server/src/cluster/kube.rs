@@ -21,7 +21,7 @@ use crate::metrics::{CountKubeRequests, Metrics};
 
 use super::{
     Cluster, ClusterError, ClusterEvent, ClusterResult, ContainerObservation, ContainerState,
-    JobObservation, NodeInfo, PodObservation, PullJob, ATTEMPT_LABEL, MANAGED_BY_LABEL,
+    JobObservation, NodeInfo, NodeTaint, PodObservation, PullJob, ATTEMPT_LABEL, MANAGED_BY_LABEL,
     MANAGED_BY_VALUE, NODE_ANNOTATION, TASK_LABEL,
 };
 
@@ -410,6 +410,18 @@ pub fn node_info(n: &Node) -> NodeInfo {
             t.iter()
                 .any(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
         }),
+        taints: spec
+            .and_then(|s| s.taints.as_ref())
+            .map(|ts| {
+                ts.iter()
+                    .map(|t| NodeTaint {
+                        key: t.key.clone(),
+                        value: t.value.clone().unwrap_or_default(),
+                        effect: t.effect.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
         images: status
             .and_then(|s| s.images.as_ref())
             .map(|imgs| {

@@ -62,8 +62,19 @@ impl ClusterError {
 /// Result of cluster calls.
 pub type ClusterResult<T> = Result<T, ClusterError>;
 
+/// A node taint (`spec.taints[]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeTaint {
+    /// Taint key.
+    pub key: String,
+    /// Taint value (empty when none).
+    pub value: String,
+    /// `NoSchedule`, `PreferNoSchedule` or `NoExecute`.
+    pub effect: String,
+}
+
 /// What the engine knows about a node.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct NodeInfo {
     /// Node name.
     pub name: String,
@@ -75,6 +86,8 @@ pub struct NodeInfo {
     pub unschedulable: bool,
     /// Carries a NoSchedule or NoExecute taint.
     pub tainted: bool,
+    /// Every taint, for matching a pod's tolerations.
+    pub taints: Vec<NodeTaint>,
     /// Names from `status.images` (a hint: the kubelet reports at most 50).
     pub images: Vec<String>,
 }

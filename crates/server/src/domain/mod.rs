@@ -1,9 +1,12 @@
 //! Pure logic without I/O: validated task specs, image references, label
 //! rules and the per-node pull state machine.
 
+pub mod coverage;
 pub mod image_ref;
 pub mod labels;
 pub mod node_pull;
+pub mod plan;
 pub mod schedule;
+pub mod selection;
 pub mod task;
 pub mod webhook_target;

@@ -8,7 +8,7 @@
 //! stream it re-reads the cluster snapshots and reaches the same decisions.
 //! Node outcomes are written to the store before their Jobs are deleted.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +23,7 @@ use crate::clock::Clock;
 use crate::cluster::{Cluster, ClusterError, ClusterEvent, NodeInfo, PullJob};
 use crate::domain::image_ref::matches_node_image;
 use crate::domain::node_pull::{NodePull, TIMEOUT_REASON};
+pub use crate::domain::selection::select_nodes;
 use crate::domain::task::TaskSpec;
 use crate::metrics::{Metrics, StatusLabels};
 use crate::progress::ProgressHub;
@@ -1117,7 +1118,7 @@ fn count_ended_attempts(metrics: &Metrics, run: &mut TaskRun) {
     for (outcome, secs) in run.ended.drain(..) {
         metrics.node_pull(outcome);
         if secs >= 0.0 {
-            metrics.image_pull_duration.observe(secs);
+            metrics.observe_node_pull(secs);
         }
     }
 }
@@ -1168,24 +1169,6 @@ fn create_backoff(failures: u32, retry_after: Option<Duration>) -> Duration {
         .min(CREATE_BACKOFF_MAX);
     let jittered = step.mul_f64(rand::rng().random_range(0.5..=1.0));
     jittered.max(retry_after.unwrap_or_default())
-}
-
-/// Nodes a task pulls on: selector ∧ names, Ready, not cordoned, taints per spec; sorted by name.
-pub fn select_nodes<'a>(nodes: &'a [NodeInfo], spec: &TaskSpec) -> Vec<&'a NodeInfo> {
-    let names: HashSet<&str> = spec.node_names.iter().map(String::as_str).collect();
-    let mut selected: Vec<&NodeInfo> = nodes
-        .iter()
-        .filter(|n| {
-            spec.node_selector
-                .iter()
-                .all(|(k, v)| n.labels.get(k) == Some(v))
-                && (names.is_empty() || names.contains(n.name.as_str()))
-                && n.usable()
-                && (spec.tolerate_taints || !n.tainted)
-        })
-        .collect();
-    selected.sort_by(|a, b| a.name.cmp(&b.name));
-    selected
 }
 
 fn no_match_message(spec: &TaskSpec, cluster_nodes: usize) -> String {

@@ -24,6 +24,7 @@ fn node(name: &str, labels: &[(&str, &str)]) -> NodeInfo {
         unschedulable: false,
         tainted: false,
         images: Vec::new(),
+        ..NodeInfo::default()
     }
 }
 

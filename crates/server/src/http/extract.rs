@@ -161,6 +161,15 @@ impl QueryParams {
     }
 }
 
+/// A parser for [`QueryParams::parse`]: `true` or `false`.
+pub fn parse_bool(raw: &str) -> Result<bool, String> {
+    match raw {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("must be true or false, got {raw:?}")),
+    }
+}
+
 /// Page size when `limit` is absent.
 pub const DEFAULT_LIMIT: u32 = 10;
 /// Largest accepted `limit`.

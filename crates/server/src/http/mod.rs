@@ -28,6 +28,7 @@ use crate::store::{ScheduleStore, TaskStore};
 
 pub mod audit;
 pub mod auth;
+pub mod coverage;
 pub mod error;
 pub mod extract;
 pub mod guard;
@@ -97,6 +98,7 @@ fn router_with_timeout(state: AppState, request_timeout: Duration) -> Router {
         .route("/api/v1/tasks/{id}", get(tasks::get).delete(tasks::cancel))
         .route("/api/v1/tasks/{id}/watch", get(stream::watch))
         .route("/api/v1/tasks/{id}/events", get(stream::events))
+        .route("/api/v1/coverage", get(coverage::get))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics_text))

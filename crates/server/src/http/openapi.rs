@@ -18,7 +18,7 @@ use utoipa::openapi::{ContentBuilder, HttpMethod, OpenApi as OpenApiDoc, Ref};
 use utoipa::{Modify, OpenApi};
 
 use super::auth::required_role;
-use super::{health, schedules, tasks, whoami};
+use super::{coverage, health, schedules, tasks, whoami};
 
 /// The API description; paths come from the handlers named here.
 #[derive(OpenApi)]
@@ -33,6 +33,7 @@ use super::{health, schedules, tasks, whoami};
         tasks::list,
         tasks::get,
         tasks::cancel,
+        coverage::get,
         super::stream::events,
         super::stream::watch,
         schedules::create,
@@ -55,6 +56,7 @@ use super::{health, schedules, tasks, whoami};
     modifiers(&Security, &CommonResponses, &Links),
     tags(
         (name = "tasks", description = "Prewarm tasks"),
+        (name = "coverage", description = "How many nodes hold which images"),
         (name = "scheduled-tasks", description = "Cron schedules that create tasks, and their executions"),
         (name = "operations", description = "Health, readiness, metrics, API description")
     )

@@ -4,14 +4,17 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use prewarm_api::{ActionResponse, CreateTaskRequest, Task, TaskCreated, TaskList, TaskStatus};
+use prewarm_api::{
+    ActionResponse, CreateTaskRequest, Task, TaskCreated, TaskList, TaskPlan, TaskStatus,
+};
 
 use prewarm_api::ErrorBody;
 
 use super::error::ApiError;
-use super::extract::{AppJson, PathId, QueryParams};
+use super::extract::{parse_bool, AppJson, PathId, QueryParams};
 use super::guard::{AuditTarget, Caller};
 use super::AppState;
+use crate::domain::plan::plan;
 use crate::domain::task::TaskSpec;
 use crate::engine::submit::submit_task;
 use crate::store::CancelOutcome;
@@ -23,7 +26,11 @@ use crate::store::CancelOutcome;
     operation_id = "createTask",
     tag = "tasks",
     request_body = CreateTaskRequest,
+    params(
+        ("dryRun" = Option<bool>, Query, description = "Answer 200 with the plan instead: nothing is stored, nothing is created"),
+    ),
     responses(
+        (status = 200, description = "`dryRun=true`: what the task would do now", body = TaskPlan),
         (status = 201, description = "Stored as pending; the engine starts it soon", body = TaskCreated,
          headers(("Location" = String, description = "URL of the new task"))),
         (status = 400, description = "Malformed JSON, a wrong type, an unknown field or a rule broken", body = ErrorBody),
@@ -32,13 +39,24 @@ use crate::store::CancelOutcome;
 pub async fn create(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    params: QueryParams,
     AppJson(request): AppJson<CreateTaskRequest>,
 ) -> Result<Response, ApiError> {
+    let dry_run = params.parse("dryRun", parse_bool)?.unwrap_or(false);
     if let Some(url) = &request.webhook_url {
         crate::domain::task::validate_webhook_url(url)?;
         state.webhooks.check_url(url)?;
     }
     let spec = TaskSpec::from_request(request)?;
+    if dry_run {
+        let plan = plan(
+            &state.cluster.nodes(),
+            &spec,
+            state.metrics.recent_node_pulls.mean(),
+            state.clock.now(),
+        );
+        return Ok(Json(plan).into_response());
+    }
     let task = submit_task(
         state.store.as_ref(),
         &state.engine,

@@ -65,6 +65,7 @@ const ASSETS: &[Asset] = &[
     asset!("js/views/new-task.js", JS),
     asset!("js/views/task-detail.js", JS),
     asset!("js/views/schedules.js", JS),
+    asset!("js/views/coverage.js", JS),
 ];
 
 /// Routes of the UI: `/` (the page) and `/ui/{path}` (its scripts, styles, icons).

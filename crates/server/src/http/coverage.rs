@@ -1,0 +1,112 @@
+//! `GET /api/v1/coverage`: how warm a pool of nodes is for some images.
+
+use std::collections::{BTreeMap, HashSet};
+
+use axum::extract::State;
+use axum::Json;
+use prewarm_api::{Coverage, ErrorBody};
+
+use super::error::ApiError;
+use super::extract::QueryParams;
+use super::AppState;
+use crate::domain::coverage::coverage;
+use crate::domain::image_ref::ImageRef;
+use crate::domain::labels::{validate_label_key, validate_label_value};
+use crate::domain::task::MAX_IMAGES;
+
+/// `GET /api/v1/coverage?images=a,b&nodeSelector=k=v,k2=v2&groupBy=label`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/coverage",
+    operation_id = "getCoverage",
+    tag = "coverage",
+    params(
+        ("images" = String, Query, description = "Comma-separated image references (1..=100); a digest matches only that digest"),
+        ("nodeSelector" = Option<String>, Query, description = "Comma-separated `key=value` node labels, all must match"),
+        ("groupBy" = Option<String>, Query, description = "A node label key: also summarize the nodes per value of it"),
+    ),
+    responses(
+        (status = 200, description = "Coverage from the nodes' reported images (the kubelet lists at most 50 per node)", body = Coverage),
+        (status = 400, description = "Missing or bad images, selector or groupBy", body = ErrorBody),
+    )
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    params: QueryParams,
+) -> Result<Json<Coverage>, ApiError> {
+    let images =
+        params
+            .parse("images", parse_images)?
+            .ok_or_else(|| ApiError::InvalidParameter {
+                name: "images".to_owned(),
+                message: "at least one image is required".to_owned(),
+            })?;
+    let selector = params
+        .parse("nodeSelector", parse_selector)?
+        .unwrap_or_default();
+    let group_by = params.parse("groupBy", |raw| {
+        validate_label_key(raw)
+            .map(|()| raw.to_owned())
+            .map_err(|e| e.to_string())
+    })?;
+    Ok(Json(coverage(
+        &state.cluster.nodes(),
+        &images,
+        &selector,
+        group_by.as_deref(),
+    )))
+}
+
+/// `a,b,c` → distinct image references.
+pub fn parse_images(raw: &str) -> Result<Vec<ImageRef>, String> {
+    let mut seen = HashSet::new();
+    let mut images = Vec::new();
+    for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let image = ImageRef::parse(part).map_err(|e| e.to_string())?;
+        if seen.insert(part) {
+            images.push(image);
+        }
+    }
+    if images.is_empty() {
+        return Err("at least one image is required".to_owned());
+    }
+    if images.len() > MAX_IMAGES {
+        return Err(format!("at most {MAX_IMAGES} images, got {}", images.len()));
+    }
+    Ok(images)
+}
+
+/// `k=v,k2=v2` → an exact-match label selector.
+pub fn parse_selector(raw: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut selector = BTreeMap::new();
+    for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("expected key=value, got {part:?}"))?;
+        validate_label_key(k).map_err(|e| format!("{k:?}: {e}"))?;
+        validate_label_value(v).map_err(|e| format!("{k:?}: {e}"))?;
+        selector.insert(k.to_owned(), v.to_owned());
+    }
+    Ok(selector)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_parse_or_explain() {
+        assert_eq!(parse_images("nginx, redis:7,nginx").unwrap().len(), 2);
+        assert!(parse_images(",").is_err());
+        assert!(parse_images("UPPER:1").is_err());
+        assert_eq!(
+            parse_selector("a=b,c.io/d=").unwrap(),
+            BTreeMap::from([
+                ("a".to_owned(), "b".to_owned()),
+                ("c.io/d".to_owned(), String::new())
+            ])
+        );
+        assert!(parse_selector("novalue").is_err());
+        assert!(parse_selector("a=b c").is_err());
+    }
+}

@@ -1,0 +1,363 @@
+//! Planning and observing warmth end to end (real kube-apiserver, kube-sim
+//! nodes, the real `prewarm` binary): dry-run plans, image coverage and its
+//! CLI gate.
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+const LONG: Duration = Duration::from_secs(180);
+
+/// Runs the `prewarm` binary with `args` against `svc`, off the async runtime.
+async fn prewarm(svc: &Service, args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let server = svc.url.clone();
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_prewarm"))
+            .args(&args)
+            .env("PREWARM_SERVER", server)
+            .env_remove("PREWARM_TOKEN")
+            .output()
+            .expect("run prewarm")
+    })
+    .await
+    .unwrap()
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// POSTs `body` to `path` with a query; (status, JSON body).
+async fn post(svc: &Service, path: &str, query: &[(&str, &str)], body: &Value) -> (u16, Value) {
+    let r = http()
+        .post(format!("{}{path}", svc.url))
+        .query(query)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// GETs `path` with a query; (status, JSON body).
+async fn get(svc: &Service, path: &str, query: &[(&str, &str)]) -> (u16, Value) {
+    let r = http()
+        .get(format!("{}{path}", svc.url))
+        .query(query)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// Repeats `probe` until `done` holds for its answer (the service's node cache fills
+/// shortly after kube-sim registers its nodes).
+async fn eventually<F, Fut>(what: &str, probe: F, done: impl Fn(&Value) -> bool) -> Value
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = (u16, Value)>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, v) = probe().await;
+        assert_eq!(code, 200, "{what}: {v}");
+        if done(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what} never held: {v:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_creates_nothing_and_matches_the_run_that_follows() {
+    let _sim = sim(r#"
+timeScale: 0.05
+nodes:
+  - namePrefix: dry-
+    count: 4
+    labels: {suite: dry}
+  - names: [dry-cordoned]
+    labels: {suite: dry}
+    unschedulable: true
+  - names: [dry-tainted]
+    labels: {suite: dry}
+    taints: [{key: dedicated, value: gpu, effect: NoSchedule}]
+  - names: [dry-down]
+    labels: {suite: dry}
+    ready: false
+preloaded:
+  - image: "nginx:1.25"
+    nodes: "dry-[01]"
+  - image: "redis:7"
+    nodes: "dry-0"
+"#);
+    let ns = "t-dry";
+    let svc = Service::start(ns);
+    let jobs = JobLog::watch(ns).await;
+    let body = json!({
+        "images": ["nginx:1.25", "redis:7"],
+        "nodeSelector": {"suite": "dry"},
+        "tolerateTaints": false,
+        "batchSize": 2
+    });
+    let plan = eventually(
+        "all seven nodes planned",
+        || post(&svc, "/api/v1/tasks", &[("dryRun", "true")], &body),
+        |p| {
+            p["selectedNodes"] == 4
+                && p["skippedByReason"]
+                    == json!({"AlreadyWarm": 1, "Cordoned": 1, "NotReady": 1, "Tainted": 1})
+        },
+    )
+    .await;
+    assert_eq!(plan["dryRun"], true);
+    assert_eq!(
+        plan["selectedNodeNames"],
+        json!(["dry-0", "dry-1", "dry-2", "dry-3"])
+    );
+    assert_eq!(
+        plan["skippedNodeDetails"],
+        json!([
+            {"nodeName": "dry-0", "reason": "AlreadyWarm"},
+            {"nodeName": "dry-cordoned", "reason": "Cordoned"},
+            {"nodeName": "dry-down", "reason": "NotReady"},
+            {"nodeName": "dry-tainted", "reason": "Tainted"},
+        ])
+    );
+    assert_eq!(
+        plan["images"],
+        json!([
+            {"image": "nginx:1.25", "nodesWithImage": 2, "pullsNeeded": 2},
+            {"image": "redis:7", "nodesWithImage": 1, "pullsNeeded": 3},
+        ])
+    );
+    assert_eq!(plan["jobs"], 3);
+    assert_eq!(plan["pullsNeeded"], 5);
+    assert_eq!(plan["apiWrites"], 6);
+    assert!(
+        plan["etaSeconds"].is_null(),
+        "no pulls measured yet: {plan}"
+    );
+
+    // The CLI shows the same plan.
+    let out = prewarm(
+        &svc,
+        &[
+            "task",
+            "create",
+            "nginx:1.25",
+            "redis:7",
+            "--selector",
+            "suite=dry",
+            "--batch-size",
+            "2",
+            "--dry-run",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let cli_plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        cli_plan["selectedNodes"], 5,
+        "tainted node included by default"
+    );
+    let out = prewarm(
+        &svc,
+        &[
+            "task",
+            "create",
+            "nginx:1.25",
+            "--selector",
+            "suite=dry",
+            "--dry-run",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("Jobs") && table.contains("dry-1"), "{table}");
+
+    // Nothing was stored or created.
+    let (_, list) = get(&svc, "/api/v1/tasks", &[]).await;
+    assert_eq!(list["total"], 0, "{list}");
+    assert_eq!(jobs.created(), 0);
+    assert_eq!(jobs_in(ns).await, 0);
+
+    // The real run matches the plan.
+    let id = svc.create(body.clone()).await;
+    let task = svc.wait_end(&id, LONG).await;
+    assert_eq!(status(&task), "completed", "{task:#?}");
+    assert_eq!(task.progress.total_nodes, 4);
+    wait_no_jobs(ns, Duration::from_secs(30)).await;
+    assert_eq!(
+        jobs.created(),
+        3,
+        "one Job per node the plan said needs pulls"
+    );
+
+    // Now that pulls were measured, a plan has an ETA, and every node is warm.
+    let again = eventually(
+        "the nodes report the pulled images",
+        || post(&svc, "/api/v1/tasks", &[("dryRun", "true")], &body),
+        |p| p["jobs"] == 0,
+    )
+    .await;
+    assert_eq!(again["skippedByReason"]["AlreadyWarm"], 4, "{again}");
+    let (code, fresh) = post(
+        &svc,
+        "/api/v1/tasks",
+        &[("dryRun", "true")],
+        &json!({"images": ["busybox:1.36"], "nodeSelector": {"suite": "dry"}, "batchSize": 2}),
+    )
+    .await;
+    assert_eq!(code, 200, "{fresh}");
+    assert!(fresh["etaSeconds"].as_f64().unwrap() > 0.0, "{fresh}");
+
+    // Bad input is refused before planning.
+    let (code, err) = post(
+        &svc,
+        "/api/v1/tasks",
+        &[("dryRun", "maybe")],
+        &json!({"images": ["nginx"]}),
+    )
+    .await;
+    assert_eq!(code, 400, "{err}");
+    let (code, err) = post(
+        &svc,
+        "/api/v1/tasks",
+        &[("dryRun", "true")],
+        &json!({"images": []}),
+    )
+    .await;
+    assert_eq!(code, 400, "{err}");
+}
+
+/// Images a node reports in `status.images`, read from the API server.
+async fn reported_images(node: &str) -> Vec<String> {
+    let client = cluster().kube_client().await;
+    let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client);
+    let n = api.get(node).await.unwrap();
+    n.status
+        .and_then(|s| s.images)
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|i| i.names.unwrap_or_default())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coverage_follows_the_nodes_reported_images_and_gates_the_cli() {
+    let _sim = sim(r#"
+timeScale: 0.05
+nodes:
+  - namePrefix: cov-
+    count: 4
+    labels: {suite: cov}
+  - names: [cov-other]
+    labels: {suite: elsewhere}
+preloaded:
+  - image: "nginx:1.25"
+    nodes: "cov-[01]"
+"#);
+    let svc = Service::start("t-cov");
+    let query = [
+        ("images", "nginx:1.25,redis:7"),
+        ("nodeSelector", "suite=cov"),
+        ("groupBy", "suite"),
+    ];
+    let before = eventually(
+        "four nodes counted",
+        || get(&svc, "/api/v1/coverage", &query),
+        |c| c["totalNodes"] == 4,
+    )
+    .await;
+    assert_eq!(
+        before["images"],
+        json!([
+            {"image": "nginx:1.25", "nodesWithImage": 2, "percentage": 50.0},
+            {"image": "redis:7", "nodesWithImage": 0, "percentage": 0.0},
+        ])
+    );
+    assert_eq!(before["percentage"], 25.0);
+    assert_eq!(
+        before["nodes"][2],
+        json!({"nodeName": "cov-2", "missing": ["nginx:1.25", "redis:7"]})
+    );
+    assert_eq!(
+        before["groups"],
+        json!([{"value": "cov", "nodes": 4, "warmNodes": 0, "percentage": 25.0}])
+    );
+
+    let gate = |min: &'static str, image: &'static str| {
+        let svc = &svc;
+        async move {
+            prewarm(
+                svc,
+                &["coverage", image, "--selector", "suite=cov", "--min", min],
+            )
+            .await
+        }
+    };
+    let out = gate("50", "nginx:1.25").await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("2/4"),
+        "{}",
+        show(&out)
+    );
+    let out = gate("95", "nginx:1.25").await;
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("below 95%"),
+        "{}",
+        show(&out)
+    );
+
+    let id = svc
+        .create(json!({"images": ["nginx:1.25", "redis:7"], "nodeSelector": {"suite": "cov"}}))
+        .await;
+    let task = svc.wait_end(&id, LONG).await;
+    assert_eq!(status(&task), "completed", "{task:#?}");
+    let after = eventually(
+        "every node warm",
+        || get(&svc, "/api/v1/coverage", &query),
+        |c| c["percentage"] == 100.0,
+    )
+    .await;
+    for node in after["nodes"].as_array().unwrap() {
+        let reported = reported_images(node["nodeName"].as_str().unwrap()).await;
+        assert!(
+            reported.iter().any(|n| n.ends_with("redis:7")),
+            "coverage says warm, the node says {reported:?}"
+        );
+    }
+    let out = gate("95", "redis:7").await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+
+    // Bad queries are 400s in the error shape.
+    for bad in [
+        vec![("nodeSelector", "suite=cov")],
+        vec![("images", "Not An Image")],
+        vec![("images", "nginx"), ("nodeSelector", "novalue")],
+    ] {
+        let (code, err) = get(&svc, "/api/v1/coverage", &bad).await;
+        assert_eq!(code, 400, "{bad:?}: {err}");
+        assert!(
+            err["error"].is_string() && err["details"].is_string(),
+            "{err}"
+        );
+    }
+}
