@@ -11,7 +11,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::engine::EngineConfig;
+use crate::http::client_addr::TrustedProxies;
 use crate::http::rate_limit::Limit;
+use crate::http::serve::ConnectionLimits;
+use crate::startup::Serving;
 use crate::webhook::WebhookConfig;
 
 /// Image of the pull pods' helper init container. The service's own image
@@ -196,6 +199,29 @@ pub struct ServeConfig {
     #[arg(long, env = "PREWARM_WEBHOOK_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub webhook_timeout: u64,
 
+    /// Seconds a client has to send a complete request header (also the
+    /// longest a kept-alive HTTP/1.1 connection waits for its next request).
+    #[arg(long, env = "PREWARM_HEADER_READ_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_read_timeout: u64,
+
+    /// Seconds without a byte in either direction after which a connection is closed.
+    #[arg(long, env = "PREWARM_IDLE_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub idle_timeout: u64,
+
+    /// Most client connections open at once; further ones are closed at once.
+    #[arg(long, env = "PREWARM_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = parse_at_least_one)]
+    pub max_connections: usize,
+
+    /// Seconds an API request may take before it is answered 408.
+    #[arg(long, env = "PREWARM_REQUEST_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub request_timeout: u64,
+
+    /// Proxies (`CIDR,…` or addresses) whose `X-Forwarded-For` names the
+    /// client: the rightmost hop that is not one of them is the client's
+    /// address for rate limits and the audit log. Unset: the TCP peer.
+    #[arg(long, env = "PREWARM_TRUSTED_PROXIES", value_parser = parse_trusted_proxies, default_value = "")]
+    pub trusted_proxies: TrustedProxies,
+
     /// Webhook attempts in all; retries wait 1 s, 2 s, 4 s, ...
     #[arg(long, env = "PREWARM_WEBHOOK_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10))]
     pub webhook_attempts: u32,
@@ -232,6 +258,18 @@ impl ServeConfig {
         (reads, writes)
     }
 
+    /// Connection timeouts, the connection cap and the request timeout.
+    pub fn serving(&self) -> Serving {
+        Serving {
+            limits: ConnectionLimits {
+                header_read_timeout: Duration::from_secs(self.header_read_timeout),
+                idle_timeout: Duration::from_secs(self.idle_timeout),
+                max_connections: self.max_connections,
+            },
+            request_timeout: Duration::from_secs(self.request_timeout),
+        }
+    }
+
     /// The webhook sender's settings.
     pub fn webhook_config(&self) -> WebhookConfig {
         WebhookConfig {
@@ -251,6 +289,10 @@ fn parse_rate(s: &str) -> Result<f64, String> {
             "expected a number of requests per second >= 0, got {s:?}"
         )),
     }
+}
+
+fn parse_trusted_proxies(s: &str) -> Result<TrustedProxies, String> {
+    TrustedProxies::parse(s)
 }
 
 fn parse_at_least_one(s: &str) -> Result<usize, String> {
@@ -428,6 +470,40 @@ mod tests {
             }
         );
         assert!(with_env(&[], || serve(&["--rate-limit-rps", "-1"])).is_err());
+    }
+
+    #[test]
+    fn connection_flags_parse_and_default() {
+        let defaults = with_env(&[], || serve(&[])).unwrap().serving();
+        assert_eq!(defaults, Serving::default());
+        assert_eq!(defaults.limits.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(defaults.limits.idle_timeout, Duration::from_secs(60));
+        assert_eq!(defaults.limits.max_connections, 10_000);
+        let cfg = with_env(&[], || {
+            serve(&[
+                "--header-read-timeout",
+                "2",
+                "--idle-timeout",
+                "5",
+                "--max-connections",
+                "7",
+                "--request-timeout",
+                "3",
+            ])
+        })
+        .unwrap()
+        .serving();
+        assert_eq!(cfg.limits.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(cfg.limits.idle_timeout, Duration::from_secs(5));
+        assert_eq!(cfg.limits.max_connections, 7);
+        assert_eq!(cfg.request_timeout, Duration::from_secs(3));
+        for bad in [
+            ["--max-connections", "0"],
+            ["--header-read-timeout", "0"],
+            ["--idle-timeout", "x"],
+        ] {
+            assert!(with_env(&[], || serve(&bad)).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod engine;
+pub mod file_watch;
 pub mod http;
 pub mod metrics;
 pub mod process_metrics;

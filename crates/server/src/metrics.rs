@@ -105,6 +105,10 @@ pub struct Metrics {
     pub http_duration: Family<RouteLabels, Histogram>,
     /// Requests made to the Kubernetes API.
     pub kube_requests: Family<KubeLabels, Counter>,
+    /// Client connections open now.
+    pub http_connections: Gauge,
+    /// Client connections closed at once because `--max-connections` were open.
+    pub http_connections_refused: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -181,6 +185,18 @@ impl Metrics {
             "Requests made to the Kubernetes API server",
             kube_requests.clone(),
         );
+        let http_connections = Gauge::default();
+        registry.register(
+            "prewarm_http_connections",
+            "Client connections open now",
+            http_connections.clone(),
+        );
+        let http_connections_refused = Counter::default();
+        registry.register(
+            "prewarm_http_connections_refused",
+            "Client connections closed at once because the connection limit was reached",
+            http_connections_refused.clone(),
+        );
         registry.register_collector(Box::new(crate::process_metrics::ProcessCollector));
         Metrics {
             registry,
@@ -194,6 +210,8 @@ impl Metrics {
             http_requests,
             http_duration,
             kube_requests,
+            http_connections,
+            http_connections_refused,
         }
     }
 

@@ -2,7 +2,6 @@
 //! the engine, bind the listener; then serve and run the engine until told to
 //! stop. Tests use exactly this wiring, with their own store and cluster.
 
-use std::future::IntoFuture;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +20,7 @@ use crate::engine::{Engine, EngineConfig};
 use crate::http::audit::AuditLog;
 use crate::http::auth::{load_token_file, watch_token_file, Authenticator};
 use crate::http::guard::Guard;
+use crate::http::serve::ConnectionLimits;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::progress::ProgressHub;
@@ -31,13 +31,33 @@ use crate::webhook::{WebhookConfig, Webhooks};
 /// (below Kubernetes' default 30 s termination grace period).
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
 
-/// The request guard and the webhook settings of a service.
+/// The request guard, the connection settings and the webhook settings of a service.
 #[derive(Debug, Clone)]
 pub struct Operations {
     /// Authentication, rate limits, audit log.
     pub guard: Arc<Guard>,
     /// End-of-task webhooks; `None` sends none.
     pub webhooks: Option<WebhookConfig>,
+    /// Connection timeouts, the connection cap and the request timeout.
+    pub serving: Serving,
+}
+
+/// How connections and requests are bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Serving {
+    /// Header-read and idle timeouts, most open connections.
+    pub limits: ConnectionLimits,
+    /// Longest an API request may take before it is answered 408.
+    pub request_timeout: Duration,
+}
+
+impl Default for Serving {
+    fn default() -> Self {
+        Serving {
+            limits: ConnectionLimits::default(),
+            request_timeout: http::REQUEST_TIMEOUT,
+        }
+    }
 }
 
 impl Operations {
@@ -46,6 +66,7 @@ impl Operations {
         Operations {
             guard: Arc::new(Guard::open(clock)),
             webhooks: None,
+            serving: Serving::default(),
         }
     }
 
@@ -67,8 +88,12 @@ impl Operations {
         };
         let (reads, writes) = config.rate_limits();
         Ok(Operations {
-            guard: Arc::new(Guard::new(auth, reads, writes, audit, clock)),
+            guard: Arc::new(
+                Guard::new(auth, reads, writes, audit, clock)
+                    .with_trusted_proxies(config.trusted_proxies.clone()),
+            ),
             webhooks: Some(config.webhook_config()),
+            serving: config.serving(),
         })
     }
 }
@@ -78,6 +103,8 @@ pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
     router: axum::Router,
+    limits: ConnectionLimits,
+    metrics: Arc<Metrics>,
     engine: Engine,
     scheduler: Scheduler,
     progress: Arc<ProgressHub>,
@@ -185,18 +212,21 @@ impl Application {
             clock.clone(),
         )
         .with_metrics(metrics.clone());
-        let router = http::router(AppState {
-            schedules,
-            scheduler: scheduler.handle(),
-            store,
-            cluster,
-            engine: engine.handle(),
-            clock,
-            metrics,
-            progress: progress.clone(),
-            guard: operations.guard,
-            webhooks,
-        });
+        let router = http::router_with_timeout(
+            AppState {
+                schedules,
+                scheduler: scheduler.handle(),
+                store,
+                cluster,
+                engine: engine.handle(),
+                clock,
+                metrics: metrics.clone(),
+                progress: progress.clone(),
+                guard: operations.guard,
+                webhooks,
+            },
+            operations.serving.request_timeout,
+        );
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen}"))?;
@@ -205,6 +235,8 @@ impl Application {
             listener,
             local_addr,
             router,
+            limits: operations.serving.limits,
+            metrics,
             engine,
             scheduler,
             progress,
@@ -231,6 +263,8 @@ impl Application {
             listener,
             local_addr,
             router,
+            limits,
+            metrics,
             engine,
             scheduler,
             progress,
@@ -248,19 +282,14 @@ impl Application {
         let server = {
             let stop = stop.clone();
             async move {
-                let serve = axum::serve(
-                    listener,
-                    router.into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .with_graceful_shutdown(stop.clone().cancelled_owned())
-                .into_future();
+                let serve = http::serve::serve(listener, router, limits, metrics, stop.clone());
                 announce(local_addr);
                 let drain_deadline = async {
                     stop.cancelled().await;
                     tokio::time::sleep(DRAIN_TIMEOUT).await;
                 };
                 let result = tokio::select! {
-                    result = serve => result.context("HTTP server"),
+                    () = serve => Ok(()),
                     () = drain_deadline => {
                         tracing::warn!(
                             timeout_secs = DRAIN_TIMEOUT.as_secs(),

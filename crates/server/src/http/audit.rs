@@ -37,8 +37,13 @@ pub struct AuditRecord {
     pub target_id: Option<String>,
     /// Status code answered.
     pub result: u16,
-    /// Client IP address and port, when known.
+    /// The client's address: the peer's address and port, or, behind a
+    /// trusted proxy, the address `X-Forwarded-For` names.
     pub client: Option<String>,
+    /// The trusted proxy the request came through (address and port), when
+    /// `client` was taken from `X-Forwarded-For`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
 }
 
 impl AuditRecord {
@@ -54,6 +59,7 @@ impl AuditRecord {
             target_id: None,
             result: 0,
             client: None,
+            via: None,
         }
     }
 }

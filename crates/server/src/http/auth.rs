@@ -10,7 +10,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
 
 use axum::http::Method;
 use sha2::{Digest, Sha256};
@@ -296,34 +295,13 @@ pub fn load_token_file(auth: &Authenticator, path: &Path) -> anyhow::Result<usiz
     Ok(n)
 }
 
-/// How often the token file is checked for changes.
-pub const RELOAD_POLL: Duration = Duration::from_secs(2);
-
-/// Reloads the token file on SIGHUP and whenever its modification time,
-/// size or (for Secret volumes, which swap a symlink) resolved path changes.
-/// A bad file is logged and ignored, keeping the tokens in force.
+/// Reloads the token file on SIGHUP and whenever it changes (see
+/// [`crate::file_watch`]). A bad file is logged and ignored, keeping the
+/// tokens in force.
 pub async fn watch_token_file(auth: Arc<Authenticator>, path: PathBuf) {
-    let stamp = |p: &Path| -> Option<(SystemTime, u64, PathBuf)> {
-        let meta = std::fs::metadata(p).ok()?;
-        Some((
-            meta.modified().ok()?,
-            meta.len(),
-            std::fs::canonicalize(p).ok()?,
-        ))
-    };
-    let mut last = stamp(&path);
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let mut tick = tokio::time::interval(RELOAD_POLL);
+    let mut watch = crate::file_watch::FileWatch::new(vec![path.clone()]).await;
     loop {
-        let by_signal = tokio::select! {
-            _ = tick.tick() => false,
-            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
-        };
-        let now = stamp(&path);
-        if !by_signal && now == last {
-            continue;
-        }
-        last = now;
+        let by_signal = watch.changed().await;
         match load_token_file(&auth, &path) {
             Ok(n) => tracing::info!(tokens = n, sighup = by_signal, "token file reloaded"),
             Err(e) => tracing::error!(error = format!("{e:#}"), "token file not reloaded"),

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::audit::{AuditLog, AuditRecord};
 use super::auth::{required_role, AuthOutcome, Authenticator, Identity};
+use super::client_addr::TrustedProxies;
 use super::error::ApiError;
 use super::rate_limit::{Limit, RateLimiter};
 use super::AppState;
@@ -28,6 +29,8 @@ pub struct Guard {
     pub writes: RateLimiter,
     /// Where audit lines go.
     pub audit: Arc<AuditLog>,
+    /// Peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
     clock: Arc<dyn Clock>,
 }
 
@@ -55,8 +58,16 @@ impl Guard {
             reads: RateLimiter::new(reads, clock.clone()),
             writes: RateLimiter::new(writes, clock.clone()),
             audit,
+            trusted_proxies: TrustedProxies::none(),
             clock,
         }
+    }
+
+    /// The same guard, taking the client address from `X-Forwarded-For`
+    /// when the peer is one of `proxies`.
+    pub fn with_trusted_proxies(mut self, proxies: TrustedProxies) -> Guard {
+        self.trusted_proxies = proxies;
+        self
     }
 
     /// Open, unlimited, auditing to stdout (tests and embedding).
@@ -110,15 +121,22 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
         return next.run(req).await;
     };
     let guard = &state.guard;
-    let client = req
+    let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
+    let client = peer.map(|p| guard.trusted_proxies.client(p.ip(), req.headers()));
     let mut record = AuditRecord::stamped(guard.clock.now());
     record.method = method.to_string();
     record.route = route.clone();
     record.target_id = path_id(&route, req.uri().path());
-    record.client = client.map(|c| c.to_string());
+    match (peer, client) {
+        (Some(peer), Some(client)) if client != peer.ip() => {
+            record.client = Some(client.to_string());
+            record.via = Some(peer.to_string());
+        }
+        _ => record.client = peer.map(|p| p.to_string()),
+    }
 
     let authorization = req
         .headers()
@@ -153,7 +171,7 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
     }
 
     let key = if guard.auth.is_open() {
-        client.map_or_else(|| "unknown".to_owned(), |c| c.ip().to_string())
+        client.map_or_else(|| "unknown".to_owned(), |c| c.to_string())
     } else {
         format!("token:{}", identity.name)
     };

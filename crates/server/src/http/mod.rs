@@ -28,6 +28,7 @@ use crate::store::{ScheduleStore, TaskStore};
 
 pub mod audit;
 pub mod auth;
+pub mod client_addr;
 pub mod coverage;
 pub mod error;
 pub mod extract;
@@ -36,6 +37,7 @@ pub mod health;
 pub mod openapi;
 pub mod rate_limit;
 pub mod schedules;
+pub mod serve;
 pub mod stream;
 pub mod tasks;
 pub mod ui;
@@ -81,35 +83,42 @@ pub fn router(state: AppState) -> Router {
     router_with_timeout(state, REQUEST_TIMEOUT)
 }
 
-fn router_with_timeout(state: AppState, request_timeout: Duration) -> Router {
-    let layers = ServiceBuilder::new()
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
-        )
+/// [`router`] with its request timeout as given.
+///
+/// The probes (`/healthz`, `/readyz`, `/metrics`) sit outside the API's
+/// concurrency cap and request timeout, and the guard leaves them unlimited,
+/// so a flood of slow API requests cannot starve a liveness probe.
+pub fn router_with_timeout(state: AppState, request_timeout: Duration) -> Router {
+    let api_layers = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(layer_error))
         .timeout(request_timeout)
         .layer(GlobalConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS))
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
-
-    Router::new()
+    let api = Router::new()
         .route("/api/v1/tasks", get(tasks::list).post(tasks::create))
         .route("/api/v1/tasks/{id}", get(tasks::get).delete(tasks::cancel))
         .route("/api/v1/tasks/{id}/watch", get(stream::watch))
         .route("/api/v1/tasks/{id}/events", get(stream::events))
         .route("/api/v1/coverage", get(coverage::get))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(metrics_text))
         .merge(schedules::routes())
         .route("/api/v1/openapi.json", get(openapi::openapi_json))
         .merge(openapi::swagger_ui())
         .route("/api/v1/whoami", get(whoami::whoami))
         .merge(ui::routes())
+        .layer(api_layers);
+
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics_text))
+        .merge(api)
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(route_not_found)
-        .layer(layers)
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             guard::guard,

@@ -41,9 +41,14 @@ pub struct Service {
 impl Service {
     /// Starts the service on a fresh database in `namespace`.
     pub fn start(namespace: &str) -> Service {
+        Self::start_flags(namespace, &[])
+    }
+
+    /// Starts the service on a fresh database in `namespace` with extra flags.
+    pub fn start_flags(namespace: &str, extra: &[&str]) -> Service {
         let dir = Arc::new(tempfile::tempdir().unwrap());
         let db = dir.path().join("prewarm.db");
-        let mut s = Self::start_with(namespace, &db, &[]);
+        let mut s = Self::start_with(namespace, &db, extra);
         s._dir = Some(dir);
         s
     }
