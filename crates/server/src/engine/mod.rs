@@ -8,7 +8,7 @@
 //! stream it re-reads the cluster snapshots and reaches the same decisions.
 //! Node outcomes are written to the store before their Jobs are deleted.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
