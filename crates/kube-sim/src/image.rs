@@ -166,6 +166,29 @@ impl ImageRef {
         format!("sha256:{}", hex_sha256(self.normalized().as_bytes()))
     }
 
+    /// The message of a pull the registry refused for want of credentials
+    /// (HTTP 401), as the kubelet reports it with containerd 1.6.
+    pub fn unauthorized_message(&self) -> String {
+        let n = self.normalized();
+        let domain = self.repository.split('/').next().unwrap_or_default();
+        // containerd talks to Docker Hub's registry host, not `docker.io`.
+        let host = if domain == "docker.io" {
+            "registry-1.docker.io"
+        } else {
+            domain
+        };
+        let object = self
+            .digest
+            .as_deref()
+            .or(self.tag.as_deref())
+            .unwrap_or("latest");
+        format!(
+            "rpc error: code = Unknown desc = failed to pull and unpack image \"{n}\": \
+             failed to resolve reference \"{n}\": pulling from host {host} failed with \
+             status code [manifests {object}]: 401 Unauthorized"
+        )
+    }
+
     /// `imageID` as containerd reports it: `<repository>@<digest>`.
     pub fn image_id(&self, digest: &str) -> String {
         format!("{}@{digest}", self.repository)

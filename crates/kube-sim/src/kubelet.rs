@@ -5,8 +5,9 @@
 //!
 //! Model (documented behaviour):
 //! - init containers run one at a time, in order; then all app containers start
-//!   together, and **pull concurrently** (a real kubelet pulls serially by
-//!   default; the observable statuses are the same apart from timing);
+//!   together; **pulls are serialized per node** (the kubelet's default
+//!   `serializeImagePulls: true`): a pull starts once the node's previous one,
+//!   of any pod, has finished, so N images take N × the pull time;
 //! - an image present on the node starts at once unless the policy is `Always`;
 //!   `Never` with a missing image is `ErrImageNeverPull`;
 //! - a failed pull shows `ErrImagePull` for one scaled second (or half the
@@ -71,6 +72,8 @@ pub struct NodeState {
     attempts: HashMap<String, u32>,
     /// Counter for pod IPs.
     pods_started: u32,
+    /// When the node's image puller is free again (pulls run one at a time).
+    puller_free_at: Option<Timestamp>,
 }
 
 impl NodeState {
@@ -127,6 +130,15 @@ impl NodeState {
         let n = self.attempts.entry(image.normalized()).or_insert(0);
         *n += 1;
         *n
+    }
+
+    /// Queues a pull of `duration` requested at `now` behind the node's
+    /// earlier pulls; returns when it finishes.
+    fn queue_pull(&mut self, now: Timestamp, duration: Duration) -> Timestamp {
+        let begin = self.puller_free_at.map_or(now, |free| free.max(now));
+        let done = begin + duration;
+        self.puller_free_at = Some(done);
+        done
     }
 
     fn next_pod_ip(&mut self) -> String {
@@ -193,6 +205,8 @@ struct ContainerRun {
     failures: u32,
     stage: Stage,
     id: String,
+    /// The pod carries `imagePullSecrets` (credentials for the registry).
+    credentials: bool,
 }
 
 /// `imagePullPolicy`.
@@ -265,6 +279,10 @@ impl PodRun {
             .unwrap_or(now);
         let start = whole_seconds(start);
         let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let credentials = spec
+            .image_pull_secrets
+            .as_ref()
+            .is_some_and(|s| !s.is_empty());
         let run = |c: &k8s_openapi::api::core::v1::Container| {
             let image = c.image.clone().unwrap_or_default();
             ContainerRun {
@@ -275,6 +293,7 @@ impl PodRun {
                 failures: 0,
                 stage: Stage::Waiting,
                 id: hex_sha256(format!("{uid}/{}", c.name).as_bytes()),
+                credentials,
             }
         };
         PodRun {
@@ -548,9 +567,10 @@ fn step(
                 Stage::NeverPull
             } else {
                 let attempt = node.next_attempt(&image);
-                let result = if plan.failures.fails(attempt) {
+                let result = if plan.failures.fails(attempt, c.credentials) {
                     let n = image.normalized();
                     Err(match (plan.message, plan.failures) {
+                        (_, Failures::Unauthorized) => image.unauthorized_message(),
                         // Failures that later succeed look like a registry hiccup, not a missing image.
                         (None, Failures::First(_)) => format!(
                             "rpc error: code = Unknown desc = failed to pull and unpack image \"{n}\": \
@@ -573,7 +593,7 @@ fn step(
                     Ok((digest, size))
                 };
                 Stage::Pulling {
-                    done: now + plan.duration,
+                    done: node.queue_pull(now, plan.duration),
                     result,
                     retry,
                 }
@@ -927,6 +947,49 @@ preloaded:
     }
 
     #[test]
+    fn pulls_on_one_node_run_one_after_another() {
+        // Two 30 s images in one pod: the second pull starts when the first ends.
+        let mut h = Harness::new(
+            SCENARIO,
+            pod(
+                &[("slow/a:1", None), ("slow/b:1", None)],
+                &[],
+                "Never",
+                None,
+            ),
+        );
+        h.run_until(Duration::from_secs(120));
+        assert_eq!(h.log.last().map(|l| l.0), Some(60_000));
+        let first = &h.log.iter().find(|(_, s)| {
+            s.container_statuses.as_ref().unwrap()[0]
+                .state
+                .as_ref()
+                .unwrap()
+                .terminated
+                .is_some()
+        });
+        assert_eq!(first.map(|l| l.0), Some(30_000));
+
+        // Two pods admitted at once on one node: the second pod's pull waits for the first's.
+        let mut node = NodeState::new("node-0", &h.scenario);
+        let t0 = Timestamp::from_second(1_700_000_000).unwrap();
+        let mut a = PodRun::new(
+            &pod(&[("slow/c:1", None)], &[], "Never", None),
+            &mut node,
+            t0,
+        );
+        let mut b = PodRun::new(
+            &pod(&[("slow/d:1", None)], &[], "Never", None),
+            &mut node,
+            t0,
+        );
+        let wake_a = a.advance(t0, &mut node, &h.scenario).next_wake;
+        let wake_b = b.advance(t0, &mut node, &h.scenario).next_wake;
+        assert_eq!(wake_a, Some(t0 + Duration::from_secs(30)));
+        assert_eq!(wake_b, Some(t0 + Duration::from_secs(60)));
+    }
+
+    #[test]
     fn node_reports_at_most_fifty_images() {
         let scenario = Scenario::parse("nodes: [{count: 1}]").unwrap();
         let mut node = NodeState::new("node-0", &scenario);
@@ -1057,6 +1120,76 @@ preloaded:
             msg,
             "Failed to apply default image tag \"Bad Image\": couldn't parse image reference \"Bad Image\": invalid reference format"
         );
+    }
+
+    /// The message of container 0 while it shows `ErrImagePull`.
+    fn err_image_pull_message(h: &Harness) -> Option<String> {
+        h.log.iter().find_map(|(_, s)| {
+            let w = s.container_statuses.as_ref()?[0]
+                .state
+                .as_ref()?
+                .waiting
+                .as_ref()?;
+            (w.reason.as_deref() == Some("ErrImagePull")).then(|| w.message.clone().unwrap())
+        })
+    }
+
+    #[test]
+    fn messages_are_the_real_kubelets() {
+        // As kubelet 1.20.2 on containerd 1.6 reported them for the same references.
+        let mut h = Harness::new(
+            "images: [{match: \"*/missing:*\", fail: ErrImagePull}]",
+            pod(&[("127.0.0.1:5000/missing:1", None)], &[], "Never", None),
+        );
+        h.run_until(Duration::from_secs(5));
+        assert_eq!(
+            err_image_pull_message(&h).unwrap(),
+            "rpc error: code = NotFound desc = failed to pull and unpack image \"127.0.0.1:5000/missing:1\": \
+             failed to resolve reference \"127.0.0.1:5000/missing:1\": 127.0.0.1:5000/missing:1: not found"
+        );
+        let mut h = Harness::new(
+            SCENARIO,
+            pod(&[("127.0.0.1:5000/Bad:1", None)], &[], "Never", None),
+        );
+        h.run_until(Duration::from_secs(5));
+        let w = h.log[0].1.container_statuses.as_ref().unwrap()[0]
+            .state
+            .clone()
+            .unwrap()
+            .waiting
+            .unwrap();
+        assert_eq!(w.reason.as_deref(), Some("InvalidImageName"));
+        assert_eq!(
+            w.message.as_deref(),
+            Some(
+                "Failed to apply default image tag \"127.0.0.1:5000/Bad:1\": couldn't parse image reference \
+                 \"127.0.0.1:5000/Bad:1\": invalid reference format: repository name must be lowercase"
+            )
+        );
+    }
+
+    #[test]
+    fn unauthorized_fails_without_pull_secrets_and_pulls_with_them() {
+        let scenario = "images: [{match: \"127.0.0.1:5000/private/*\", fail: Unauthorized}]";
+        let image = "127.0.0.1:5000/private/hello:1";
+        let mut h = Harness::new(scenario, pod(&[(image, None)], &[], "Never", None));
+        h.run_until(Duration::from_secs(60));
+        assert_eq!(
+            err_image_pull_message(&h).unwrap(),
+            "rpc error: code = Unknown desc = failed to pull and unpack image \"127.0.0.1:5000/private/hello:1\": \
+             failed to resolve reference \"127.0.0.1:5000/private/hello:1\": pulling from host 127.0.0.1:5000 \
+             failed with status code [manifests 1]: 401 Unauthorized"
+        );
+        assert!(h.run.outcome().is_none(), "still failing");
+
+        let mut with_secret = pod(&[(image, None)], &[], "Never", None);
+        with_secret.spec.as_mut().unwrap().image_pull_secrets =
+            Some(vec![k8s_openapi::api::core::v1::LocalObjectReference {
+                name: "regcred".into(),
+            }]);
+        let mut h = Harness::new(scenario, with_secret);
+        let log = h.run_until(Duration::from_secs(60));
+        assert_eq!(log.last().unwrap().1, "Terminated/Succeeded");
     }
 
     #[test]

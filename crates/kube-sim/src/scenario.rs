@@ -85,15 +85,20 @@ pub enum Failures {
     First(u32),
     /// Every attempt fails.
     Always,
+    /// The registry wants credentials: attempts of pods without
+    /// `imagePullSecrets` fail with `401 Unauthorized`, the others succeed.
+    Unauthorized,
 }
 
 impl Failures {
-    /// Whether attempt number `attempt` (1-based, per node and image) fails.
-    pub fn fails(self, attempt: u32) -> bool {
+    /// Whether attempt number `attempt` (1-based, per node and image) of a
+    /// pod with (`credentials`) or without pull secrets fails.
+    pub fn fails(self, attempt: u32, credentials: bool) -> bool {
         match self {
             Failures::None => false,
             Failures::First(n) => attempt <= n,
             Failures::Always => true,
+            Failures::Unauthorized => !credentials,
         }
     }
 }
@@ -189,6 +194,7 @@ struct NodeGroupFile {
 enum FailKind {
     ErrImagePull,
     ImagePullBackOff,
+    Unauthorized,
 }
 
 #[derive(Deserialize)]
@@ -296,10 +302,16 @@ impl Scenario {
             .enumerate()
             .map(|(i, r)| {
                 let failures = match (r.fail, r.fail_times) {
+                    (Some(FailKind::Unauthorized), Some(_)) => {
+                        return Err(Error::Scenario(format!(
+                            "images[{i}]: failTimes does not combine with fail: Unauthorized"
+                        )))
+                    }
                     (_, Some(n)) => Failures::First(n),
                     (Some(FailKind::ErrImagePull | FailKind::ImagePullBackOff), None) => {
                         Failures::Always
                     }
+                    (Some(FailKind::Unauthorized), None) => Failures::Unauthorized,
                     (None, None) => Failures::None,
                 };
                 let secs = r.pull_seconds.unwrap_or(DEFAULT_PULL.as_secs_f64());

@@ -21,6 +21,11 @@ const NOOP_DIR: &str = "/prewarm";
 /// Path of the no-op binary inside the helper image.
 pub const HELPER_NOOP_PATH: &str = "/usr/local/bin/prewarm-noop";
 
+/// CPU request of each container of a pull pod.
+const CONTAINER_CPU_REQUEST: &str = "1m";
+/// Memory request of each container of a pull pod.
+const CONTAINER_MEMORY_REQUEST: &str = "2Mi";
+
 /// Everything needed to build one pull Job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PullJob {
@@ -92,9 +97,15 @@ impl PullJob {
         .into();
         let annotations: BTreeMap<String, String> =
             [(NODE_ANNOTATION.to_owned(), self.node.clone())].into();
+        // A pod's request is the sum over its containers: a 100-image Job asks
+        // 100m CPU and 200Mi, so it is admitted on a small (2-CPU) node beside
+        // other workloads. The no-op process needs well under that.
         let requests: BTreeMap<String, Quantity> = [
-            ("cpu".to_owned(), Quantity("10m".into())),
-            ("memory".to_owned(), Quantity("16Mi".into())),
+            ("cpu".to_owned(), Quantity(CONTAINER_CPU_REQUEST.into())),
+            (
+                "memory".to_owned(),
+                Quantity(CONTAINER_MEMORY_REQUEST.into()),
+            ),
         ]
         .into();
         let resources = ResourceRequirements {
@@ -264,5 +275,29 @@ mod tests {
         assert_eq!(pod.image_pull_secrets.unwrap()[0].name, "regcred");
         assert_eq!(container_index("img-2"), Some(2));
         assert_eq!(container_index("prewarm-helper"), None);
+    }
+
+    #[test]
+    fn a_hundred_image_pod_fits_a_small_node() {
+        let mut job = pull("node-1", 0);
+        job.images = (0..crate::domain::task::MAX_IMAGES)
+            .map(|i| (i, format!("registry.example/app-{i}:1")))
+            .collect();
+        let pod = job.to_job("prewarm").spec.unwrap().template.spec.unwrap();
+        // Admission counts the sum of the containers' requests (init containers run first).
+        let (mut milli_cpu, mut mib) = (0u64, 0u64);
+        for c in &pod.containers {
+            let req = c.resources.as_ref().unwrap().requests.as_ref().unwrap();
+            milli_cpu += req["cpu"].0.trim_end_matches('m').parse::<u64>().unwrap();
+            mib += req["memory"]
+                .0
+                .trim_end_matches("Mi")
+                .parse::<u64>()
+                .unwrap();
+        }
+        assert_eq!(pod.containers.len(), 100);
+        // A 2-CPU node with 2 GiB keeps at least 90% of its CPU and memory for others.
+        assert!(milli_cpu <= 200, "{milli_cpu}m CPU");
+        assert!(mib <= 205, "{mib}Mi memory");
     }
 }
