@@ -24,23 +24,12 @@ GO=/usr/lib/go-1.19/bin
 log() { printf '[local-cluster] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-sudo_if_needed() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
-}
-
 # --- installation ---------------------------------------------------------
 
+# shellcheck source=scripts/debian-packages.sh
+. "$REPO/scripts/debian-packages.sh"
 install_packages() {
-  local wanted=(etcd-server golang-1.19-go rsync openssl golang-github-modern-go-reflect2-dev dpkg-dev curl python3)
-  local missing=()
-  for p in "${wanted[@]}"; do
-    [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || missing+=("$p")
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    log "installing ${missing[*]}"
-    sudo_if_needed apt-get update -qq
-    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  fi
+  ensure_debian_packages etcd-server golang-1.19-go rsync openssl golang-github-modern-go-reflect2-dev dpkg-dev curl python3
 }
 
 # deb-src lines for the same archives the system's deb lines use (one-line and deb822 formats).

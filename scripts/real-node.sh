@@ -43,8 +43,6 @@ POD_SUBNET=10.244.0.0/24
 log() { printf '[real-node] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
-
 kc() { kubectl --kubeconfig "$CLUSTER/kubeconfig" "$@"; }
 
 pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
@@ -53,17 +51,11 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
+# shellcheck source=scripts/debian-packages.sh
+. "$REPO/scripts/debian-packages.sh"
 install_packages() {
-  local wanted=(containerd runc containernetworking-plugins docker-registry skopeo umoci apache2-utils busybox-static iproute2 libc6-dev)
-  local missing=() p
-  for p in "${wanted[@]}"; do
-    [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || missing+=("$p")
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    log "installing ${missing[*]}"
-    sudo_if_needed apt-get update -qq
-    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  fi
+  ensure_debian_packages containerd runc containernetworking-plugins docker-registry skopeo umoci \
+    apache2-utils busybox-static iproute2 libc6-dev
 }
 
 start_bg() { # name, command... (environment via `env` in the command)
@@ -162,7 +154,7 @@ new_image() { # layout, name, source file, path in image, umoci config args...
 
 # The static no-op binary (std only, so a separate static build is quick).
 build_noop() {
-  local target=$REPO/target/static
+  local target=${CARGO_TARGET_DIR:-$REPO/target}/static
   (cd "$REPO" && RUSTFLAGS='-C target-feature=+crt-static' cargo build -q -p prewarm-noop \
     --target x86_64-unknown-linux-gnu --target-dir "$target") >&2
   echo "$target/x86_64-unknown-linux-gnu/debug/prewarm-noop"

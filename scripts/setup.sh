@@ -7,20 +7,13 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/prewarm
 
 log() { printf '[setup] %s\n' "$*" >&2; }
-sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+# shellcheck source=scripts/debian-packages.sh
+. "$REPO/scripts/debian-packages.sh"
 
 wanted=(etcd-server golang-1.19-go rsync openssl golang-github-modern-go-reflect2-dev dpkg-dev curl jq python3 procps)
 # The real node (scripts/real-node.sh): runtime, CNI plugins, registry, offline image tools.
 wanted+=(containerd runc containernetworking-plugins docker-registry skopeo umoci apache2-utils busybox-static iproute2 libc6-dev)
-missing=()
-for p in "${wanted[@]}"; do
-  [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  log "installing Debian packages: ${missing[*]}"
-  sudo_if_needed apt-get update -qq
-  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+ensure_debian_packages "${wanted[@]}"
 
 # kubectl: the machine's own, else Debian's kubernetes-client unpacked privately.
 if ! command -v kubectl >/dev/null 2>&1 && [ ! -x "$CACHE/kubectl/usr/bin/kubectl" ]; then
@@ -48,8 +41,7 @@ command -v node >/dev/null 2>&1 || web_missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || web_missing+=(npm)
 if [ ${#web_missing[@]} -gt 0 ]; then
   log "installing Debian packages for the web UI tests: ${web_missing[*]}"
-  sudo_if_needed apt-get update -qq
-  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${web_missing[@]}" >/dev/null
+  ensure_debian_packages "${web_missing[@]}"
 fi
 if [ ! -d "$REPO/web/tests/node_modules/playwright-core" ] \
   || [ "$REPO/web/tests/package-lock.json" -nt "$REPO/web/tests/node_modules/.package-lock.json" ]; then

@@ -19,6 +19,8 @@ echo "== build binaries used by the integration tests"
 cargo build --workspace --bins
 echo "== cargo test"
 cargo test --workspace -- --test-threads "${TEST_THREADS:-4}"
+echo "== real node: kubelet + containerd + registries on loopback (scripts/real-node.sh)"
+cargo test -p prewarm --test real_node -- --ignored --test-threads 2
 echo "== schemathesis against the served OpenAPI document"
 "$REPO/scripts/schemathesis.sh" "${SCHEMATHESIS_EXAMPLES:-50}"
 echo "== web UI in a real browser (web/tests/run.sh)"

@@ -79,11 +79,15 @@ impl Service {
                 namespace,
                 "--database",
                 db.to_str().unwrap(),
-                "--helper-image",
-                "prewarm:test",
                 "--log-level",
                 "info,prewarm=debug",
             ])
+            .args(
+                (!extra.contains(&"--helper-image"))
+                    .then_some(["--helper-image", "prewarm:test"])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
