@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -49,6 +50,44 @@ pub struct StatusLabels {
 pub struct ResultLabels {
     /// `success`, `failed`, `skipped`, `retried`.
     pub result: String,
+}
+
+/// Labels of `prewarm_node_failures_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// One of [`FAILURE_REASONS`].
+    pub reason: String,
+}
+
+/// Final task statuses, exposed at 0 from the start so that the first
+/// failure is an increase Prometheus can see.
+const TASK_END_STATUSES: [&str; 3] = ["completed", "failed", "cancelled"];
+/// Node attempt results of `prewarm_node_pulls_total`.
+const PULL_RESULTS: [&str; 4] = ["success", "failed", "skipped", "retried"];
+/// Scheduled execution outcomes of `prewarm_scheduled_executions_total`.
+const EXECUTION_STATUSES: [&str; 4] = ["success", "failed", "skipped", "timeout"];
+/// Webhook outcomes of `prewarm_webhook_deliveries_total`.
+pub const WEBHOOK_RESULTS: [&str; 4] = ["delivered", "failed", "refused", "dropped"];
+/// The `reason` values of `prewarm_node_failures_total`: the kubelet's pull
+/// failure reasons, the attempt deadline, a failed pod; anything else is `Other`.
+pub const FAILURE_REASONS: [&str; 8] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "RegistryUnavailable",
+    "Timeout",
+    "PodFailed",
+    "Other",
+];
+
+/// The bounded `reason` label for a node attempt's failure reason.
+pub fn failure_reason(reason: &str) -> &'static str {
+    FAILURE_REASONS
+        .iter()
+        .find(|r| **r == reason)
+        .copied()
+        .unwrap_or("Other")
 }
 
 /// Labels of `prewarm_http_requests_total`.
@@ -109,6 +148,18 @@ pub struct Metrics {
     pub http_connections: Gauge,
     /// Client connections closed at once because `--max-connections` were open.
     pub http_connections_refused: Counter,
+    /// Failed node attempts (retried or final), by bounded reason.
+    pub node_failures: Family<ReasonLabels, Counter>,
+    /// Unix time of the engine's last progress: a task started or a node attempt ended.
+    pub last_progress: Gauge<f64, AtomicU64>,
+    /// Tasks waiting for admission.
+    pub tasks_pending: Gauge,
+    /// Node pulls (Jobs) in flight across all tasks.
+    pub nodes_in_flight: Gauge,
+    /// The global cap on node pulls in flight.
+    pub nodes_in_flight_limit: Gauge,
+    /// Webhook deliveries ended, by result.
+    pub webhook_deliveries: Family<ResultLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -197,8 +248,69 @@ impl Metrics {
             "Client connections closed at once because the connection limit was reached",
             http_connections_refused.clone(),
         );
+        let node_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "prewarm_node_failures",
+            "Failed node pull attempts, retried or final, by reason",
+            node_failures.clone(),
+        );
+        let last_progress = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "prewarm_last_progress_timestamp_seconds",
+            "Unix time a task last started or a node pull attempt last ended (process start until then)",
+            last_progress.clone(),
+        );
+        let tasks_pending = Gauge::default();
+        registry.register(
+            "prewarm_tasks_pending",
+            "Tasks waiting to be admitted",
+            tasks_pending.clone(),
+        );
+        let nodes_in_flight = Gauge::default();
+        registry.register(
+            "prewarm_nodes_in_flight",
+            "Node pulls in flight across all tasks",
+            nodes_in_flight.clone(),
+        );
+        let nodes_in_flight_limit = Gauge::default();
+        registry.register(
+            "prewarm_nodes_in_flight_limit",
+            "The cap on node pulls in flight (--max-concurrent-nodes)",
+            nodes_in_flight_limit.clone(),
+        );
+        let webhook_deliveries = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "prewarm_webhook_deliveries",
+            "Task webhooks ended, by result (delivered, failed, refused, dropped)",
+            webhook_deliveries.clone(),
+        );
         registry.register_collector(Box::new(crate::process_metrics::ProcessCollector));
-        Metrics {
+        for status in TASK_END_STATUSES {
+            let _ = tasks_total.get_or_create(&StatusLabels {
+                status: status.to_owned(),
+            });
+        }
+        for status in EXECUTION_STATUSES {
+            let _ = scheduled_executions.get_or_create(&StatusLabels {
+                status: status.to_owned(),
+            });
+        }
+        for result in PULL_RESULTS {
+            let _ = node_pulls.get_or_create(&ResultLabels {
+                result: result.to_owned(),
+            });
+        }
+        for result in WEBHOOK_RESULTS {
+            let _ = webhook_deliveries.get_or_create(&ResultLabels {
+                result: result.to_owned(),
+            });
+        }
+        for reason in FAILURE_REASONS {
+            let _ = node_failures.get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            });
+        }
+        let metrics = Metrics {
             registry,
             tasks_total,
             task_duration,
@@ -212,7 +324,50 @@ impl Metrics {
             kube_requests,
             http_connections,
             http_connections_refused,
-        }
+            node_failures,
+            last_progress,
+            tasks_pending,
+            nodes_in_flight,
+            nodes_in_flight_limit,
+            webhook_deliveries,
+        };
+        metrics.progressed();
+        metrics
+    }
+
+    /// The engine's occupancy after a reconcile pass.
+    pub fn engine_state(&self, running: usize, pending: usize, in_flight: usize, limit: usize) {
+        self.tasks_running.set(running as i64);
+        self.tasks_pending.set(pending as i64);
+        self.nodes_in_flight.set(in_flight as i64);
+        self.nodes_in_flight_limit.set(limit as i64);
+    }
+
+    /// Records engine progress (a task started or a node attempt ended) now.
+    pub fn progressed(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default();
+        self.last_progress.set(now);
+    }
+
+    /// Counts one failed node attempt by its (bounded) reason.
+    pub fn node_failure(&self, reason: &str) {
+        self.node_failures
+            .get_or_create(&ReasonLabels {
+                reason: failure_reason(reason).to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one webhook outcome (one of [`WEBHOOK_RESULTS`]).
+    pub fn webhook_delivery(&self, result: &str) {
+        self.webhook_deliveries
+            .get_or_create(&ResultLabels {
+                result: result.to_owned(),
+            })
+            .inc();
     }
 
     /// Records a successful node attempt of `secs` seconds.
@@ -374,6 +529,50 @@ mod tests {
             let (v, r) = classify_kube_request(&method.parse().unwrap(), &uri.parse().unwrap());
             assert_eq!((v, r.as_str()), (verb, resource), "{method} {uri}");
         }
+    }
+
+    #[test]
+    fn failure_reasons_stay_a_fixed_set() {
+        assert_eq!(failure_reason("ErrImagePull"), "ErrImagePull");
+        assert_eq!(failure_reason("Timeout"), "Timeout");
+        assert_eq!(failure_reason("Evicted"), "Other");
+        assert_eq!(failure_reason("node-17 said no"), "Other");
+        let m = Metrics::new();
+        m.node_failure("ImagePullBackOff");
+        m.node_failure("something new");
+        let text = m.encode();
+        assert!(text.contains("prewarm_node_failures_total{reason=\"ImagePullBackOff\"} 1"));
+        assert!(text.contains("prewarm_node_failures_total{reason=\"Other\"} 1"));
+        let lines = text
+            .lines()
+            .filter(|l| l.starts_with("prewarm_node_failures_total{"))
+            .count();
+        assert_eq!(lines, FAILURE_REASONS.len(), "{text}");
+    }
+
+    #[test]
+    fn counters_with_fixed_labels_start_at_zero() {
+        let text = Metrics::new().encode();
+        for sample in [
+            "prewarm_tasks_total{status=\"failed\"} 0",
+            "prewarm_scheduled_executions_total{status=\"skipped\"} 0",
+            "prewarm_node_pulls_total{result=\"retried\"} 0",
+            "prewarm_webhook_deliveries_total{result=\"failed\"} 0",
+            "prewarm_node_failures_total{reason=\"ErrImagePull\"} 0",
+            "prewarm_nodes_in_flight 0",
+            "prewarm_tasks_pending 0",
+        ] {
+            assert!(text.contains(sample), "{sample} missing from\n{text}");
+        }
+        let progress = text
+            .lines()
+            .find_map(|l| l.strip_prefix("prewarm_last_progress_timestamp_seconds "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap();
+        assert!(
+            progress > 1.7e9,
+            "process start counts as progress: {progress}"
+        );
     }
 
     #[test]

@@ -198,7 +198,7 @@ impl Application {
         let schedules: Arc<dyn ScheduleStore> = store.clone();
         let store: Arc<dyn TaskStore> = store;
         let webhooks = match operations.webhooks {
-            Some(config) => Webhooks::start(config, store.clone()),
+            Some(config) => Webhooks::start(config, store.clone(), metrics.clone()),
             None => Webhooks::disabled(),
         };
         let engine = Engine::new(store.clone(), cluster.clone(), clock.clone(), engine_config)

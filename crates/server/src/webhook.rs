@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use crate::domain::task::ValidationError;
 use crate::domain::webhook_target::{event_name, is_private, literal_ip, signature};
+use crate::metrics::Metrics;
 use crate::store::TaskStore;
 
 /// Tasks waiting for their webhook; beyond this, new ones are dropped (logged).
@@ -56,17 +57,24 @@ impl Default for WebhookConfig {
 pub struct Webhooks {
     tx: Option<mpsc::Sender<Task>>,
     allow_private: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl Webhooks {
     /// Starts the delivery worker (needs a Tokio runtime).
-    pub fn start(config: WebhookConfig, store: Arc<dyn TaskStore>) -> Arc<Webhooks> {
+    /// Outcomes are counted in `prewarm_webhook_deliveries_total`.
+    pub fn start(
+        config: WebhookConfig,
+        store: Arc<dyn TaskStore>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Webhooks> {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let allow_private = config.allow_private;
-        tokio::spawn(run_worker(config, store, rx));
+        tokio::spawn(run_worker(config, store, metrics.clone(), rx));
         Arc::new(Webhooks {
             tx: Some(tx),
             allow_private,
+            metrics,
         })
     }
 
@@ -75,6 +83,7 @@ impl Webhooks {
         Arc::new(Webhooks {
             tx: None,
             allow_private: false,
+            metrics: Arc::new(Metrics::new()),
         })
     }
 
@@ -85,6 +94,7 @@ impl Webhooks {
         };
         if let Err(e) = tx.try_send(task.clone()) {
             tracing::warn!(task = %task.task_id, error = %e, "webhook queue full; event dropped");
+            self.metrics.webhook_delivery("dropped");
         }
     }
 
@@ -106,6 +116,7 @@ impl Webhooks {
 async fn run_worker(
     config: WebhookConfig,
     store: Arc<dyn TaskStore>,
+    metrics: Arc<Metrics>,
     mut rx: mpsc::Receiver<Task>,
 ) {
     let config = Arc::new(config);
@@ -116,8 +127,18 @@ async fn run_worker(
         };
         let config = config.clone();
         let store = store.clone();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             let (status, error) = deliver(&config, &task).await;
+            let result = match status {
+                WebhookStatus::Delivered => Some("delivered"),
+                WebhookStatus::Failed => Some("failed"),
+                WebhookStatus::Refused => Some("refused"),
+                WebhookStatus::Pending => None,
+            };
+            if let Some(result) = result {
+                metrics.webhook_delivery(result);
+            }
             record(&*store, &task.task_id, status, error).await;
             drop(permit);
         });

@@ -349,6 +349,18 @@ impl NodePull {
         };
     }
 
+    /// The reason of this node's most recent image failure, if any.
+    pub fn last_failure_reason(&self) -> Option<&str> {
+        self.images
+            .iter()
+            .filter_map(|slot| match slot {
+                ImagePull::Failed(f) | ImagePull::Pending { last: Some(f), .. } => Some(f),
+                _ => None,
+            })
+            .max_by_key(|f| f.at)
+            .map(|f| f.reason.as_str())
+    }
+
     /// The node went away: no longer counted as to-do, not a failure.
     pub fn skip(&mut self, message: &str, now: DateTime<Utc>) {
         if !self.is_done() {

@@ -246,7 +246,12 @@ impl Engine {
         }
         self.complete_finished().await;
         self.flush(false).await;
-        self.metrics.tasks_running.set(self.runs.len() as i64);
+        self.metrics.engine_state(
+            self.runs.len(),
+            self.pending.len(),
+            self.in_flight_total(),
+            self.config.max_concurrent_nodes,
+        );
     }
 
     fn on_recv(&mut self, ev: Result<ClusterEvent, broadcast::error::RecvError>) {
@@ -748,6 +753,7 @@ impl Engine {
             Ok(true) => {
                 self.progress.publish(&run.view);
                 tracing::info!(task = %run.view.task_id, nodes = run.nodes.len(), "task started");
+                self.metrics.progressed();
                 run.dirty = false;
                 self.runs.insert(run.view.task_id.clone(), run);
             }
@@ -1115,6 +1121,12 @@ impl Engine {
 
 /// Moves a run's ended node attempts into the pull counters and histogram.
 fn count_ended_attempts(metrics: &Metrics, run: &mut TaskRun) {
+    if !run.ended.is_empty() {
+        metrics.progressed();
+    }
+    for reason in run.failure_reasons.drain(..) {
+        metrics.node_failure(&reason);
+    }
     for (outcome, secs) in run.ended.drain(..) {
         metrics.node_pull(outcome);
         if secs >= 0.0 {

@@ -42,6 +42,8 @@ pub struct TaskRun {
     pub attempt_started: HashMap<usize, DateTime<Utc>>,
     /// Node attempts ended since the metrics were last updated: (outcome, seconds).
     pub ended: Vec<(&'static str, f64)>,
+    /// Reasons of the failed node attempts among `ended`.
+    pub failure_reasons: Vec<String>,
     /// When the task started, on the monotonic clock (for `timeoutSeconds`).
     pub started: Instant,
     /// Monotonic deadlines behind the nodes' wall-clock phase times.
@@ -99,6 +101,7 @@ impl TaskRun {
             dirty: true,
             attempt_started: HashMap::new(),
             ended: Vec::new(),
+            failure_reasons: Vec::new(),
             started: Instant::now(),
             timers: HashMap::new(),
             confirmed: HashMap::new(),
@@ -205,6 +208,11 @@ impl TaskRun {
         };
         if let Some(outcome) = outcome {
             self.ended.push((outcome, -1.0));
+            if outcome != "skipped" {
+                if let Some(reason) = self.nodes[i].last_failure_reason() {
+                    self.failure_reasons.push(reason.to_owned());
+                }
+            }
         }
         self.attempt_started.remove(&i);
         self.confirmed.remove(&i);
