@@ -15,6 +15,40 @@ wanted=(etcd-server golang-1.19-go rsync openssl golang-github-modern-go-reflect
 wanted+=(containerd runc containernetworking-plugins docker-registry skopeo umoci apache2-utils busybox-static iproute2 libc6-dev)
 ensure_debian_packages "${wanted[@]}"
 
+# Prometheus, promtool and Alertmanager for the monitoring tests. The tests
+# start their own instances on loopback; the packages' own daemons (which
+# would listen on every address) are kept from starting and stopped if a
+# package started them anyway.
+mon_missing=()
+for p in prometheus prometheus-alertmanager; do
+  [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || mon_missing+=("$p")
+done
+if [ ${#mon_missing[@]} -gt 0 ]; then
+  log "installing Debian packages for the monitoring tests: ${mon_missing[*]}"
+  own_policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | sudo_if_needed tee /usr/sbin/policy-rc.d >/dev/null
+    sudo_if_needed chmod 755 /usr/sbin/policy-rc.d
+    own_policy=1
+  fi
+  sudo_if_needed apt-get update -qq
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${mon_missing[@]}" >/dev/null
+  [ -z "$own_policy" ] || sudo_if_needed rm -f /usr/sbin/policy-rc.d
+fi
+for svc in prometheus prometheus-alertmanager; do
+  if [ -d /run/systemd/system ] && systemctl is-enabled --quiet "$svc" 2>/dev/null; then
+    log "stopping and disabling the system $svc service (tests start their own on loopback)"
+    sudo_if_needed systemctl disable --now --quiet "$svc"
+  fi
+  pidfile=/run/prometheus/$svc.pid
+  if [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    log "stopping the system $svc daemon (tests start their own on loopback)"
+    pid=$(cat "$pidfile")
+    sudo_if_needed /etc/init.d/"$svc" stop >/dev/null 2>&1 || true
+    if kill -0 "$pid" 2>/dev/null; then sudo_if_needed kill "$pid"; fi
+  fi
+done
+
 # kubectl: the machine's own, else Debian's kubernetes-client unpacked privately.
 if ! command -v kubectl >/dev/null 2>&1 && [ ! -x "$CACHE/kubectl/usr/bin/kubectl" ]; then
   log "fetching Debian's kubernetes-client for kubectl"

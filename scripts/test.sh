@@ -15,6 +15,8 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== Go SDK: gofmt, vet (its tests run against the live service in cargo test)"
 (cd clients/go && PATH=/usr/lib/go-1.19/bin:$PATH GOPROXY=off GOFLAGS= sh -c 'test -z "$(gofmt -l .)" && go vet ./...')
+echo "== monitoring rules and dashboard (promtool; the real Prometheus test runs in cargo test)"
+"$REPO/scripts/monitoring-check.sh"
 echo "== build binaries used by the integration tests"
 cargo build --workspace --bins
 echo "== cargo test"
