@@ -11,11 +11,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -34,6 +37,25 @@ type Client struct {
 // Authorization: Bearer otherwise).
 func NewClient(baseURL, token string) *Client {
 	return &Client{BaseURL: strings.TrimRight(baseURL, "/"), Token: token, HTTPClient: &http.Client{}}
+}
+
+// NewClientWithCA is NewClient for an https:// server whose certificate is
+// checked against the PEM bundle in caCertFile instead of the system's
+// authorities (PREWARM_CA_CERT in the CLI).
+func NewClientWithCA(baseURL, token, caCertFile string) (*Client, error) {
+	pem, err := os.ReadFile(caCertFile)
+	if err != nil {
+		return nil, fmt.Errorf("prewarm: reading the CA bundle: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("prewarm: %s holds no PEM certificate", caCertFile)
+	}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	c := NewClient(baseURL, token)
+	c.HTTPClient = &http.Client{Transport: transport}
+	return c, nil
 }
 
 func (c *Client) httpClient() *http.Client {

@@ -2,9 +2,12 @@ package prewarm
 
 import (
 	"context"
+	"encoding/pem"
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -61,5 +64,32 @@ func TestContextCancelsWaiting(t *testing.T) {
 	cancel()
 	if _, err := NewClient(srv.URL, "").WaitForCompletion(ctx, "t", 0); !errors.Is(err, context.Canceled) {
 		t.Fatalf("want context.Canceled, got %v", err)
+	}
+}
+
+func TestNewClientWithCATrustsOnlyTheGivenBundle(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"taskId":"t-1","status":"completed"}`))
+	}))
+	defer srv.Close()
+	bundle := filepath.Join(t.TempDir(), "ca.pem")
+	cert := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	if err := os.WriteFile(bundle, cert, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := NewClientWithCA(srv.URL, "", bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := c.GetTask(context.Background(), "t-1")
+	if err != nil || task.TaskID != "t-1" {
+		t.Fatalf("over HTTPS with the CA: %+v, %v", task, err)
+	}
+	if _, err := NewClient(srv.URL, "").GetTask(context.Background(), "t-1"); err == nil {
+		t.Fatal("a server signed by an unknown authority was trusted")
+	}
+	if _, err := NewClientWithCA(srv.URL, "", filepath.Join(t.TempDir(), "none.pem")); err == nil {
+		t.Fatal("a missing bundle was accepted")
 	}
 }

@@ -21,6 +21,13 @@ func liveClient(t *testing.T) *Client {
 	if server == "" {
 		t.Skip("PREWARM_SERVER not set")
 	}
+	if ca := os.Getenv("PREWARM_CA_CERT"); ca != "" {
+		c, err := NewClientWithCA(server, os.Getenv("PREWARM_TOKEN"), ca)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
 	return NewClient(server, os.Getenv("PREWARM_TOKEN"))
 }
 

@@ -1,5 +1,6 @@
 """The HTTP client: tasks, live progress (Server-Sent Events), scheduled tasks."""
 
+import os
 import time
 from typing import Any, Dict, Iterator, List, Mapping, Optional
 
@@ -83,9 +84,11 @@ class PrewarmClient:
     """A client of one prewarm server.
 
     ``base_url`` is the service's address (``http://prewarm.example.com``);
-    ``token`` is sent as ``Authorization: Bearer`` when given. Every method
-    returns the API's JSON as dicts and raises the typed errors of
-    :mod:`prewarm_client.errors`.
+    ``token`` is sent as ``Authorization: Bearer`` when given. ``ca_cert``
+    is a PEM bundle of the certificate authorities an ``https://`` server's
+    certificate is checked against (default: ``$PREWARM_CA_CERT``, else the
+    system's). Every method returns the API's JSON as dicts and raises the
+    typed errors of :mod:`prewarm_client.errors`.
     """
 
     def __init__(
@@ -94,11 +97,20 @@ class PrewarmClient:
         token: Optional[str] = None,
         timeout: float = 30.0,
         session: Optional[requests.Session] = None,
+        ca_cert: Optional[str] = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
         self.session = session or requests.Session()
+        ca_cert = ca_cert or os.environ.get("PREWARM_CA_CERT") or None
+        if ca_cert:
+            if not os.path.isfile(ca_cert):
+                raise ValueError("ca_cert %r is not a file" % ca_cert)
+            self.session.verify = ca_cert
+        # Passed with every request: a session-level setting alone loses to
+        # $REQUESTS_CA_BUNDLE.
+        self._verify = self.session.verify
         if token:
             self.session.headers["Authorization"] = "Bearer %s" % token
 
@@ -118,6 +130,7 @@ class PrewarmClient:
                 params=params,
                 json=json,
                 timeout=self.timeout,
+                verify=self._verify,
             )
         except requests.RequestException as exc:
             raise ConnectionFailed("cannot reach %s: %s" % (self.base_url, exc)) from exc
@@ -244,6 +257,7 @@ class PrewarmClient:
                     headers=headers,
                     stream=True,
                     timeout=(self.timeout, 60),
+                    verify=self._verify,
                 )
             except requests.RequestException as exc:
                 failures += 1

@@ -50,3 +50,16 @@ def test_unknown_create_option_is_a_type_error():
     client = prewarm_client.PrewarmClient("http://127.0.0.1:1")
     with pytest.raises(TypeError):
         client.create_task(["nginx"], batchsize=3)
+
+
+def test_ca_bundle_comes_from_the_argument_or_the_environment(tmp_path, monkeypatch):
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.delenv("PREWARM_CA_CERT", raising=False)
+    assert prewarm_client.PrewarmClient("https://p").session.verify is True
+    client = prewarm_client.PrewarmClient("https://p", ca_cert=str(bundle))
+    assert client.session.verify == str(bundle)
+    monkeypatch.setenv("PREWARM_CA_CERT", str(bundle))
+    assert prewarm_client.PrewarmClient("https://p").session.verify == str(bundle)
+    with pytest.raises(ValueError):
+        prewarm_client.PrewarmClient("https://p", ca_cert=str(tmp_path / "missing.pem"))

@@ -64,6 +64,17 @@ impl CliError {
     }
 }
 
+/// The certificates of a PEM bundle; a file without any is a usage error.
+fn read_ca_bundle(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, CliError> {
+    let usage = |what: String| CliError::Usage(format!("--ca-cert {}: {what}", path.display()));
+    let pem = std::fs::read(path).map_err(|e| usage(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| usage(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(usage("no PEM certificate in the file".to_owned()));
+    }
+    Ok(certs)
+}
+
 fn describe(status: u16, body: &ErrorBody) -> String {
     match &body.details {
         Some(details) if !details.is_empty() => {
@@ -85,15 +96,30 @@ impl ApiClient {
     /// A client of `server` (`http://host:port`, with or without a trailing
     /// slash), sending `token` as `Authorization: Bearer` when given.
     pub fn new(server: &str, token: Option<String>) -> Result<ApiClient, CliError> {
+        Self::with_ca_cert(server, token, None)
+    }
+
+    /// Like [`ApiClient::new`]; with `ca_cert`, an `https://` server's
+    /// certificate must chain to one of the PEM certificates in that file
+    /// (and to nothing else).
+    pub fn with_ca_cert(
+        server: &str,
+        token: Option<String>,
+        ca_cert: Option<&std::path::Path>,
+    ) -> Result<ApiClient, CliError> {
         let base = server.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(CliError::Usage(format!(
                 "--server must be an http:// or https:// URL, got {server:?}"
             )));
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("prewarm-cli/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("prewarm-cli/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = ca_cert {
+            builder = builder.tls_certs_only(read_ca_bundle(path)?);
+        }
+        let http = builder
             .build()
             .map_err(|e| CliError::Protocol(e.to_string()))?;
         Ok(ApiClient {
@@ -202,6 +228,19 @@ mod tests {
             err.to_string(),
             "Validation failed: images[0]: invalid image reference (HTTP 400)"
         );
+    }
+
+    #[test]
+    fn a_ca_bundle_without_certificates_is_a_usage_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        for path in [&missing, &empty] {
+            let err = ApiClient::with_ca_cert("https://h:1", None, Some(path)).unwrap_err();
+            assert_eq!(err.exit_code(), EXIT_USAGE, "{err}");
+            assert!(err.to_string().contains("--ca-cert"), "{err}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use clap::Args;
 use serde_json::Value;
 
-use crate::client::{ApiClient, CliError, EXIT_FAILED, EXIT_OK};
+use crate::client::{CliError, EXIT_FAILED, EXIT_OK};
 use crate::output::{self, cell, table};
 use crate::{parse_key_value, Connection};
 
@@ -40,7 +40,7 @@ fn parse_percent(s: &str) -> Result<f64, String> {
 /// Runs `coverage`; returns the exit code.
 pub async fn run(args: CoverageArgs) -> Result<u8, CliError> {
     let conn = &args.connection;
-    let client = ApiClient::new(&conn.server, conn.token.clone())?;
+    let client = conn.client()?;
     let mut query = vec![("images", args.images.join(","))];
     if !args.selectors.is_empty() {
         let selector: Vec<String> = args

@@ -38,9 +38,21 @@ pub struct Connection {
     #[arg(long, env = "PREWARM_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
 
+    /// PEM bundle of the certificate authorities an `https://` server's
+    /// certificate must chain to (instead of the system's).
+    #[arg(long, env = "PREWARM_CA_CERT", global = true, value_name = "FILE")]
+    pub ca_cert: Option<std::path::PathBuf>,
+
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value = "table", global = true)]
     pub output: OutputFormat,
+}
+
+impl Connection {
+    /// A client of the server these flags name.
+    pub fn client(&self) -> Result<ApiClient, CliError> {
+        ApiClient::with_ca_cert(&self.server, self.token.clone(), self.ca_cert.as_deref())
+    }
 }
 
 /// The client commands.

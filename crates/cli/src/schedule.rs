@@ -5,7 +5,7 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::{json, Map, Value};
 
-use crate::client::{ApiClient, CliError, EXIT_OK};
+use crate::client::{CliError, EXIT_OK};
 use crate::output::{self, cell, fields, table};
 use crate::task::{follow_to_end, TaskConfigFlags};
 use crate::{segment, Connection};
@@ -212,7 +212,7 @@ fn update_body(images: &[String], s: &ScheduleUpdateFlags, config: &TaskConfigFl
 /// Runs a schedule command; returns the exit code.
 pub async fn run(args: ScheduleArgs) -> Result<u8, CliError> {
     let conn = &args.connection;
-    let client = ApiClient::new(&conn.server, conn.token.clone())?;
+    let client = conn.client()?;
     let out = conn.output;
     let one = |id: &str| format!("{BASE}/{}", segment(id));
     let page = |limit: u32, offset: u64| {

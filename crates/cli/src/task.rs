@@ -161,7 +161,7 @@ impl TaskConfigFlags {
 /// Runs a task command; returns the exit code.
 pub async fn run(args: TaskArgs) -> Result<u8, CliError> {
     let conn = &args.connection;
-    let client = ApiClient::new(&conn.server, conn.token.clone())?;
+    let client = conn.client()?;
     let out = conn.output;
     match args.command {
         TaskCommand::Create {

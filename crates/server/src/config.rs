@@ -14,6 +14,7 @@ use crate::engine::EngineConfig;
 use crate::http::client_addr::TrustedProxies;
 use crate::http::rate_limit::Limit;
 use crate::http::serve::ConnectionLimits;
+use crate::http::tls::TlsFiles;
 use crate::startup::Serving;
 use crate::webhook::WebhookConfig;
 
@@ -216,6 +217,25 @@ pub struct ServeConfig {
     #[arg(long, env = "PREWARM_REQUEST_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub request_timeout: u64,
 
+    /// PEM certificate chain to serve HTTPS with (needs `--tls-key`);
+    /// reloaded when the file changes. Unset: plain HTTP.
+    #[arg(
+        long,
+        env = "PREWARM_TLS_CERT",
+        requires = "tls_key",
+        value_name = "FILE"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--tls-cert`.
+    #[arg(
+        long,
+        env = "PREWARM_TLS_KEY",
+        requires = "tls_cert",
+        value_name = "FILE"
+    )]
+    pub tls_key: Option<PathBuf>,
+
     /// Proxies (`CIDR,…` or addresses) whose `X-Forwarded-For` names the
     /// client: the rightmost hop that is not one of them is the client's
     /// address for rate limits and the audit log. Unset: the TCP peer.
@@ -267,6 +287,13 @@ impl ServeConfig {
                 max_connections: self.max_connections,
             },
             request_timeout: Duration::from_secs(self.request_timeout),
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            },
         }
     }
 
@@ -497,10 +524,25 @@ mod tests {
         assert_eq!(cfg.limits.idle_timeout, Duration::from_secs(5));
         assert_eq!(cfg.limits.max_connections, 7);
         assert_eq!(cfg.request_timeout, Duration::from_secs(3));
+        assert_eq!(defaults.tls, None);
+        let tls = with_env(&[], || {
+            serve(&["--tls-cert", "/tls/tls.crt", "--tls-key", "/tls/tls.key"])
+        })
+        .unwrap()
+        .serving();
+        assert_eq!(
+            tls.tls,
+            Some(TlsFiles {
+                cert: "/tls/tls.crt".into(),
+                key: "/tls/tls.key".into()
+            })
+        );
         for bad in [
             ["--max-connections", "0"],
             ["--header-read-timeout", "0"],
             ["--idle-timeout", "x"],
+            ["--tls-cert", "/tls/tls.crt"],
+            ["--tls-key", "/tls/tls.key"],
         ] {
             assert!(with_env(&[], || serve(&bad)).is_err(), "{bad:?} accepted");
         }

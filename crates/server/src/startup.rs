@@ -21,6 +21,7 @@ use crate::http::audit::AuditLog;
 use crate::http::auth::{load_token_file, watch_token_file, Authenticator};
 use crate::http::guard::Guard;
 use crate::http::serve::ConnectionLimits;
+use crate::http::tls::{self, ReloadingCert, TlsAcceptor, TlsFiles};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::progress::ProgressHub;
@@ -42,13 +43,15 @@ pub struct Operations {
     pub serving: Serving,
 }
 
-/// How connections and requests are bounded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How connections and requests are bounded, and whether they are HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Serving {
     /// Header-read and idle timeouts, most open connections.
     pub limits: ConnectionLimits,
     /// Longest an API request may take before it is answered 408.
     pub request_timeout: Duration,
+    /// Certificate and key to serve HTTPS with; `None` serves plain HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for Serving {
@@ -56,6 +59,7 @@ impl Default for Serving {
         Serving {
             limits: ConnectionLimits::default(),
             request_timeout: http::REQUEST_TIMEOUT,
+            tls: None,
         }
     }
 }
@@ -98,12 +102,20 @@ impl Operations {
     }
 }
 
+/// HTTPS: the acceptor and what keeps its certificate current.
+struct Tls {
+    acceptor: TlsAcceptor,
+    resolver: Arc<ReloadingCert>,
+    files: TlsFiles,
+}
+
 /// A built service: the listener is bound, nothing runs yet.
 pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
     router: axum::Router,
     limits: ConnectionLimits,
+    tls: Option<Tls>,
     metrics: Arc<Metrics>,
     engine: Engine,
     scheduler: Scheduler,
@@ -227,6 +239,19 @@ impl Application {
             },
             operations.serving.request_timeout,
         );
+        let tls = match operations.serving.tls {
+            Some(files) => {
+                let (acceptor, resolver) = tls::acceptor(&files)
+                    .await
+                    .context("loading the TLS certificate and key")?;
+                Some(Tls {
+                    acceptor,
+                    resolver,
+                    files,
+                })
+            }
+            None => None,
+        };
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen}"))?;
@@ -236,6 +261,7 @@ impl Application {
             local_addr,
             router,
             limits: operations.serving.limits,
+            tls,
             metrics,
             engine,
             scheduler,
@@ -264,11 +290,21 @@ impl Application {
             local_addr,
             router,
             limits,
+            tls,
             metrics,
             engine,
             scheduler,
             progress,
         } = self;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let (acceptor, reload) = match tls {
+            Some(Tls {
+                acceptor,
+                resolver,
+                files,
+            }) => (Some(acceptor), Some((resolver, files))),
+            None => (None, None),
+        };
         // Live streams would hold the drain open until the deadline: end them
         // as soon as shutdown starts (clients resume with Last-Event-ID).
         tokio::spawn({
@@ -282,8 +318,21 @@ impl Application {
         let server = {
             let stop = stop.clone();
             async move {
-                let serve = http::serve::serve(listener, router, limits, metrics, stop.clone());
-                announce(local_addr);
+                let serve =
+                    http::serve::serve(listener, acceptor, router, limits, metrics, stop.clone());
+                // The certificate is watched for as long as the server runs.
+                let serve = async {
+                    match reload {
+                        Some((resolver, files)) => {
+                            tokio::select! {
+                                () = serve => {}
+                                () = tls::watch(resolver, files) => {}
+                            }
+                        }
+                        None => serve.await,
+                    }
+                };
+                announce(scheme, local_addr);
                 let drain_deadline = async {
                     stop.cancelled().await;
                     tokio::time::sleep(DRAIN_TIMEOUT).await;
@@ -336,11 +385,11 @@ impl Application {
 }
 
 /// Tells whoever started the process (scripts, tests) where to connect.
-fn announce(addr: SocketAddr) {
+fn announce(scheme: &str, addr: SocketAddr) {
     let mut out = std::io::stdout().lock();
     // A closed stdout must not stop the service; the log line below still says it.
-    let _ = writeln!(out, "listening on http://{addr}").and_then(|()| out.flush());
-    tracing::info!(%addr, "listening");
+    let _ = writeln!(out, "listening on {scheme}://{addr}").and_then(|()| out.flush());
+    tracing::info!(%addr, scheme, "listening");
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -306,4 +308,220 @@ async fn forwarded_addresses_count_only_from_trusted_proxies() {
         );
     }
     assert_eq!(lines[5]["result"], 429);
+}
+
+/// Makes a certificate authority named `name` and a server certificate for
+/// 127.0.0.1 signed by it; returns (CA bundle, certificate, key) paths.
+fn make_certificate(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let path = |f: &str| dir.join(format!("{name}-{f}"));
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let s = |p: &PathBuf| p.to_str().unwrap().to_owned();
+    let (ca_key, ca, key, csr, cert, ext) = (
+        path("ca.key"),
+        path("ca.pem"),
+        path("tls.key"),
+        path("tls.csr"),
+        path("tls.crt"),
+        path("ext.cnf"),
+    );
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let subject = format!("/CN=prewarm test CA {name}");
+    let mut args = vec!["req", "-x509", "-days", "1", "-subj", &subject];
+    args.extend(ec);
+    let (ca_key_s, ca_s) = (s(&ca_key), s(&ca));
+    args.extend(["-keyout", &ca_key_s, "-out", &ca_s]);
+    openssl(&args);
+    let (key_s, csr_s) = (s(&key), s(&csr));
+    let mut args = vec!["req", "-subj", "/CN=127.0.0.1"];
+    args.extend(ec);
+    args.extend(["-keyout", &key_s, "-out", &csr_s]);
+    openssl(&args);
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "1",
+        "-in",
+        &csr_s,
+        "-CA",
+        &ca_s,
+        "-CAkey",
+        &ca_key_s,
+        "-CAcreateserial",
+        "-extfile",
+        &s(&ext),
+        "-out",
+        &s(&cert),
+    ]);
+    (ca, cert, key)
+}
+
+/// A client that trusts only the CA bundle at `ca`.
+fn trusting(ca: &Path) -> reqwest::Client {
+    let pem = std::fs::read(ca).unwrap();
+    reqwest::Client::builder()
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem).unwrap())
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_serves_the_cli_and_the_python_sdk_and_picks_up_a_replaced_certificate() {
+    let _sim = sim(r#"
+timeScale: 0.1
+nodes:
+  - namePrefix: tls-
+    count: 2
+    labels: {suite: tls}
+images:
+  - match: "*"
+    pullSeconds: 2
+"#);
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_one, cert_one, key_one) = make_certificate(dir.path(), "one");
+    let (ca_two, cert_two, key_two) = make_certificate(dir.path(), "two");
+    // The service reads the pair where cert-manager's Secret volume would put it.
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::copy(&cert_one, &cert).unwrap();
+    std::fs::copy(&key_one, &key).unwrap();
+    let svc = Service::start_flags(
+        "t-tls",
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(svc.url.starts_with("https://127.0.0.1:"), "{}", svc.url);
+
+    // Plain HTTP is not spoken on the TLS port, and an unknown CA is refused.
+    let plain = svc.url.replacen("https://", "http://", 1);
+    assert!(http().get(format!("{plain}/healthz")).send().await.is_err());
+    assert!(trusting(&ca_two)
+        .get(format!("{}/healthz", svc.url))
+        .send()
+        .await
+        .is_err());
+
+    // The CLI with --ca-cert creates a task and follows it to completion.
+    let cli = |args: Vec<String>| {
+        let url = svc.url.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_prewarm"))
+                .args(&args)
+                .env("PREWARM_SERVER", url)
+                .env_remove("PREWARM_TOKEN")
+                .env_remove("PREWARM_CA_CERT")
+                .output()
+                .expect("run prewarm")
+        })
+    };
+    let out = cli(vec![
+        "task".into(),
+        "create".into(),
+        "nginx:1.25".into(),
+        "--selector".into(),
+        "suite=tls".into(),
+        "--wait".into(),
+        "--ca-cert".into(),
+        ca_one.to_str().unwrap().into(),
+    ])
+    .await
+    .unwrap();
+    let said = |out: &std::process::Output| {
+        format!(
+            "exit {:?}\n{}\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Status:   completed"),
+        "{}",
+        said(&out)
+    );
+    // Without the CA the CLI cannot reach the server (exit 4).
+    let out = cli(vec!["task".into(), "list".into()]).await.unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", said(&out));
+
+    // The Python SDK, given the CA bundle, creates a task and waits for it.
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let script = r#"
+import os, sys
+from prewarm_client import PrewarmClient
+client = PrewarmClient(os.environ["SERVER"], ca_cert=sys.argv[1])
+task = client.create_task(images=["redis:7"], node_selector={"suite": "tls"})
+final = client.wait_for_completion(task["taskId"], timeout=120, poll_interval=0.5)
+print(final["status"])
+"#;
+    let (url, ca) = (svc.url.clone(), ca_one.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .args(["-c", script, ca.to_str().unwrap()])
+            .current_dir(repo.join("clients/python"))
+            .env("SERVER", url)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env_remove("PREWARM_CA_CERT")
+            .output()
+            .expect("python3 runs")
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", said(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "completed");
+
+    // Replacing the files (as cert-manager does) is picked up without a restart.
+    let tmp = dir.path().join("tls.crt.new");
+    std::fs::copy(&cert_two, &tmp).unwrap();
+    let tmp_key = dir.path().join("tls.key.new");
+    std::fs::copy(&key_two, &tmp_key).unwrap();
+    std::fs::rename(&tmp_key, &key).unwrap();
+    std::fs::rename(&tmp, &cert).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = trusting(&ca_two)
+            .get(format!("{}/healthz", svc.url))
+            .send()
+            .await
+        {
+            assert_eq!(r.status(), 200);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate was not served within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(trusting(&ca_one)
+        .get(format!("{}/healthz", svc.url))
+        .send()
+        .await
+        .is_err());
 }

@@ -40,6 +40,7 @@ pub mod schedules;
 pub mod serve;
 pub mod stream;
 pub mod tasks;
+pub mod tls;
 pub mod ui;
 pub mod whoami;
 

@@ -1,6 +1,6 @@
 //! The connection side of the server: accept, cap the number of open
-//! connections, and hand each connection
-//! to hyper with a header-read timeout and an idle timeout.
+//! connections, complete the TLS handshake when serving HTTPS, and hand each
+//! connection to hyper with a header-read timeout and an idle timeout.
 //!
 //! - **Header-read timeout**: a client must send a complete request header
 //!   within it, counted from the moment the server starts waiting for one (the
@@ -11,6 +11,7 @@
 //!   this is what ends idle HTTP/2 connections).
 //! - **Connection limit**: past `max_connections` open connections, a new one
 //!   is closed at once and counted in `prewarm_http_connections_refused_total`.
+//! - **TLS handshake**: must complete within the header-read timeout.
 
 use std::io;
 use std::net::SocketAddr;
@@ -33,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use super::tls::TlsAcceptor;
 use crate::metrics::Metrics;
 
 /// Default of `--header-read-timeout`.
@@ -72,6 +74,7 @@ impl Default for ConnectionLimits {
 /// closed (the caller bounds that wait).
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     router: Router,
     limits: ConnectionLimits,
     metrics: Arc<Metrics>,
@@ -114,9 +117,23 @@ pub async fn serve(
             stop: stop.clone(),
         };
         let metrics = metrics.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
             metrics.http_connections.inc();
-            connection.run(tcp).await;
+            match tls {
+                None => connection.run(tcp).await,
+                Some(tls) => {
+                    let handshake =
+                        tokio::time::timeout(limits.header_read_timeout, tls.accept(tcp)).await;
+                    match handshake {
+                        Ok(Ok(stream)) => connection.run(stream).await,
+                        Ok(Err(err)) => {
+                            tracing::debug!(%peer, error = %err, "TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
             metrics.http_connections.dec();
             drop(slot);
         });
