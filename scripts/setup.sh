@@ -10,7 +10,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 # shellcheck source=scripts/debian-packages.sh
 . "$REPO/scripts/debian-packages.sh"
 
-wanted=(etcd-server golang-1.19-go rsync openssl golang-github-modern-go-reflect2-dev dpkg-dev curl jq python3 procps)
+wanted=(etcd-server golang-1.19-go rsync openssl golang-github-modern-go-reflect2-dev dpkg-dev curl jq python3 procps redis-server)
 # The real node (scripts/real-node.sh): runtime, CNI plugins, registry, offline image tools.
 wanted+=(containerd runc containernetworking-plugins docker-registry skopeo umoci apache2-utils busybox-static iproute2 libc6-dev)
 ensure_debian_packages "${wanted[@]}"

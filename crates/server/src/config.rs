@@ -87,6 +87,15 @@ pub enum StoreKind {
     Sqlite,
     /// In memory; everything is lost on exit.
     Memory,
+    /// A shared Redis: several replicas, one engine (the Lease holder).
+    Redis,
+}
+
+impl StoreKind {
+    /// Whether several replicas may share this store.
+    pub fn is_shared(self) -> bool {
+        self == StoreKind::Redis
+    }
 }
 
 /// How log lines are written to stderr.
@@ -126,6 +135,41 @@ pub struct ServeConfig {
     /// SQLite database file (with `--store sqlite`).
     #[arg(long, env = "PREWARM_DATABASE", default_value = "./prewarm.db")]
     pub database: PathBuf,
+
+    /// Redis URL (with `--store redis`): `redis://`, `rediss://` (TLS) or
+    /// `unix://`; a password may be given in it.
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
+    pub redis_url: Secret,
+
+    /// Redis password, when the URL carries none.
+    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<Secret>,
+
+    /// Prefix of every Redis key and channel (two installations may share one Redis).
+    #[arg(long, env = "PREWARM_REDIS_PREFIX", default_value = "prewarm:")]
+    pub redis_prefix: String,
+
+    /// Name of the Lease whose holder runs the engine, in `--namespace`.
+    #[arg(long, env = "PREWARM_LEASE_NAME", default_value = "prewarm-leader")]
+    pub lease_name: String,
+
+    /// Seconds a Lease stays valid after its last renewal.
+    #[arg(long, env = "PREWARM_LEASE_DURATION", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=300))]
+    pub lease_duration: u64,
+
+    /// Seconds between renewals of the Lease by its holder (less than the duration).
+    #[arg(long, env = "PREWARM_LEASE_RENEW", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub lease_renew: u64,
+
+    /// This replica's name in the Lease and in `/api/v1/whoami`; unset: the
+    /// pod name (`POD_NAME`, else the host name) plus a random suffix.
+    #[arg(long, env = "PREWARM_REPLICA_NAME")]
+    pub replica_name: Option<String>,
 
     /// Image of the pull pods' helper init container.
     #[arg(long, env = "PREWARM_HELPER_IMAGE", default_value = DEFAULT_HELPER_IMAGE)]

@@ -13,6 +13,7 @@ pub mod domain;
 pub mod engine;
 pub mod file_watch;
 pub mod http;
+pub mod leadership;
 pub mod metrics;
 pub mod process_metrics;
 pub mod progress;

@@ -160,6 +160,10 @@ pub struct Metrics {
     pub nodes_in_flight_limit: Gauge,
     /// Webhook deliveries ended, by result.
     pub webhook_deliveries: Family<ResultLabels, Counter>,
+    /// 1 while this replica holds the Lease and runs the engine, else 0.
+    pub leader: Gauge,
+    /// Store calls that failed (backend unreachable, timeouts, corrupt records).
+    pub store_errors: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -284,6 +288,18 @@ impl Metrics {
             "Task webhooks ended, by result (delivered, failed, refused, dropped)",
             webhook_deliveries.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "prewarm_leader",
+            "1 while this replica holds the Lease and runs the engine",
+            leader.clone(),
+        );
+        let store_errors = Counter::default();
+        registry.register(
+            "prewarm_store_errors",
+            "Store calls that failed",
+            store_errors.clone(),
+        );
         registry.register_collector(Box::new(crate::process_metrics::ProcessCollector));
         for status in TASK_END_STATUSES {
             let _ = tasks_total.get_or_create(&StatusLabels {
@@ -330,6 +346,8 @@ impl Metrics {
             nodes_in_flight,
             nodes_in_flight_limit,
             webhook_deliveries,
+            leader,
+            store_errors,
         };
         metrics.progressed();
         metrics

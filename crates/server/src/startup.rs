@@ -12,20 +12,24 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, SystemClock};
-use crate::cluster::kube::KubeCluster;
+use crate::cluster::kube::{client_config, KubeCluster};
 use crate::cluster::Cluster;
 use crate::config::{ServeConfig, StoreKind};
-use crate::engine::scheduler::Scheduler;
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::scheduler::{Scheduler, SchedulerHandle};
+use crate::engine::{Engine, EngineConfig, EngineHandle};
 use crate::http::audit::AuditLog;
 use crate::http::auth::{load_token_file, watch_token_file, Authenticator};
 use crate::http::guard::Guard;
 use crate::http::serve::ConnectionLimits;
 use crate::http::tls::{self, ReloadingCert, TlsAcceptor, TlsFiles};
 use crate::http::{self, AppState};
+use crate::leadership::{
+    single_instance_message, Fenced, LeaderState, Leadership, LeaseTiming, TermEnd,
+};
 use crate::metrics::Metrics;
 use crate::progress::ProgressHub;
-use crate::store::{MemoryStore, ScheduleStore, SqliteStore, TaskStore};
+use crate::store::redis::{Change, Changes, RedisConfig};
+use crate::store::{MemoryStore, RedisStore, ScheduleStore, SqliteStore, TaskStore};
 use crate::webhook::{WebhookConfig, Webhooks};
 
 /// How long in-flight requests may keep the server up after shutdown starts
@@ -120,10 +124,76 @@ pub struct Application {
     engine: Engine,
     scheduler: Scheduler,
     progress: Arc<ProgressHub>,
+    terms: TermParts,
+    replicas: Option<Replicas>,
+}
+
+/// What a term of the engine and the scheduler is built from.
+#[derive(Clone)]
+struct TermParts {
+    store: Arc<dyn TaskStore>,
+    schedules: Arc<dyn ScheduleStore>,
+    cluster: Arc<dyn Cluster>,
+    clock: Arc<dyn Clock>,
+    engine_config: EngineConfig,
+    metrics: Arc<Metrics>,
+    progress: Arc<ProgressHub>,
+    webhooks: Arc<Webhooks>,
+}
+
+impl TermParts {
+    /// A fresh engine and scheduler (nothing runs until their `run`).
+    fn term(&self) -> (Engine, Scheduler) {
+        let engine = Engine::new(
+            self.store.clone(),
+            self.cluster.clone(),
+            self.clock.clone(),
+            self.engine_config.clone(),
+        )
+        .with_metrics(self.metrics.clone())
+        .with_progress(self.progress.clone())
+        .with_webhooks(self.webhooks.clone());
+        let scheduler = Scheduler::new(
+            self.schedules.clone(),
+            self.store.clone(),
+            engine.handle(),
+            self.clock.clone(),
+        )
+        .with_metrics(self.metrics.clone());
+        (engine, scheduler)
+    }
+}
+
+/// Leadership of a service that takes the Lease.
+struct Replicas {
+    leadership: Arc<Leadership>,
+    /// The shared store's change feed (Redis); `None` for a single-instance store.
+    changes: Option<Changes>,
+}
+
+/// The running term's wake handles, for changes other replicas publish.
+type TermHandles = Arc<std::sync::Mutex<Option<(EngineHandle, SchedulerHandle)>>>;
+
+/// This replica's name: the flag, else the pod name, else the host name.
+/// A restarted process keeps its name, so it takes its own Lease back at once.
+fn replica_name(config: &ServeConfig) -> String {
+    config
+        .replica_name
+        .clone()
+        .or_else(|| std::env::var("POD_NAME").ok())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|name| name.trim().to_owned())
+        })
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| format!("prewarm-{}", std::process::id()))
 }
 
 impl Application {
-    /// Builds the production service from its configuration.
+    /// Builds the production service from its configuration: connects the
+    /// cluster and the store, and competes for the Lease (a single-instance
+    /// store refuses to start while another instance holds it).
     pub async fn build(config: ServeConfig) -> anyhow::Result<Application> {
         let metrics = Arc::new(Metrics::new());
         let cluster = KubeCluster::connect(
@@ -133,13 +203,49 @@ impl Application {
         )
         .await
         .context("connecting to Kubernetes")?;
-        let (cluster, clock, engine_config) = (
-            Arc::new(cluster),
+        let replica = replica_name(&config);
+        let timing = LeaseTiming {
+            duration: Duration::from_secs(config.lease_duration),
+            renew: Duration::from_secs(config.lease_renew),
+        };
+        anyhow::ensure!(
+            timing.renew < timing.duration,
+            "--lease-renew ({}s) must be shorter than --lease-duration ({}s)",
+            config.lease_renew,
+            config.lease_duration
+        );
+        // A renewal that hangs must fail before the Lease could expire.
+        let mut lease_config = client_config(config.kubeconfig.as_deref()).await?;
+        lease_config.connect_timeout = Some(timing.renew);
+        lease_config.read_timeout = Some(timing.renew);
+        lease_config.write_timeout = Some(timing.renew);
+        lease_config.default_retry = false;
+        let lease_client =
+            kube::Client::try_from(lease_config).context("building the Lease client")?;
+        let state = LeaderState::new(replica.clone(), metrics.clone());
+        let leadership = Arc::new(Leadership::new(
+            lease_client,
+            &config.namespace,
+            &config.lease_name,
+            timing,
+            state.clone(),
+        ));
+        if !config.store.is_shared() {
+            let holder = leadership
+                .other_holder()
+                .await
+                .context("reading the leader Lease")?;
+            if let Some(holder) = holder {
+                anyhow::bail!(single_instance_message(&holder, &config.namespace));
+            }
+        }
+        let cluster: Arc<dyn Cluster> = Fenced::new(Arc::new(cluster), state.clone());
+        let (clock, engine_config) = (
             Arc::new(SystemClock) as Arc<dyn Clock>,
             config.engine_config(),
         );
         let operations = Operations::from_config(&config, clock.clone())?;
-        match config.store {
+        let mut app = match config.store {
             StoreKind::Sqlite => {
                 let store = Arc::new(SqliteStore::open(&config.database).with_context(|| {
                     format!("opening the task database {}", config.database.display())
@@ -153,7 +259,7 @@ impl Application {
                     config.listen,
                     operations,
                 )
-                .await
+                .await?
             }
             StoreKind::Memory => {
                 let store = Arc::new(MemoryStore::new());
@@ -166,9 +272,44 @@ impl Application {
                     config.listen,
                     operations,
                 )
-                .await
+                .await?
             }
+            StoreKind::Redis => {
+                let store = RedisStore::connect(&RedisConfig {
+                    url: config.redis_url.0.clone(),
+                    password: config.redis_password.as_ref().map(|p| p.0.clone()),
+                    prefix: config.redis_prefix.clone(),
+                    replica: replica.clone(),
+                })
+                .await
+                .context("connecting to Redis")?
+                .with_metrics(metrics.clone());
+                let changes = store.changes();
+                let mut app = Application::build_with_operations(
+                    Arc::new(store),
+                    cluster,
+                    clock,
+                    metrics,
+                    engine_config,
+                    config.listen,
+                    operations,
+                )
+                .await?;
+                app.replicas = Some(Replicas {
+                    leadership: leadership.clone(),
+                    changes: Some(changes),
+                });
+                app
+            }
+        };
+        if app.replicas.is_none() {
+            app.replicas = Some(Replicas {
+                leadership,
+                changes: None,
+            });
         }
+        app.router = app.router.layer(axum::Extension(state));
+        Ok(app)
     }
 
     /// Builds the service from parts the caller brings (tests: a memory store,
@@ -213,17 +354,17 @@ impl Application {
             Some(config) => Webhooks::start(config, store.clone(), metrics.clone()),
             None => Webhooks::disabled(),
         };
-        let engine = Engine::new(store.clone(), cluster.clone(), clock.clone(), engine_config)
-            .with_metrics(metrics.clone())
-            .with_progress(progress.clone())
-            .with_webhooks(webhooks.clone());
-        let scheduler = Scheduler::new(
-            schedules.clone(),
-            store.clone(),
-            engine.handle(),
-            clock.clone(),
-        )
-        .with_metrics(metrics.clone());
+        let terms = TermParts {
+            store: store.clone(),
+            schedules: schedules.clone(),
+            cluster: cluster.clone(),
+            clock: clock.clone(),
+            engine_config,
+            metrics: metrics.clone(),
+            progress: progress.clone(),
+            webhooks: webhooks.clone(),
+        };
+        let (engine, scheduler) = terms.term();
         let router = http::router_with_timeout(
             AppState {
                 schedules,
@@ -266,6 +407,8 @@ impl Application {
             engine,
             scheduler,
             progress,
+            terms,
+            replicas: None,
         })
     }
 
@@ -295,6 +438,8 @@ impl Application {
             engine,
             scheduler,
             progress,
+            terms,
+            replicas,
         } = self;
         let scheme = if tls.is_some() { "https" } else { "http" };
         let (acceptor, reload) = match tls {
@@ -308,7 +453,7 @@ impl Application {
         // Live streams would hold the drain open until the deadline: end them
         // as soon as shutdown starts (clients resume with Last-Event-ID).
         tokio::spawn({
-            let stop = stop.clone();
+            let (stop, progress) = (stop.clone(), progress.clone());
             async move {
                 stop.cancelled().await;
                 progress.close();
@@ -351,34 +496,165 @@ impl Application {
                 result
             }
         };
-        let engine = {
+        let work = {
             let stop = stop.clone();
             async move {
-                let result = engine.run(stop.clone()).await.context("engine");
+                let result = match replicas {
+                    None => run_term(engine, scheduler, stop.clone()).await,
+                    Some(replicas) => {
+                        lead_while_holding(
+                            replicas,
+                            (engine, scheduler),
+                            terms,
+                            progress,
+                            stop.clone(),
+                        )
+                        .await
+                    }
+                };
                 stop.cancel();
                 result
             }
         };
 
-        let scheduler = {
-            let stop = stop.clone();
-            async move {
-                let result = scheduler.run(stop.clone()).await.context("scheduler");
-                stop.cancel();
-                result
-            }
-        };
-
-        let (served, ran, scheduled) = tokio::join!(server, engine, scheduler);
-        if let Err(err) = scheduled {
-            tracing::error!(error = format!("{err:#}"), "scheduler failed");
-        }
+        let (served, ran) = tokio::join!(server, work);
         match (served, ran) {
             (Ok(()), Ok(())) => Ok(()),
             (Err(err), Ok(())) | (Ok(()), Err(err)) => Err(err),
             (Err(server_err), Err(engine_err)) => {
                 tracing::error!(error = format!("{engine_err:#}"), "engine failed too");
                 Err(server_err)
+            }
+        }
+    }
+}
+
+/// Runs an engine and a scheduler until `stop` (or until the engine fails).
+async fn run_term(
+    engine: Engine,
+    scheduler: Scheduler,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let engine = {
+        let stop = stop.clone();
+        async move {
+            let result = engine.run(stop.clone()).await.context("engine");
+            stop.cancel();
+            result
+        }
+    };
+    let scheduler = {
+        let stop = stop.clone();
+        async move {
+            let result = scheduler.run(stop.clone()).await.context("scheduler");
+            stop.cancel();
+            result
+        }
+    };
+    let (ran, scheduled) = tokio::join!(engine, scheduler);
+    if let Err(err) = scheduled {
+        tracing::error!(error = format!("{err:#}"), "scheduler failed");
+    }
+    ran
+}
+
+/// Runs terms of the engine and the scheduler while this replica holds the
+/// Lease, until `stop`. With a shared store it follows the store's changes
+/// (waking the term on new tasks and schedules, feeding live streams with
+/// other replicas' views) and leads again whenever it wins the Lease back;
+/// with a single-instance store a lost Lease ends the process.
+async fn lead_while_holding(
+    replicas: Replicas,
+    first: (Engine, Scheduler),
+    terms: TermParts,
+    progress: Arc<ProgressHub>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let Replicas {
+        leadership,
+        changes,
+    } = replicas;
+    let shared = changes.is_some();
+    let handles: TermHandles = Arc::default();
+    let watch = tokio::spawn({
+        let (leadership, stop) = (leadership.clone(), stop.clone());
+        async move { leadership.watch(stop).await }
+    });
+    let follow = changes.map(|changes| {
+        let (handles, stop) = (handles.clone(), stop.clone());
+        tokio::spawn(changes.run(stop, move |change| on_change(&handles, &progress, change)))
+    });
+    let mut first = Some(first);
+    let result = loop {
+        let Some(term) = leadership.acquire(&stop).await else {
+            break Ok(());
+        };
+        let (engine, scheduler) = first.take().unwrap_or_else(|| terms.term());
+        *handles.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((engine.handle(), scheduler.handle()));
+        let run = run_term(engine, scheduler, term.clone());
+        tokio::pin!(run);
+        let end = tokio::select! {
+            ran = &mut run => {
+                // The engine stopped by itself: a failure, or the term ended under it.
+                leadership.end_term();
+                if stop.is_cancelled() { TermEnd::Stopped } else {
+                    if let Err(err) = ran { break Err(err) }
+                    TermEnd::Lost
+                }
+            }
+            end = leadership.hold(&stop) => {
+                term.cancel();
+                if end == TermEnd::Stopped {
+                    // Fenced before release: no create can follow the release.
+                    leadership.release().await;
+                }
+                if let Err(err) = run.await {
+                    tracing::error!(error = format!("{err:#}"), "engine failed while its term ended");
+                }
+                end
+            }
+        };
+        *handles.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        match end {
+            TermEnd::Stopped => break Ok(()),
+            TermEnd::Lost if !shared => {
+                break Err(anyhow::anyhow!(
+                    "lost the leader Lease in namespace {}; stopping (a single-instance store cannot hand over)",
+                    leadership.namespace()
+                ))
+            }
+            TermEnd::Lost => {}
+        }
+    };
+    leadership.release().await;
+    stop.cancel();
+    let _ = watch.await;
+    if let Some(follow) = follow {
+        let _ = follow.await;
+    }
+    result
+}
+
+/// Applies one change published through the shared store.
+fn on_change(handles: &TermHandles, progress: &ProgressHub, change: Change) {
+    let handles = handles.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    match change {
+        Change::Task(_) => {
+            if let Some((engine, _)) = handles {
+                engine.wake();
+            }
+        }
+        Change::Schedule(_) => {
+            if let Some((_, scheduler)) = handles {
+                scheduler.wake();
+            }
+        }
+        Change::View(task) => progress.publish(&task),
+        Change::Resubscribed => {
+            if let Some((engine, scheduler)) = handles {
+                engine.wake();
+                scheduler.wake();
             }
         }
     }

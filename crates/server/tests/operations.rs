@@ -446,7 +446,31 @@ async fn deploy_rbac_is_enough_for_a_task_and_no_more() {
         ("deletecollection", "jobs", "prewarm", true),
         ("watch", "pods", "prewarm", true),
         ("list", "nodes", "", true),
-        ("update", "leases.coordination.k8s.io", "prewarm", true),
+        ("create", "leases.coordination.k8s.io", "prewarm", true),
+        (
+            "patch",
+            "leases.coordination.k8s.io/prewarm-leader",
+            "prewarm",
+            true,
+        ),
+        (
+            "watch",
+            "leases.coordination.k8s.io/prewarm-leader",
+            "prewarm",
+            true,
+        ),
+        (
+            "patch",
+            "leases.coordination.k8s.io/kube-scheduler",
+            "prewarm",
+            false,
+        ),
+        (
+            "delete",
+            "leases.coordination.k8s.io/prewarm-leader",
+            "prewarm",
+            false,
+        ),
     ] {
         let mut args = vec!["auth", "can-i", verb, what, "--as", sa];
         if !ns.is_empty() {

@@ -49,22 +49,7 @@ impl KubeCluster {
         namespace: &str,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<KubeCluster> {
-        // Several TLS backends are linked in; pick ring explicitly for the process.
-        if rustls::crypto::CryptoProvider::get_default().is_none() {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        }
-        let mut config = match kubeconfig {
-            Some(path) => {
-                let kc = Kubeconfig::read_from(path)
-                    .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-                Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-                    .await
-                    .with_context(|| format!("loading kubeconfig {}", path.display()))?
-            }
-            None => Config::infer()
-                .await
-                .context("finding a Kubernetes configuration")?,
-        };
+        let mut config = client_config(kubeconfig).await?;
         // The client's own retry layer would hold a create for up to 15 retries
         // inside one call; the engine retries per node instead, with backoff
         // and Retry-After, where shutdown and the pull timeout can see it.
@@ -81,6 +66,11 @@ impl KubeCluster {
             .build();
         ensure_namespace(&client, namespace).await?;
         Ok(Self::start(client, namespace))
+    }
+
+    /// The client the caches and calls use.
+    pub fn client(&self) -> Client {
+        self.client.clone()
     }
 
     /// Starts the watches on an existing client.
@@ -506,4 +496,25 @@ pub fn pod_observation(p: &Pod) -> Option<PodObservation> {
         init_containers: containers(status.init_container_statuses.clone()),
         containers: containers(status.container_statuses.clone()),
     })
+}
+
+/// The client configuration: `kubeconfig` if given, else `$KUBECONFIG`,
+/// `~/.kube/config`, then in-cluster. Installs ring as the process's TLS provider.
+pub async fn client_config(kubeconfig: Option<&Path>) -> anyhow::Result<Config> {
+    // Several TLS backends are linked in; pick ring explicitly for the process.
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    match kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("loading kubeconfig {}", path.display()))
+        }
+        None => Config::infer()
+            .await
+            .context("finding a Kubernetes configuration"),
+    }
 }

@@ -97,6 +97,9 @@ pub enum ApiError {
     /// The caller's rate limit is spent; try again after this long.
     #[error("rate limited")]
     RateLimited(std::time::Duration),
+    /// The store did not answer (a shared Redis that is away); the cause is logged.
+    #[error("store unavailable: {0}")]
+    StoreUnavailable(String),
     /// A bug or a backend failure; logged, never shown to the client.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -104,7 +107,10 @@ pub enum ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
-        ApiError::Internal(anyhow::Error::new(err).context("task store"))
+        match err {
+            StoreError::Unavailable(cause) => ApiError::StoreUnavailable(cause),
+            err => ApiError::Internal(anyhow::Error::new(err).context("task store")),
+        }
     }
 }
 
@@ -204,6 +210,16 @@ impl IntoResponse for ApiError {
                 StatusCode::BAD_REQUEST,
                 body("WebSocket upgrade required", Some(details)),
             ),
+            ApiError::StoreUnavailable(cause) => {
+                tracing::warn!(error = %cause, "store unavailable");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    body(
+                        "Store unavailable",
+                        Some("the task store did not answer; try again shortly".to_owned()),
+                    ),
+                )
+            }
             ApiError::Timeout => (
                 StatusCode::REQUEST_TIMEOUT,
                 body(

@@ -30,6 +30,12 @@ pub struct Health {
     /// Set while the API is open to anyone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warning: Option<&'static str>,
+    /// The replica that answered (absent when the service takes no Lease).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
+    /// The replica holding the Lease and running the engine, as last seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
 }
 
 /// What `/healthz` and the start-up log say while no token is configured.
@@ -56,9 +62,14 @@ pub struct Ready {
     security(()),
     responses((status = 200, description = "The process serves", body = Health))
 )]
-pub async fn healthz(State(state): State<AppState>) -> Json<Health> {
+pub async fn healthz(
+    State(state): State<AppState>,
+    leadership: Option<axum::Extension<std::sync::Arc<crate::leadership::LeaderState>>>,
+) -> Json<Health> {
     let open = state.guard.auth.is_open();
     Json(Health {
+        replica: leadership.as_ref().map(|l| l.replica().to_owned()),
+        leader: leadership.and_then(|l| l.leader()),
         auth: if open { "open" } else { "tokens" },
         warning: open.then_some(OPEN_WARNING),
         status: "healthy",

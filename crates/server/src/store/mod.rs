@@ -10,9 +10,11 @@ use chrono::{DateTime, Utc};
 use prewarm_api::{Task, TaskStatus};
 
 pub mod memory;
+pub mod redis;
 pub mod schedules;
 pub mod sqlite;
 
+pub use self::redis::RedisStore;
 pub use memory::MemoryStore;
 pub use schedules::{Fire, FireOutcome, ScheduleStore, StoredSchedule};
 pub use sqlite::SqliteStore;
@@ -31,6 +33,10 @@ pub enum StoreError {
         /// Decoder message.
         message: String,
     },
+    /// The backend cannot be reached now (a shared Redis that is away);
+    /// the same call may work shortly.
+    #[error("storage backend unavailable: {0}")]
+    Unavailable(String),
     /// `insert` of an id that exists.
     #[error("task {0} already exists")]
     Duplicate(String),

@@ -130,6 +130,13 @@ impl Service {
         }
     }
 
+    /// SIGTERM without waiting for the exit (the drop waits).
+    pub fn sigterm(&self) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill").arg(c.id().to_string()).status();
+        }
+    }
+
     /// The service's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

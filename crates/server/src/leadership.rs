@@ -1,0 +1,489 @@
+//! Leadership: which replica runs the engine and the cron scheduler.
+//!
+//! Replicas compete for a `coordination.k8s.io/v1` Lease in the service's
+//! namespace (through `kube-lease-manager`). The holder runs one *term* of the
+//! engine and the scheduler under a term token; the term ends (the token is
+//! cancelled at once) when a renewal fails or another replica holds the
+//! Lease. [`Fenced`] wraps the cluster so that, between the loss and the
+//! engine noticing, no Job is created or deleted: every such call checks the
+//! term first. On shutdown the holder releases the Lease, so a follower takes
+//! over within about a second instead of waiting for it to expire.
+//!
+//! A watch on the Lease keeps the current holder for `/api/v1/whoami` and
+//! wakes followers as soon as the Lease is released.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client};
+use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
+use tokio::sync::{broadcast, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::{
+    Cluster, ClusterError, ClusterEvent, ClusterResult, JobObservation, NodeInfo, PodObservation,
+    PullJob,
+};
+use crate::metrics::Metrics;
+
+/// Lease timing.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseTiming {
+    /// How long the Lease stays valid after a renewal.
+    pub duration: Duration,
+    /// How often the holder renews it.
+    pub renew: Duration,
+}
+
+impl Default for LeaseTiming {
+    fn default() -> Self {
+        LeaseTiming {
+            duration: Duration::from_secs(15),
+            renew: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What this replica knows about leadership; shared with the HTTP layer and [`Fenced`].
+#[derive(Debug)]
+pub struct LeaderState {
+    replica: String,
+    term: Mutex<Option<CancellationToken>>,
+    holder: Mutex<Option<String>>,
+    leading: AtomicBool,
+    metrics: Arc<Metrics>,
+}
+
+impl LeaderState {
+    /// State of replica `replica`, leading nothing yet.
+    pub fn new(replica: impl Into<String>, metrics: Arc<Metrics>) -> Arc<LeaderState> {
+        Arc::new(LeaderState {
+            replica: replica.into(),
+            term: Mutex::new(None),
+            holder: Mutex::new(None),
+            leading: AtomicBool::new(false),
+            metrics,
+        })
+    }
+
+    /// A single instance that always leads (tests, no Lease).
+    pub fn always(replica: impl Into<String>, metrics: Arc<Metrics>) -> Arc<LeaderState> {
+        let state = LeaderState::new(replica, metrics);
+        state.begin(CancellationToken::new());
+        state
+    }
+
+    /// This replica's name.
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    /// Whether this replica runs the engine now (its term has not ended).
+    pub fn is_leader(&self) -> bool {
+        self.leading.load(Ordering::SeqCst)
+            && lock(&self.term)
+                .as_ref()
+                .is_some_and(|term| !term.is_cancelled())
+    }
+
+    /// The replica holding the Lease, as last seen (`None`: nobody, or not known yet).
+    pub fn leader(&self) -> Option<String> {
+        if self.is_leader() {
+            return Some(self.replica.clone());
+        }
+        lock(&self.holder).clone()
+    }
+
+    fn begin(&self, term: CancellationToken) {
+        *lock(&self.term) = Some(term);
+        self.leading.store(true, Ordering::SeqCst);
+        self.metrics.leader.set(1);
+    }
+
+    fn end(&self) {
+        self.leading.store(false, Ordering::SeqCst);
+        if let Some(term) = lock(&self.term).take() {
+            term.cancel();
+        }
+        self.metrics.leader.set(0);
+    }
+
+    fn set_holder(&self, holder: Option<String>) {
+        *lock(&self.holder) = holder;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The cluster as the engine of a term sees it: creates and deletes are
+/// refused (as transient failures, retried later) unless this replica leads.
+pub struct Fenced {
+    inner: Arc<dyn Cluster>,
+    state: Arc<LeaderState>,
+}
+
+impl Fenced {
+    /// Wraps `inner`, checking `state` before every change.
+    pub fn new(inner: Arc<dyn Cluster>, state: Arc<LeaderState>) -> Arc<Fenced> {
+        Arc::new(Fenced { inner, state })
+    }
+
+    fn check(&self) -> ClusterResult<()> {
+        if self.state.is_leader() {
+            Ok(())
+        } else {
+            Err(ClusterError::Unreachable(format!(
+                "replica {} does not hold the Lease; refusing to change the cluster",
+                self.state.replica()
+            )))
+        }
+    }
+}
+
+#[async_trait]
+impl Cluster for Fenced {
+    async fn synced(&self) {
+        self.inner.synced().await;
+    }
+    fn nodes(&self) -> Vec<NodeInfo> {
+        self.inner.nodes()
+    }
+    fn jobs(&self) -> Vec<JobObservation> {
+        self.inner.jobs()
+    }
+    fn pods(&self) -> Vec<PodObservation> {
+        self.inner.pods()
+    }
+    fn subscribe(&self) -> broadcast::Receiver<ClusterEvent> {
+        self.inner.subscribe()
+    }
+    async fn create_job(&self, job: &PullJob) -> ClusterResult<()> {
+        self.check()?;
+        self.inner.create_job(job).await
+    }
+    async fn delete_job(&self, name: &str) -> ClusterResult<()> {
+        self.check()?;
+        self.inner.delete_job(name).await
+    }
+    async fn delete_task_jobs(&self, task_id: &str) -> ClusterResult<()> {
+        self.check()?;
+        self.inner.delete_task_jobs(task_id).await
+    }
+    fn connected(&self) -> bool {
+        self.inner.connected()
+    }
+    async fn probe(&self) -> ClusterResult<()> {
+        self.inner.probe().await
+    }
+}
+
+/// Why a term ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TermEnd {
+    /// Another replica holds the Lease, or a renewal failed.
+    Lost,
+    /// The service is stopping.
+    Stopped,
+}
+
+/// The Lease competition of one replica.
+pub struct Leadership {
+    client: Client,
+    api: Api<Lease>,
+    namespace: String,
+    name: String,
+    timing: LeaseTiming,
+    state: Arc<LeaderState>,
+    manager: tokio::sync::Mutex<Option<LeaseManager>>,
+    freed: Arc<Notify>,
+}
+
+impl Leadership {
+    /// Competes for Lease `name` in `namespace` with `client` (whose timeouts
+    /// should be shorter than the renew interval).
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        name: &str,
+        timing: LeaseTiming,
+        state: Arc<LeaderState>,
+    ) -> Leadership {
+        Leadership {
+            api: Api::namespaced(client.clone(), namespace),
+            client,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            timing,
+            state,
+            manager: tokio::sync::Mutex::new(None),
+            freed: Arc::new(Notify::new()),
+        }
+    }
+
+    /// The shared state.
+    pub fn state(&self) -> Arc<LeaderState> {
+        self.state.clone()
+    }
+
+    /// The namespace of the Lease.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// Another replica that holds the Lease now (not expired), if any.
+    pub async fn other_holder(&self) -> anyhow::Result<Option<String>> {
+        let lease = self.api.get_opt(&self.name).await?;
+        Ok(lease
+            .and_then(|lease| live_holder(&lease, SystemTime::now()))
+            .filter(|holder| holder != self.state.replica()))
+    }
+
+    /// Follows the Lease until `stop`: keeps the holder for whoami and wakes
+    /// [`acquire`](Self::acquire) when the Lease is released or expires.
+    pub async fn watch(&self, stop: CancellationToken) {
+        let config = watcher::Config::default().fields(&format!("metadata.name={}", self.name));
+        let stream = watcher(self.api.clone(), config)
+            .default_backoff()
+            .applied_objects();
+        futures::pin_mut!(stream);
+        loop {
+            let next = tokio::select! {
+                () = stop.cancelled() => return,
+                next = stream.next() => next,
+            };
+            match next {
+                Some(Ok(lease)) => {
+                    let holder = live_holder(&lease, SystemTime::now());
+                    if holder.is_none() {
+                        self.freed.notify_one();
+                    }
+                    self.state.set_holder(holder);
+                }
+                Some(Err(err)) => tracing::debug!(error = %err, "watching the Lease"),
+                None => return,
+            }
+        }
+    }
+
+    async fn manager(
+        &self,
+    ) -> kube_lease_manager::Result<tokio::sync::MappedMutexGuard<'_, LeaseManager>> {
+        let mut guard = self.manager.lock().await;
+        if guard.is_none() {
+            let manager = LeaseManagerBuilder::new(self.client.clone(), &self.name)
+                .with_namespace(&self.namespace)
+                .with_identity(self.state.replica())
+                .with_duration(self.timing.duration.as_secs())
+                .with_grace(
+                    self.timing
+                        .duration
+                        .saturating_sub(self.timing.renew)
+                        .as_secs()
+                        .max(1),
+                )
+                .build()
+                .await?;
+            *guard = Some(manager);
+        }
+        Ok(tokio::sync::MutexGuard::map(guard, |m| {
+            m.as_mut().expect("set above")
+        }))
+    }
+
+    /// Waits until this replica holds the Lease; returns the new term's token
+    /// (a child of `stop`), or `None` when `stop` was cancelled first.
+    pub async fn acquire(&self, stop: &CancellationToken) -> Option<CancellationToken> {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let attempt = async {
+                let manager = self.manager().await?;
+                manager.changed().await
+            };
+            tokio::select! {
+                () = stop.cancelled() => return None,
+                // Released or expired: look again at once instead of sleeping out the old expiry.
+                () = self.freed.notified() => continue,
+                result = attempt => match result {
+                    Ok(true) => {
+                        let term = stop.child_token();
+                        self.state.begin(term.clone());
+                        tracing::info!(replica = %self.state.replica(), lease = %self.name, "leading: running the engine and the scheduler");
+                        return Some(term);
+                    }
+                    Ok(false) => {}
+                    Err(err) => {
+                        tracing::warn!(error = %err, "competing for the Lease");
+                        self.forget_manager().await;
+                        tokio::select! {
+                            () = stop.cancelled() => return None,
+                            () = tokio::time::sleep(jittered(delay)) => {}
+                        }
+                        delay = (delay * 2).min(self.timing.renew);
+                    }
+                },
+            }
+        }
+    }
+
+    /// Renews the Lease until it is lost or `stop` is cancelled. On a loss the
+    /// term is ended before this returns.
+    pub async fn hold(&self, stop: &CancellationToken) -> TermEnd {
+        let renewing = async {
+            loop {
+                let result = match self.manager().await {
+                    Ok(manager) => manager.changed().await,
+                    Err(err) => Err(err),
+                };
+                match result {
+                    Ok(true) => continue,
+                    Ok(false) => {
+                        tracing::warn!(replica = %self.state.replica(), "another replica holds the Lease; engine stopped");
+                        return;
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "renewing the Lease failed; engine stopped");
+                        // The manager still believes it leads: start afresh next time.
+                        self.forget_manager().await;
+                        return;
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            () = stop.cancelled() => TermEnd::Stopped,
+            () = renewing => {
+                self.state.end();
+                TermEnd::Lost
+            }
+        }
+    }
+
+    /// Ends the term (if any) and releases the Lease so a follower takes over now.
+    pub async fn release(&self) {
+        self.state.end();
+        let guard = self.manager.lock().await;
+        if let Some(manager) = guard.as_ref() {
+            match tokio::time::timeout(self.timing.renew, manager.release()).await {
+                Ok(Ok(())) => tracing::info!(replica = %self.state.replica(), "released the Lease"),
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %err, "releasing the Lease failed; it expires by itself")
+                }
+                Err(_) => tracing::warn!("releasing the Lease timed out; it expires by itself"),
+            }
+        }
+    }
+
+    /// Ends the current term without releasing (the engine failed).
+    pub fn end_term(&self) {
+        self.state.end();
+    }
+
+    async fn forget_manager(&self) {
+        *self.manager.lock().await = None;
+    }
+}
+
+/// The holder of `lease` if its renewal has not expired at `now`.
+fn live_holder(lease: &Lease, now: SystemTime) -> Option<String> {
+    let spec = lease.spec.as_ref()?;
+    let holder = spec.holder_identity.clone().filter(|h| !h.is_empty())?;
+    let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref())?;
+    let seconds = u64::try_from(spec.lease_duration_seconds.unwrap_or(0)).unwrap_or(0);
+    let renewed = SystemTime::UNIX_EPOCH
+        + Duration::from_nanos(u64::try_from(renewed.0.as_nanosecond()).unwrap_or(0));
+    (renewed + Duration::from_secs(seconds) > now).then_some(holder)
+}
+
+fn jittered(d: Duration) -> Duration {
+    use rand::Rng;
+    d.mul_f64(rand::rng().random_range(0.5..1.5))
+}
+
+/// The message a single-instance store gives when another instance leads.
+pub fn single_instance_message(holder: &str, namespace: &str) -> String {
+    format!(
+        "another prewarm instance ({holder}) runs the engine in namespace {namespace}; several replicas need --store redis"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::fake::FakeCluster;
+
+    fn job(node: &str) -> PullJob {
+        PullJob {
+            task_id: "task-20260101-abcdef".into(),
+            task_suffix: "abcdef".into(),
+            node: node.into(),
+            attempt: 0,
+            images: vec![(0, "nginx".into())],
+            pull_policy: "IfNotPresent".into(),
+            image_pull_secrets: Vec::new(),
+            priority_class_name: None,
+            helper_image: "helper:test".into(),
+            active_deadline_seconds: 60,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_replica_without_a_term_changes_nothing_in_the_cluster() {
+        let inner = Arc::new(FakeCluster::new());
+        let state = LeaderState::new("r1", Arc::new(Metrics::new()));
+        let fenced = Fenced::new(inner.clone(), state.clone());
+
+        let err = fenced.create_job(&job("n1")).await.unwrap_err();
+        assert!(matches!(err, ClusterError::Unreachable(_)), "{err}");
+        assert!(fenced
+            .delete_task_jobs("task-20260101-abcdef")
+            .await
+            .is_err());
+        assert_eq!(inner.create_calls(), 0);
+
+        let term = CancellationToken::new();
+        state.begin(term.clone());
+        assert!(state.is_leader());
+        assert_eq!(state.leader().as_deref(), Some("r1"));
+        fenced.create_job(&job("n1")).await.unwrap();
+        assert_eq!(inner.create_calls(), 1);
+
+        // A cancelled term fences at once, before anyone calls `end`.
+        term.cancel();
+        assert!(fenced.create_job(&job("n2")).await.is_err());
+        assert_eq!(inner.create_calls(), 1);
+        state.end();
+        assert!(!state.is_leader());
+    }
+
+    #[test]
+    fn only_an_unexpired_holder_counts() {
+        use k8s_openapi::api::coordination::v1::LeaseSpec;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+        let now = SystemTime::now();
+        let lease = |holder: Option<&str>, renewed_secs_ago: u64| Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: holder.map(str::to_owned),
+                lease_duration_seconds: Some(15),
+                renew_time: Some(MicroTime(
+                    k8s_openapi::jiff::Timestamp::try_from(
+                        now - Duration::from_secs(renewed_secs_ago),
+                    )
+                    .unwrap(),
+                )),
+                ..LeaseSpec::default()
+            }),
+            ..Lease::default()
+        };
+        assert_eq!(live_holder(&lease(Some("a"), 3), now).as_deref(), Some("a"));
+        assert_eq!(live_holder(&lease(Some("a"), 16), now), None);
+        assert_eq!(live_holder(&lease(None, 1), now), None);
+        assert!(single_instance_message("a", "ns").contains("(a) runs the engine in namespace ns"));
+    }
+}
