@@ -403,6 +403,7 @@ fn repo() -> PathBuf {
 async fn deploy_rbac_is_enough_for_a_task_and_no_more() {
     let admin = cluster().kubeconfig_path().to_owned();
     let deploy = repo().join("deploy");
+    let base = deploy.join("base");
     for file in ["namespace.yaml", "rbac.yaml"] {
         let (ok, out) = kubectl(
             &admin,
@@ -410,15 +411,15 @@ async fn deploy_rbac_is_enough_for_a_task_and_no_more() {
                 "apply",
                 "--validate=false",
                 "-f",
-                deploy.join(file).to_str().unwrap(),
+                base.join(file).to_str().unwrap(),
             ],
         );
         assert!(ok, "{file}: {out}");
     }
     // The rest of deploy/ is valid for a real API server (server-side dry run).
     for file in [
-        "deployment.yaml",
-        "service.yaml",
+        "base/deployment.yaml",
+        "base/service.yaml",
         "ingress.example.yaml",
         "secret-tokens.example.yaml",
     ] {
