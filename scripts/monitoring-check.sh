@@ -10,6 +10,10 @@ DIR="$REPO/deploy/monitoring"
 
 promtool check rules "$DIR/rules.yaml"
 (cd "$DIR" && promtool test rules rules_test.yaml)
+# The Operator objects build as a kustomization (kubectl's own kustomize, offline).
+# shellcheck source=scripts/env.sh
+. "$REPO/scripts/env.sh"
+kubectl kustomize "$DIR" >/dev/null
 
 python3 - "$DIR" <<'PY'
 import json, re, sys, yaml
