@@ -46,7 +46,16 @@ async fn half_sent_headers_are_closed_after_the_header_timeout_while_the_service
     let header_timeout = Duration::from_secs(2);
     let svc = Service::start_flags(
         "t-slowloris",
-        &["--header-read-timeout", "2", "--rate-limit-rps", "0"],
+        &[
+            "--header-read-timeout",
+            "2",
+            "--rate-limit-rps",
+            "0",
+            "--lease-duration",
+            "120",
+            "--lease-renew",
+            "30",
+        ],
     );
     let addr = authority(&svc.url);
 
@@ -119,6 +128,10 @@ async fn probes_answer_at_once_while_stalled_bodies_hold_every_request_slot() {
             "--request-timeout",
             "5",
             "--header-read-timeout",
+            "30",
+            "--lease-duration",
+            "120",
+            "--lease-renew",
             "30",
         ],
     );
