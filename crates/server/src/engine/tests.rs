@@ -30,7 +30,7 @@ fn node(name: &str, labels: &[(&str, &str)]) -> NodeInfo {
 
 struct Harness {
     engine: Engine,
-    store: Arc<MemoryStore>,
+    store: Arc<dyn TaskStore>,
     cluster: Arc<FakeCluster>,
     clock: Arc<ManualClock>,
 }
@@ -44,7 +44,7 @@ impl Harness {
         )
     }
 
-    fn with(store: Arc<MemoryStore>, cluster: Arc<FakeCluster>, cap: usize) -> Harness {
+    fn with(store: Arc<dyn TaskStore>, cluster: Arc<FakeCluster>, cap: usize) -> Harness {
         let clock = Arc::new(ManualClock::new("2024-01-16T10:00:00Z".parse().unwrap()));
         let engine = Engine::new(
             store.clone(),
@@ -592,4 +592,111 @@ async fn a_job_just_created_is_not_taken_for_gone_by_an_older_list() {
     h.engine.on_event(ClusterEvent::Resynced);
     h.step().await;
     assert_eq!(h.task(&id).await.progress.failed_nodes, 0);
+}
+
+/// A task started by one engine, with two of three Jobs alive; the engine is gone.
+async fn started_elsewhere(store: Arc<dyn TaskStore>, cluster: Arc<FakeCluster>) -> String {
+    let mut h = Harness::with(store, cluster, 500);
+    let id = h.submit(images(&["nginx:1"])).await;
+    h.step().await;
+    id
+}
+
+fn three_nodes() -> Arc<FakeCluster> {
+    Arc::new(FakeCluster::with_nodes(
+        (0..3).map(|i| node(&format!("n{i}"), &[])).collect(),
+    ))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_down_at_start_is_retried_until_the_task_is_taken_up() {
+    let store = Arc::new(crate::store::scripted::ScriptedStore::new());
+    let cluster = three_nodes();
+    let id = started_elsewhere(store.clone(), cluster.clone()).await;
+    store.set_broken(true);
+    let mut h = Harness::with(store.clone(), cluster.clone(), 500);
+    h.engine.recover().await;
+    h.engine.step().await;
+    assert!(h.engine.runs.is_empty());
+    h.advance(Duration::from_secs(5)).await;
+    h.engine.step().await;
+    assert!(h.engine.runs.is_empty());
+    store.set_broken(false);
+    h.advance(Duration::from_secs(31)).await;
+    h.engine.step().await;
+    assert!(
+        h.engine.runs.contains_key(&id),
+        "taken up once the store answers"
+    );
+    h.report_all(&[]);
+    h.step().await;
+    let task = h.task(&id).await;
+    assert_eq!(task.status, TaskStatus::Completed);
+    assert_eq!(task.progress.completed_nodes, 3);
+    assert_eq!(cluster.creates().len(), 3, "the live Jobs were adopted");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stored_task_that_no_longer_validates_ends_unrecoverable() {
+    let store: Arc<dyn TaskStore> = Arc::new(MemoryStore::new());
+    let cluster = three_nodes();
+    let id = started_elsewhere(store.clone(), cluster.clone()).await;
+    assert_eq!(cluster.alive().len(), 3);
+    let mut view = store.get(&id).await.unwrap().unwrap();
+    view.batch_size = 0;
+    store
+        .update_if(&view, &[TaskStatus::Running])
+        .await
+        .unwrap();
+
+    let mut h = Harness::with(store, cluster.clone(), 500);
+    h.engine.recover().await;
+    h.step().await;
+    let task = h.task(&id).await;
+    assert_eq!(task.status, TaskStatus::Failed);
+    assert_eq!(task.reason.as_deref(), Some(UNRECOVERABLE_REASON));
+    assert!(task.error_message.unwrap().contains("batchSize"));
+    assert!(cluster.alive().is_empty(), "its Jobs are cleaned up");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_undecodable_node_record_ends_the_task_instead_of_dropping_the_node() {
+    let store: Arc<dyn TaskStore> = Arc::new(MemoryStore::new());
+    let cluster = three_nodes();
+    let id = started_elsewhere(store.clone(), cluster.clone()).await;
+    store
+        .put_nodes(
+            &id,
+            &[crate::store::NodeRecord {
+                node: "n1".into(),
+                body: serde_json::json!({"node": "n1", "recordVersion": 9}),
+            }],
+        )
+        .await
+        .unwrap();
+    let mut h = Harness::with(store, cluster.clone(), 500);
+    h.engine.recover().await;
+    h.step().await;
+    let task = h.task(&id).await;
+    assert_eq!(task.status, TaskStatus::Failed);
+    assert_eq!(task.reason.as_deref(), Some(UNRECOVERABLE_REASON));
+    assert!(task.error_message.unwrap().contains("n1"));
+    assert!(cluster.alive().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_running_task_without_a_run_is_taken_up_at_the_next_store_check() {
+    let store: Arc<dyn TaskStore> = Arc::new(MemoryStore::new());
+    let cluster = three_nodes();
+    let mut h = Harness::with(store.clone(), cluster.clone(), 500);
+    h.engine.recover().await;
+    // Another engine (an earlier leader) started it after this one recovered.
+    let id = started_elsewhere(store, cluster.clone()).await;
+    assert!(!h.engine.runs.contains_key(&id));
+    h.step().await;
+    assert!(h.engine.runs.contains_key(&id));
+    h.report_all(&[]);
+    h.step().await;
+    assert_eq!(h.task(&id).await.status, TaskStatus::Completed);
+    assert_eq!(cluster.creates().len(), 3);
 }

@@ -5,115 +5,22 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
-use chrono::{DateTime, Utc};
-use prewarm_api::{Task, TaskStatus};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
 use super::{router_with_timeout, AppState, REQUEST_TIMEOUT};
 use crate::clock::ManualClock;
 use crate::engine::{Engine, EngineConfig};
-use crate::store::{
-    CancelOutcome, MemoryStore, NodeRecord, Retention, StoreError, StoreResult, TaskStore,
-};
+use crate::store::{MemoryStore, TaskStore};
 
 const START: &str = "2024-01-16T10:00:00Z";
 
 pub(crate) use crate::cluster::fake::FakeCluster;
 
-/// A memory store that can answer `Duplicate` to the first inserts, fail
-/// everything, or never answer `get`.
-struct ScriptedStore {
-    inner: MemoryStore,
-    duplicates_left: AtomicUsize,
-    broken: bool,
-    hang_on_get: bool,
-}
-
-impl ScriptedStore {
-    fn new() -> Self {
-        ScriptedStore {
-            inner: MemoryStore::new(),
-            duplicates_left: AtomicUsize::new(0),
-            broken: false,
-            hang_on_get: false,
-        }
-    }
-
-    fn check(&self) -> StoreResult<()> {
-        if self.broken {
-            Err(StoreError::Backend(
-                "disk on fire at /var/lib/secret".into(),
-            ))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-#[async_trait]
-impl TaskStore for ScriptedStore {
-    async fn insert(&self, task: &Task) -> StoreResult<()> {
-        self.check()?;
-        let left = self.duplicates_left.load(Ordering::SeqCst);
-        if left > 0 {
-            self.duplicates_left.store(left - 1, Ordering::SeqCst);
-            return Err(StoreError::Duplicate(task.task_id.clone()));
-        }
-        self.inner.insert(task).await
-    }
-    async fn get(&self, id: &str) -> StoreResult<Option<Task>> {
-        self.check()?;
-        if self.hang_on_get {
-            std::future::pending::<()>().await;
-        }
-        self.inner.get(id).await
-    }
-    async fn list(
-        &self,
-        status: Option<TaskStatus>,
-        limit: u32,
-        offset: u64,
-    ) -> StoreResult<(Vec<Task>, u64)> {
-        self.check()?;
-        self.inner.list(status, limit, offset).await
-    }
-    async fn list_with_status(&self, statuses: &[TaskStatus]) -> StoreResult<Vec<Task>> {
-        self.check()?;
-        self.inner.list_with_status(statuses).await
-    }
-    async fn update_if(&self, task: &Task, expected: &[TaskStatus]) -> StoreResult<bool> {
-        self.check()?;
-        self.inner.update_if(task, expected).await
-    }
-    async fn cancel(&self, id: &str, at: DateTime<Utc>) -> StoreResult<CancelOutcome> {
-        self.check()?;
-        self.inner.cancel(id, at).await
-    }
-    async fn put_nodes(&self, task_id: &str, records: &[NodeRecord]) -> StoreResult<()> {
-        self.check()?;
-        self.inner.put_nodes(task_id, records).await
-    }
-    async fn nodes(&self, task_id: &str) -> StoreResult<Vec<NodeRecord>> {
-        self.check()?;
-        self.inner.nodes(task_id).await
-    }
-    async fn trim(&self, retention: &Retention, batch: u32) -> StoreResult<u32> {
-        self.check()?;
-        self.inner.trim(retention, batch).await
-    }
-    async fn webhook_pending(&self, limit: u32) -> StoreResult<Vec<Task>> {
-        self.check()?;
-        self.inner.webhook_pending(limit).await
-    }
-    async fn ping(&self) -> StoreResult<()> {
-        self.check()
-    }
-}
+use crate::store::scripted::ScriptedStore;
 
 struct Harness {
     app: Router,
@@ -566,10 +473,8 @@ async fn readyz_is_503_naming_the_failing_dependency() {
 
 #[tokio::test]
 async fn store_failures_are_a_500_without_the_cause() {
-    let store = ScriptedStore {
-        broken: true,
-        ..ScriptedStore::new()
-    };
+    let store = ScriptedStore::new();
+    store.set_broken(true);
     let h = Harness::with_store(Arc::new(store));
     let (status, body) = h.post(json!({"images": ["nginx"]})).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);

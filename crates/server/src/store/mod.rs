@@ -129,3 +129,5 @@ pub trait TaskStore: Send + Sync + 'static {
 pub(crate) mod contract;
 #[cfg(test)]
 pub(crate) mod schedule_contract;
+#[cfg(test)]
+pub(crate) mod scripted;
