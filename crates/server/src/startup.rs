@@ -35,6 +35,9 @@ use crate::webhook::{WebhookConfig, Webhooks};
 /// How long in-flight requests may keep the server up after shutdown starts
 /// (below Kubernetes' default 30 s termination grace period).
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
+/// How long webhook attempts in flight may hold up the exit after the rest
+/// stopped (together with the drain, the exit stays within 30 s of SIGTERM).
+const WEBHOOK_STOP: Duration = Duration::from_secs(3);
 
 /// The request guard, the connection settings and the webhook settings of a service.
 #[derive(Debug, Clone)]
@@ -376,7 +379,7 @@ impl Application {
                 metrics: metrics.clone(),
                 progress: progress.clone(),
                 guard: operations.guard,
-                webhooks,
+                webhooks: webhooks.clone(),
             },
             operations.serving.request_timeout,
         );
@@ -441,6 +444,7 @@ impl Application {
             terms,
             replicas,
         } = self;
+        let webhooks = terms.webhooks.clone();
         let scheme = if tls.is_some() { "https" } else { "http" };
         let (acceptor, reload) = match tls {
             Some(Tls {
@@ -518,6 +522,8 @@ impl Application {
         };
 
         let (served, ran) = tokio::join!(server, work);
+        // Unsent webhooks stay `pending` in the store and resume at the next start.
+        webhooks.stop(WEBHOOK_STOP).await;
         match (served, ran) {
             (Ok(()), Ok(())) => Ok(()),
             (Err(err), Ok(())) | (Ok(()), Err(err)) => Err(err),

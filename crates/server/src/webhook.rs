@@ -1,26 +1,34 @@
-//! End-of-task webhooks: the engine hands each ended task to [`Webhooks::notify`],
-//! which only queues it (bounded; never blocks the engine). A worker POSTs
-//! `{"event", "task"}` to the task's `webhookUrl`, signed when a secret is set,
-//! retrying with exponential backoff, and records the outcome on the task
-//! (`webhookStatus`, `webhookError`).
+//! End-of-task webhooks. The write that ends a task also records
+//! `webhookStatus: pending`; the engine then hands the task to
+//! [`Webhooks::notify`], which only queues it (bounded; never blocks the
+//! engine). A worker POSTs `{"event", "task"}` to the task's `webhookUrl`,
+//! signed when a secret is set, retrying with exponential backoff, and records
+//! the outcome on the task (`webhookStatus`, `webhookError`). Deliveries still
+//! owed after a restart (or dropped from a full queue) are found again by
+//! [`Webhooks::resume_owed`]. Every request carries `X-Prewarm-Delivery`, the
+//! same for every attempt of one task's webhook, so receivers can de-duplicate.
 //!
 //! SSRF guard: the destination host is resolved once, every address checked
 //! against [`is_private`], and the request is made to the checked address
 //! (so a second DNS answer cannot redirect it). Redirects are not followed.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prewarm_api::{Task, WebhookEvent, WebhookStatus};
 use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::domain::task::ValidationError;
 use crate::domain::webhook_target::{event_name, is_private, literal_ip, signature};
 use crate::metrics::Metrics;
 use crate::store::TaskStore;
 
-/// Tasks waiting for their webhook; beyond this, new ones are dropped (logged).
+/// Tasks waiting for their webhook; beyond this, new ones wait in the store
+/// (`pending`) for the next [`Webhooks::resume_owed`].
 pub const QUEUE_CAPACITY: usize = 1024;
 /// Deliveries in flight at once.
 pub const CONCURRENT_DELIVERIES: usize = 16;
@@ -53,11 +61,25 @@ impl Default for WebhookConfig {
 }
 
 /// The engine's and the API's handle on webhooks.
-#[derive(Debug)]
 pub struct Webhooks {
     tx: Option<mpsc::Sender<Task>>,
     allow_private: bool,
     metrics: Arc<Metrics>,
+    /// Tasks queued or being delivered (so a resume does not send one twice).
+    owed: Arc<Mutex<HashSet<String>>>,
+    store: Option<Arc<dyn TaskStore>>,
+    /// The worker and its deliveries.
+    tracker: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl std::fmt::Debug for Webhooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhooks")
+            .field("enabled", &self.tx.is_some())
+            .field("allow_private", &self.allow_private)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Webhooks {
@@ -70,12 +92,54 @@ impl Webhooks {
     ) -> Arc<Webhooks> {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let allow_private = config.allow_private;
-        tokio::spawn(run_worker(config, store, metrics.clone(), rx));
+        let owed = Arc::new(Mutex::new(HashSet::new()));
+        let tracker = TaskTracker::new();
+        let stop = CancellationToken::new();
+        tracker.spawn(run_worker(
+            config,
+            store.clone(),
+            metrics.clone(),
+            rx,
+            owed.clone(),
+            tracker.clone(),
+            stop.clone(),
+        ));
         Arc::new(Webhooks {
             tx: Some(tx),
             allow_private,
             metrics,
+            owed,
+            store: Some(store),
+            tracker,
+            stop,
         })
+    }
+
+    /// Queues every webhook the store says is still owed (after a restart,
+    /// or one that did not fit the queue). Ones already queued are skipped.
+    pub async fn resume_owed(&self) {
+        let Some(store) = &self.store else { return };
+        match store.webhook_pending(QUEUE_CAPACITY as u32).await {
+            Ok(tasks) => {
+                for task in tasks {
+                    self.notify(&task);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not list owed webhooks; will retry"),
+        }
+    }
+
+    /// Stops sending: attempts in flight are abandoned (their tasks stay
+    /// `pending` in the store and resume after a restart). Waits at most `within`.
+    pub async fn stop(&self, within: Duration) {
+        self.stop.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(within, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("webhook deliveries still running at shutdown");
+        }
     }
 
     /// A handle that sends nothing (tests of other parts).
@@ -84,17 +148,31 @@ impl Webhooks {
             tx: None,
             allow_private: false,
             metrics: Arc::new(Metrics::new()),
+            owed: Arc::default(),
+            store: None,
+            tracker: TaskTracker::new(),
+            stop: CancellationToken::new(),
         })
     }
 
-    /// Queues the webhook of an ended task, if it has one. Never waits.
+    /// Queues the webhook of an ended task, if it has one. Never waits; a
+    /// full queue leaves it to the next [`Webhooks::resume_owed`].
     pub fn notify(&self, task: &Task) {
         let (Some(tx), Some(_)) = (&self.tx, &task.webhook_url) else {
             return;
         };
-        if let Err(e) = tx.try_send(task.clone()) {
-            tracing::warn!(task = %task.task_id, error = %e, "webhook queue full; event dropped");
-            self.metrics.webhook_delivery("dropped");
+        let mut owed = self.owed.lock().unwrap_or_else(|e| e.into_inner());
+        if owed.contains(&task.task_id) {
+            return;
+        }
+        match tx.try_send(task.clone()) {
+            Ok(()) => {
+                owed.insert(task.task_id.clone());
+            }
+            Err(e) => {
+                tracing::warn!(task = %task.task_id, error = %e, "webhook queue full; left pending in the store");
+                self.metrics.webhook_delivery("dropped");
+            }
         }
     }
 
@@ -118,31 +196,52 @@ async fn run_worker(
     store: Arc<dyn TaskStore>,
     metrics: Arc<Metrics>,
     mut rx: mpsc::Receiver<Task>,
+    owed: Arc<Mutex<HashSet<String>>>,
+    tracker: TaskTracker,
+    stop: CancellationToken,
 ) {
     let config = Arc::new(config);
     let slots = Arc::new(Semaphore::new(CONCURRENT_DELIVERIES));
-    while let Some(task) = rx.recv().await {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
+    loop {
+        let task = tokio::select! {
+            _ = stop.cancelled() => return,
+            task = rx.recv() => match task { Some(t) => t, None => return },
+        };
+        let permit = tokio::select! {
+            _ = stop.cancelled() => return,
+            permit = slots.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => return },
         };
         let config = config.clone();
         let store = store.clone();
         let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let (status, error) = deliver(&config, &task).await;
-            let result = match status {
-                WebhookStatus::Delivered => Some("delivered"),
-                WebhookStatus::Failed => Some("failed"),
-                WebhookStatus::Refused => Some("refused"),
-                WebhookStatus::Pending => None,
-            };
-            if let Some(result) = result {
-                metrics.webhook_delivery(result);
+        let owed = owed.clone();
+        let stop = stop.clone();
+        tracker.spawn(async move {
+            // Abandoned at shutdown: the store still says `pending`.
+            if let Some((status, error)) = stop.run_until_cancelled(deliver(&config, &task)).await {
+                let result = match status {
+                    WebhookStatus::Delivered => Some("delivered"),
+                    WebhookStatus::Failed => Some("failed"),
+                    WebhookStatus::Refused => Some("refused"),
+                    WebhookStatus::Pending => None,
+                };
+                if let Some(result) = result {
+                    metrics.webhook_delivery(result);
+                }
+                record(&*store, &task.task_id, status, error).await;
             }
-            record(&*store, &task.task_id, status, error).await;
+            owed.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&task.task_id);
             drop(permit);
         });
     }
+}
+
+/// The `X-Prewarm-Delivery` value of a task's webhook: the same for every
+/// attempt and after restarts, different for every task.
+pub fn delivery_id(task: &Task) -> String {
+    format!("{}.{}", task.task_id, task.status.as_str())
 }
 
 /// Sends one task's webhook with retries; the outcome and, if it failed, why.
@@ -175,6 +274,7 @@ pub async fn deliver(config: &WebhookConfig, task: &Task) -> (WebhookStatus, Opt
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header("X-Prewarm-Event", event_name(task.status))
+            .header("X-Prewarm-Delivery", delivery_id(task))
             .body(body.clone());
         if let Some(secret) = &config.secret {
             req = req.header("X-Prewarm-Signature", signature(secret.as_bytes(), &body));

@@ -265,6 +265,61 @@ async fn receiver(codes: Vec<u16>) -> Receiver {
     }
 }
 
+/// The webhook was delivered or given up on (not `pending` any more).
+fn webhook_settled(t: &prewarm_api::Task) -> bool {
+    !matches!(
+        t.webhook_status,
+        None | Some(prewarm_api::WebhookStatus::Pending)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owed_webhook_survives_a_kill_and_is_sent_after_the_restart() {
+    let _sim = sim(r#"
+nodes:
+  - namePrefix: owed-
+    count: 1
+    labels: {suite: owed}
+images:
+  - match: "*"
+    pullSeconds: 1
+"#);
+    // The receiver fails the first attempts, long enough to kill the service meanwhile.
+    let hook = receiver(vec![500; 3]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("owed.db");
+    let mut svc = Service::start_with("t-owed", &db, &["--webhook-allow-private"]);
+    let id = svc
+        .create(json!({"images": ["nginx:1.25"], "nodeSelector": {"suite": "owed"}, "webhookUrl": hook.url}))
+        .await;
+    let task = svc.wait_end(&id, LONG).await;
+    assert_eq!(
+        task.webhook_status,
+        Some(prewarm_api::WebhookStatus::Pending)
+    );
+    let deadline = std::time::Instant::now() + LONG;
+    while hook.got.lock().unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no webhook attempt");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    svc.kill9();
+
+    let again = Service::start_with("t-owed", &db, &["--webhook-allow-private"]);
+    let task = again.wait_until(&id, LONG, webhook_settled).await;
+    assert_eq!(
+        task.webhook_status,
+        Some(prewarm_api::WebhookStatus::Delivered),
+        "{task:#?}"
+    );
+    let got = hook.got.lock().unwrap().clone();
+    let ids: std::collections::BTreeSet<_> = got
+        .iter()
+        .map(|(h, _)| h["x-prewarm-delivery"].to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 1, "one delivery id across the restart: {ids:?}");
+    assert!(ids.iter().next().unwrap().starts_with(&id));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_are_signed_retried_and_refused_for_private_addresses() {
     let _sim = sim(r#"
@@ -286,9 +341,7 @@ images:
     let id = svc
         .create(json!({"images": ["nginx:1.25"], "nodeSelector": {"suite": "hook"}, "webhookUrl": hook.url}))
         .await;
-    let task = svc
-        .wait_until(&id, LONG, |t| t.webhook_status.is_some())
-        .await;
+    let task = svc.wait_until(&id, LONG, webhook_settled).await;
     assert_eq!(
         task.webhook_status,
         Some(prewarm_api::WebhookStatus::Delivered),
@@ -307,6 +360,10 @@ images:
         assert_eq!(event["task"]["status"], "completed");
     }
     assert_eq!(got[0].1, got[1].1, "the retry sends the same body");
+    assert_eq!(
+        got[0].0["x-prewarm-delivery"], got[1].0["x-prewarm-delivery"],
+        "one delivery id for every attempt"
+    );
     assert!(!svc.log().contains("hook-s3cret"));
 
     // Without --webhook-allow-private: a literal loopback address is refused at once,
@@ -325,9 +382,7 @@ images:
     let id = guarded
         .create(json!({"images": ["nginx:1.25"], "nodeSelector": {"suite": "hook"}, "webhookUrl": by_name}))
         .await;
-    let task = guarded
-        .wait_until(&id, LONG, |t| t.webhook_status.is_some())
-        .await;
+    let task = guarded.wait_until(&id, LONG, webhook_settled).await;
     assert_eq!(
         task.webhook_status,
         Some(prewarm_api::WebhookStatus::Refused)

@@ -18,6 +18,7 @@ use rand::Rng;
 use tokio::sync::{broadcast, mpsc, Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::cluster::{Cluster, ClusterError, ClusterEvent, NodeInfo, PullJob};
@@ -69,6 +70,10 @@ const RELIST_GRACE: Duration = Duration::from_secs(5);
 const STORE_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Reason of a task the engine cannot take up again (its stored form is bad).
 pub const UNRECOVERABLE_REASON: &str = "Unrecoverable";
+/// How long a stopping engine waits for its in-flight Kubernetes calls.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(20);
+/// How often owed webhooks are looked for in the store (after a restart, a full queue).
+const WEBHOOK_RESUME_EVERY: Duration = Duration::from_secs(60);
 /// Kubernetes calls in flight at once.
 const API_CONCURRENCY: usize = 32;
 
@@ -112,6 +117,9 @@ pub struct Engine {
     deleted_tx: mpsc::UnboundedSender<Deleted>,
     deleted_rx: mpsc::UnboundedReceiver<Deleted>,
     api_permits: Arc<Semaphore>,
+    /// Every Kubernetes call the engine spawned; drained on shutdown.
+    tracker: TaskTracker,
+    next_webhook_resume: Instant,
     last_view_flush: Instant,
     next_store_check: Instant,
     store_failures: u32,
@@ -146,6 +154,8 @@ impl Engine {
             deleted_tx,
             deleted_rx,
             api_permits: Arc::new(Semaphore::new(API_CONCURRENCY)),
+            tracker: TaskTracker::new(),
+            next_webhook_resume: now,
             last_view_flush: now,
             next_store_check: now,
             store_failures: 0,
@@ -219,7 +229,37 @@ impl Engine {
         }
         self.stopping = true;
         self.flush(true).await;
+        self.drain().await;
         Ok(())
+    }
+
+    /// Lets the Kubernetes calls in flight finish (within `SHUTDOWN_DRAIN`),
+    /// takes in their results and writes what changed.
+    async fn drain(&mut self) {
+        self.tracker.close();
+        let tracker = self.tracker.clone();
+        let all_done = tracker.wait();
+        tokio::pin!(all_done);
+        let deadline = tokio::time::sleep(SHUTDOWN_DRAIN);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut all_done => break,
+                _ = &mut deadline => {
+                    tracing::warn!(calls = tracker.len(), "Kubernetes calls still running at shutdown");
+                    break;
+                }
+                Some(created) = self.created_rx.recv() => self.on_created(created),
+                Some(deleted) = self.deleted_rx.recv() => self.on_deleted(deleted),
+            }
+        }
+        while let Ok(created) = self.created_rx.try_recv() {
+            self.on_created(created);
+        }
+        while let Ok(deleted) = self.deleted_rx.try_recv() {
+            self.on_deleted(deleted);
+        }
+        self.flush(true).await;
     }
 
     /// One reconcile pass: store checks, timers, windows, completions, writes.
@@ -239,6 +279,10 @@ impl Engine {
                 step.mul_f64(rand::rng().random_range(0.5..=1.0))
             };
             self.next_store_check = mono + wait;
+        }
+        if mono >= self.next_webhook_resume {
+            self.next_webhook_resume = mono + WEBHOOK_RESUME_EVERY;
+            self.webhooks.resume_owed().await;
         }
         self.check_timers(now, mono);
         if !self.stopping {
@@ -563,9 +607,7 @@ impl Engine {
         task.error_message = Some(message.to_owned());
         task.finished_at = Some(now);
         task.estimated_completion = None;
-        if task.webhook_url.is_some() {
-            task.webhook_status = Some(prewarm_api::WebhookStatus::Pending);
-        }
+        owe_webhook(&mut task);
         match self
             .store
             .update_if(&task, &[TaskStatus::Running, TaskStatus::Pending])
@@ -696,6 +738,7 @@ impl Engine {
                 Some(("NoMatchingNodes", no_match_message(&spec, all_nodes.len()))),
                 now,
             );
+            owe_webhook(&mut run.view);
             match self
                 .store
                 .update_if(&run.view, &[TaskStatus::Pending])
@@ -834,7 +877,7 @@ impl Engine {
                 let permits = self.api_permits.clone();
                 let tx = self.created_tx.clone();
                 let task_id = run.view.task_id.clone();
-                tokio::spawn(async move {
+                self.tracker.spawn(async move {
                     let _permit = permits.acquire_owned().await;
                     let result = match tokio::time::timeout(
                         API_CALL_TIMEOUT,
@@ -999,6 +1042,7 @@ impl Engine {
         count_ended_attempts(&self.metrics, &mut run);
         let records: Vec<_> = run.nodes.iter().map(record_of).collect();
         run.unrecorded.clear();
+        owe_webhook(&mut run.view);
         if let Err(e) = self.store.put_nodes(&run.view.task_id, &records).await {
             tracing::error!(task = %run.view.task_id, error = %e, "could not store node outcomes");
         }
@@ -1097,7 +1141,7 @@ impl Engine {
             let cluster = self.cluster.clone();
             let permits = self.api_permits.clone();
             let tx = self.deleted_tx.clone();
-            tokio::spawn(async move {
+            self.tracker.spawn(async move {
                 let _permit = permits.acquire_owned().await;
                 if let Err(e) = cluster.delete_job(&name).await {
                     tracing::warn!(job = %name, error = %e, "could not delete pull Job");
@@ -1111,7 +1155,7 @@ impl Engine {
 
     fn delete_task_jobs(&self, task_id: String) {
         let cluster = self.cluster.clone();
-        tokio::spawn(async move {
+        self.tracker.spawn(async move {
             if let Err(e) = cluster.delete_task_jobs(&task_id).await {
                 tracing::warn!(task = %task_id, error = %e, "could not delete the task's Jobs");
             }
@@ -1132,6 +1176,14 @@ fn count_ended_attempts(metrics: &Metrics, run: &mut TaskRun) {
         if secs >= 0.0 {
             metrics.observe_node_pull(secs);
         }
+    }
+}
+
+/// Records, in the view that ends a task, that its webhook is owed; the
+/// delivery worker (now or after a restart) settles it.
+fn owe_webhook(view: &mut Task) {
+    if view.webhook_url.is_some() && view.webhook_status.is_none() {
+        view.webhook_status = Some(prewarm_api::WebhookStatus::Pending);
     }
 }
 

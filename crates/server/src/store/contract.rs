@@ -595,6 +595,8 @@ pub(crate) async fn cancel_outcomes<S: TaskStore>(store: S) {
         expected.status = TaskStatus::Cancelled;
         expected.finished_at = Some(at);
         expected.estimated_completion = None;
+        // It has a webhookUrl: the webhook is owed from the same write.
+        expected.webhook_status = Some(prewarm_api::WebhookStatus::Pending);
         assert_eq!(
             store.cancel(&task.task_id, at).await.unwrap(),
             CancelOutcome::Cancelled(expected.clone()),

@@ -127,6 +127,9 @@ impl TaskStore for MemoryStore {
         stored.status = TaskStatus::Cancelled;
         stored.finished_at = Some(at);
         stored.estimated_completion = None;
+        if stored.webhook_url.is_some() {
+            stored.webhook_status = Some(prewarm_api::WebhookStatus::Pending);
+        }
         Ok(CancelOutcome::Cancelled(stored.clone()))
     }
 

@@ -103,7 +103,9 @@ pub trait TaskStore: Send + Sync + 'static {
     /// overwriting a cancellation made by the API meanwhile.
     async fn update_if(&self, task: &Task, expected: &[TaskStatus]) -> StoreResult<bool>;
 
-    /// Marks a pending or running task `cancelled` with `finishedAt = at`, atomically.
+    /// Marks a pending or running task `cancelled` with `finishedAt = at`,
+    /// atomically; a task with a `webhookUrl` gets `webhookStatus: pending`
+    /// in the same write, so the webhook survives a crash.
     async fn cancel(&self, id: &str, at: DateTime<Utc>) -> StoreResult<CancelOutcome>;
 
     /// Inserts or replaces node records of a task, all in one transaction.

@@ -361,6 +361,9 @@ impl TaskStore for SqliteStore {
             task.status = TaskStatus::Cancelled;
             task.finished_at = Some(at);
             task.estimated_completion = None;
+            if task.webhook_url.is_some() {
+                task.webhook_status = Some(prewarm_api::WebhookStatus::Pending);
+            }
             let body = encode_task(&task)?;
             tx.prepare_cached("UPDATE tasks SET status = ?1, body = ?2 WHERE id = ?3")
                 .and_then(|mut stmt| stmt.execute(params![task.status.as_str(), body, id]))
