@@ -650,6 +650,9 @@ impl TaskStore for RedisStore {
             task.status = TaskStatus::Cancelled;
             task.finished_at = Some(at);
             task.estimated_completion = None;
+            if task.webhook_url.is_some() {
+                task.webhook_status = Some(prewarm_api::WebhookStatus::Pending);
+            }
             if self.write_task(&task, TaskGuard::Rev(&rev)).await? {
                 self.publish(self.keys.wake_channel(), id).await?;
                 return Ok(CancelOutcome::Cancelled(task));
