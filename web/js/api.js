@@ -73,7 +73,7 @@ function query(params) {
 
 const enc = encodeURIComponent;
 
-/** Every endpoint the UI calls (SPEC.md). */
+/** Every endpoint the UI calls (docs/api.md). */
 export const api = {
   whoami: () => request('GET', '/api/v1/whoami'),
   listTasks: ({ status, limit = 10, offset = 0 } = {}) => request('GET', `/api/v1/tasks${query({ status, limit, offset })}`),

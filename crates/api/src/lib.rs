@@ -1,6 +1,6 @@
 //! Wire types of the prewarm HTTP API, shared by the server, the CLI and tests.
 //!
-//! Field names and shapes are the contract of `SPEC.md`: camelCase JSON,
+//! Field names and shapes are the contract of `docs/api.md`: camelCase JSON,
 //! RFC 3339 UTC timestamps, `null` for absent optional values in views.
 //! Request bodies reject unknown fields so a typo never silently does nothing.
 

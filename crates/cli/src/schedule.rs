@@ -1,5 +1,5 @@
 //! `schedule create|list|get|update|delete|enable|disable|trigger|executions`:
-//! the scheduled-task endpoints of SPEC "Scheduled tasks".
+//! the scheduled-task endpoints of docs/api.md "Scheduled tasks".
 
 use clap::{Args, Subcommand};
 use reqwest::Method;

@@ -1,4 +1,4 @@
-//! Prometheus metrics: one registry, the families of the SPEC, and the kube
+//! Prometheus metrics: one registry, the families of docs/operations.md, and the kube
 //! client layer that counts every request the service makes to the API server.
 
 use std::future::Future;

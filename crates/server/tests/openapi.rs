@@ -78,3 +78,191 @@ fn every_guarded_operation_declares_bearer_auth_and_its_errors() {
         );
     }
 }
+
+// --- docs/api.md: its reference section is rendered from the document -------
+
+const REFERENCE_START: &str =
+    "<!-- generated from GET /api/v1/openapi.json by crates/server/tests/openapi.rs; do not edit by hand -->\n";
+const REFERENCE_END: &str = "<!-- end of generated reference -->\n";
+
+fn api_doc_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/api.md")
+}
+
+/// Text fit for one Markdown table cell.
+fn cell(text: &str) -> String {
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace('|', "\\|")
+}
+
+/// An operation's summary without the `METHOD /path…`: prefix the handlers' docs start with.
+fn summary(op: &Value) -> String {
+    let text = cell(op["summary"].as_str().unwrap_or(""));
+    match text.strip_prefix('`').and_then(|rest| rest.split_once("`: ")) {
+        Some((_, tail)) => tail.to_owned(),
+        None if text.starts_with('`') && text.ends_with("`.") => String::new(),
+        None => text,
+    }
+}
+
+fn schema_link(reference: &str) -> String {
+    let name = reference.rsplit('/').next().unwrap_or(reference);
+    format!("[{name}](#{})", name.to_ascii_lowercase())
+}
+
+/// A schema's type in a few words: `string`, `[Task]`, `{string: string}`, `integer (int32) or null`.
+fn type_of(schema: &Value) -> String {
+    if let Some(reference) = schema["$ref"].as_str() {
+        return schema_link(reference);
+    }
+    for key in ["oneOf", "anyOf", "allOf"] {
+        if let Some(parts) = schema[key].as_array() {
+            let sep = if key == "allOf" { " and " } else { " or " };
+            return parts.iter().map(type_of).collect::<Vec<_>>().join(sep);
+        }
+    }
+    if let Some(values) = schema["enum"].as_array() {
+        return values
+            .iter()
+            .map(|v| format!("`{}`", v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+            .collect::<Vec<_>>()
+            .join(", ");
+    }
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => vec![],
+    };
+    let mut words = Vec::new();
+    for t in &types {
+        words.push(match *t {
+            "array" => format!("[{}]", type_of(&schema["items"])),
+            "object" if schema["additionalProperties"].is_object() => {
+                format!("{{string: {}}}", type_of(&schema["additionalProperties"]))
+            }
+            "integer" | "number" | "string" if schema["format"].is_string() => {
+                format!("{t} ({})", schema["format"].as_str().unwrap())
+            }
+            other => other.to_owned(),
+        });
+    }
+    if words.is_empty() {
+        "any".to_owned()
+    } else {
+        words.join(" or ")
+    }
+}
+
+/// The reference section of docs/api.md: every operation, then every schema.
+fn render_reference(doc: &Value) -> String {
+    let mut out = String::from(REFERENCE_START);
+    out.push_str("\n### Operations\n\n");
+    out.push_str("| method | path | what | parameters | body | responses |\n|---|---|---|---|---|---|\n");
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let params: Vec<String> = op["parameters"]
+                .as_array()
+                .map(|ps| {
+                    ps.iter()
+                        .map(|p| format!("`{}` ({})", p["name"].as_str().unwrap(), p["in"].as_str().unwrap()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let body = op["requestBody"]["content"]
+                .as_object()
+                .and_then(|c| c.values().next())
+                .map(|media| type_of(&media["schema"]))
+                .unwrap_or_default();
+            let responses: Vec<String> = op["responses"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(code, r)| {
+                    match r["content"].as_object().and_then(|c| c.values().next()) {
+                        Some(media) if media["schema"].is_object() => {
+                            format!("{code} {}", type_of(&media["schema"]))
+                        }
+                        _ => code.clone(),
+                    }
+                })
+                .collect();
+            out.push_str(&format!(
+                "| {} | `{path}` | {} | {} | {body} | {} |\n",
+                method.to_ascii_uppercase(),
+                summary(op),
+                params.join(", "),
+                responses.join(", "),
+            ));
+        }
+    }
+    out.push_str("\n### Schemas\n");
+    for (name, schema) in doc["components"]["schemas"].as_object().unwrap() {
+        out.push_str(&format!("\n#### {name}\n\n"));
+        if let Some(description) = schema["description"].as_str() {
+            out.push_str(description.trim());
+            out.push_str("\n\n");
+        }
+        match schema["properties"].as_object() {
+            Some(properties) => {
+                let required: Vec<&str> = schema["required"]
+                    .as_array()
+                    .map(|r| r.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                out.push_str("| field | type | required | meaning |\n|---|---|---|---|\n");
+                for (field, property) in properties {
+                    out.push_str(&format!(
+                        "| `{field}` | {} | {} | {} |\n",
+                        cell(&type_of(property)),
+                        if required.contains(&field.as_str()) { "yes" } else { "" },
+                        cell(property["description"].as_str().unwrap_or("")),
+                    ));
+                }
+            }
+            None => {
+                out.push_str(&format!("Type: {}\n", cell(&type_of(schema))));
+            }
+        }
+    }
+    out.push('\n');
+    out.push_str(REFERENCE_END);
+    out
+}
+
+#[test]
+fn docs_api_md_reference_matches_the_served_document() {
+    let doc: Value = serde_json::from_str(document_json()).unwrap();
+    let path = api_doc_path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let start = text.find(REFERENCE_START).expect("docs/api.md lacks the reference start marker");
+    let end = text.find(REFERENCE_END).expect("docs/api.md lacks the reference end marker") + REFERENCE_END.len();
+    let rendered = render_reference(&doc);
+    if std::env::var_os("UPDATE_API_DOCS").is_some() {
+        std::fs::write(&path, format!("{}{rendered}{}", &text[..start], &text[end..])).unwrap();
+        return;
+    }
+    assert!(
+        text[start..end] == rendered,
+        "docs/api.md's reference differs from the served OpenAPI document; run \
+         UPDATE_API_DOCS=1 cargo test -p prewarm --test openapi and commit docs/api.md"
+    );
+}
+
+#[test]
+fn docs_api_md_names_every_served_path() {
+    // The hand-written endpoint table too: a path the service serves but the
+    // contract's table never mentions is a path users cannot find.
+    let doc: Value = serde_json::from_str(document_json()).unwrap();
+    let text = std::fs::read_to_string(api_doc_path()).unwrap();
+    let table = &text[text.find("## Endpoints").unwrap()..text.find("## Errors").unwrap()];
+    for path in doc["paths"].as_object().unwrap().keys() {
+        let bare = path.replace("{execution_id}", "{executionId}");
+        // `/enable, /disable` share a row.
+        let sibling = format!(", /{}", bare.rsplit('/').next().unwrap());
+        assert!(
+            table.contains(&bare) || table.contains(&sibling),
+            "the endpoint table of docs/api.md does not mention {path}"
+        );
+    }
+}

@@ -81,7 +81,7 @@ pub struct TaskSpec {
 }
 
 impl TaskSpec {
-    /// Validates a create body, applying the SPEC's defaults.
+    /// Validates a create body, applying the API's defaults (docs/api.md).
     pub fn from_request(req: CreateTaskRequest) -> Result<TaskSpec, ValidationError> {
         if req.images.is_empty() {
             return Err(ValidationError::new(

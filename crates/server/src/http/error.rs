@@ -1,5 +1,5 @@
 //! `ApiError`: every way a request can fail, and the one place that turns a
-//! failure into a status code and the SPEC error body
+//! failure into a status code and the API's error body
 //! `{"error": "<title>", "details": "<what exactly>", "taskId"?, "status"?}`.
 
 use axum::http::StatusCode;

@@ -3,7 +3,7 @@
 //! Handlers only parse the request and call the store, the domain or the
 //! engine handle; `error::ApiError` is the one place that picks status codes,
 //! so every failure, including unknown routes, wrong methods, oversized bodies
-//! and timeouts, answers in the SPEC error shape.
+//! and timeouts, answers in the API's error shape (docs/api.md).
 
 use std::sync::Arc;
 use std::time::Duration;
