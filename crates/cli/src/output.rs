@@ -19,7 +19,7 @@ pub enum OutputFormat {
 pub fn print(format: OutputFormat, value: &Value, table: impl FnOnce(&Value) -> String) {
     let text = match format {
         OutputFormat::Json => serde_json::to_string_pretty(value).unwrap_or_default(),
-        OutputFormat::Yaml => serde_yaml::to_string(value)
+        OutputFormat::Yaml => serde_saphyr::to_string(value)
             .unwrap_or_default()
             .trim_end()
             .to_owned(),

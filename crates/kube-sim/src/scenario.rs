@@ -245,7 +245,7 @@ impl Scenario {
     /// message naming the field and where it is.
     pub fn parse(yaml: &str) -> Result<Self> {
         let file: ScenarioFile =
-            serde_yaml::from_str(yaml).map_err(|e| Error::Scenario(e.to_string()))?;
+            serde_saphyr::from_str(yaml).map_err(|e| Error::Scenario(e.to_string()))?;
         if !file.time_scale.is_finite() || file.time_scale < 0.0 {
             return Err(Error::Scenario(format!(
                 "timeScale must be a non-negative number, got {}",

@@ -158,7 +158,7 @@ images:
     let task: Task = serde_json::from_slice(&out.stdout).expect("get -o json is a task view");
     assert_eq!(task.status, TaskStatus::Completed);
     let out = prewarm(&svc, &["task", "get", &id, "-o", "yaml"]).await;
-    let yaml: Value = serde_yaml::from_slice(&out.stdout).expect("get -o yaml");
+    let yaml: Value = serde_saphyr::from_slice(&out.stdout).expect("get -o yaml");
     assert_eq!(yaml["taskId"], id.as_str());
 
     let out = prewarm(
