@@ -113,7 +113,7 @@ impl ApiClient {
                 "--server must be an http:// or https:// URL, got {server:?}"
             )));
         }
-        let mut builder = reqwest::Client::builder()
+        let mut builder = crate::tls::http_client_builder()
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("prewarm-cli/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = ca_cert {

@@ -20,6 +20,7 @@ pub mod follow;
 pub mod output;
 pub mod schedule;
 pub mod task;
+pub mod tls;
 
 pub use client::{ApiClient, CliError};
 pub use output::OutputFormat;

@@ -42,12 +42,7 @@ pub struct SimConfig {
 }
 
 /// Builds a client from a kubeconfig file (its current context).
-/// Installs ring as rustls' process-wide crypto provider if none is set
-/// (kube's `ring` feature does not do it).
 pub async fn client_from_kubeconfig(path: &Path) -> Result<Client> {
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
     let kubeconfig = Kubeconfig::read_from(path)
         .map_err(|e| Error::Kubeconfig(format!("{}: {e}", path.display())))?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())

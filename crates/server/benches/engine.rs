@@ -122,7 +122,7 @@ async fn main() {
             break u.trim().to_owned();
         }
     };
-    let http = reqwest::Client::new();
+    let http = prewarm_cli::tls::http_client_builder().build().unwrap();
     let client = cluster.kube_client().await;
 
     // Job and pod creation times as the watch delivers them.

@@ -156,7 +156,7 @@ async fn main() {
         }
     };
     let addr = url.trim_start_matches("http://").to_owned();
-    let http = reqwest::Client::new();
+    let http = prewarm_cli::tls::http_client_builder().build().unwrap();
     let idle_rss = status_kib(pid, "VmRSS:");
 
     println!(

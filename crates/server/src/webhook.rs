@@ -329,7 +329,7 @@ async fn checked_client(config: &WebhookConfig, url: &str) -> Result<reqwest::Cl
     let addr = *addrs
         .first()
         .ok_or_else(|| Refusal::Failed(format!("{host} has no address")))?;
-    let mut builder = reqwest::Client::builder()
+    let mut builder = prewarm_cli::tls::http_client_builder()
         .timeout(config.timeout)
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()

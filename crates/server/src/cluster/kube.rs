@@ -499,12 +499,8 @@ pub fn pod_observation(p: &Pod) -> Option<PodObservation> {
 }
 
 /// The client configuration: `kubeconfig` if given, else `$KUBECONFIG`,
-/// `~/.kube/config`, then in-cluster. Installs ring as the process's TLS provider.
+/// `~/.kube/config`, then in-cluster.
 pub async fn client_config(kubeconfig: Option<&Path>) -> anyhow::Result<Config> {
-    // Several TLS backends are linked in; pick ring explicitly for the process.
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
     match kubeconfig {
         Some(path) => {
             let kc = Kubeconfig::read_from(path)

@@ -249,7 +249,7 @@ fn tail(s: &str, n: usize) -> String {
 
 /// A plain HTTP client.
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder()
+    prewarm_cli::tls::http_client_builder()
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap()
