@@ -15,6 +15,7 @@ pub fn install_ring_provider() {
 }
 
 /// `reqwest::Client::builder()`, with the ring provider in place.
+#[allow(clippy::disallowed_methods)] // the one place clients are built from
 pub fn http_client_builder() -> reqwest::ClientBuilder {
     install_ring_provider();
     reqwest::Client::builder()

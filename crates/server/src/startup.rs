@@ -704,7 +704,16 @@ mod tests {
         let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));
 
         let url = format!("http://127.0.0.1:{port}/healthz");
-        let health: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+        let health: serde_json::Value = prewarm_cli::tls::http_client_builder()
+            .build()
+            .unwrap()
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert_eq!(health["status"], "healthy");
 
         shutdown.cancel();
@@ -714,7 +723,13 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(
-            reqwest::get(&url).await.is_err(),
+            prewarm_cli::tls::http_client_builder()
+                .build()
+                .unwrap()
+                .get(&url)
+                .send()
+                .await
+                .is_err(),
             "still accepting after stop"
         );
     }
