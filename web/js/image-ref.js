@@ -1,4 +1,4 @@
-// Image reference validation, a port of crates/server/src/domain/image_ref.rs
+// Image reference validation, a port of crates/image-ref/src/lib.rs
 // (the distribution/reference grammar as the kubelet applies it), so the form
 // flags the same references the API would reject, with the same reasons.
 

@@ -1,12 +1,12 @@
 // The JS image reference check must agree with the server's: every literal
-// accept(...)/reject(...) case of crates/server/src/domain/image_ref.rs is run here.
+// accept(...)/reject(...) case of crates/image-ref/src/lib.rs (the parser of the service and kube-sim) is run here.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { imageRefError, validateImageList } from '../js/image-ref.js';
 
-const rust = readFileSync(new URL('../../crates/server/src/domain/image_ref.rs', import.meta.url), 'utf8');
+const rust = readFileSync(new URL('../../crates/image-ref/src/lib.rs', import.meta.url), 'utf8');
 const lit = (s) => JSON.parse(`"${s}"`);
 const accepted = [...rust.matchAll(/accept\(\s*"((?:[^"\\]|\\.)*)"/g)].map((m) => lit(m[1]));
 const rejected = [...rust.matchAll(/reject\("((?:[^"\\]|\\.)*)"\)/g)].map((m) => lit(m[1]));

@@ -1,21 +1,13 @@
-//! Image references as containerd and the kubelet see them: parsing, normalization
+//! Image references as containerd and the kubelet see them: normalization
 //! (`nginx` → `docker.io/library/nginx:latest`), the names a node reports and the
-//! `imageID` a container status carries.
+//! `imageID` a container status carries. Parsing is the service's own
+//! (`prewarm-image-ref`), so kube-sim accepts exactly what prewarm accepts.
 
 use sha2::{Digest, Sha256};
 
 /// A parsed, normalized image reference. Once built it is valid.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ImageRef {
-    /// The reference exactly as written in the pod spec.
-    original: String,
-    /// Normalized repository, e.g. `docker.io/library/nginx`.
-    repository: String,
-    /// Tag, if any; `latest` is filled in when neither tag nor digest is given.
-    tag: Option<String>,
-    /// Digest (`sha256:…`), if the reference pins one.
-    digest: Option<String>,
-}
+pub struct ImageRef(prewarm_image_ref::ImageRef);
 
 /// Why a reference cannot be parsed; `Display` is the kubelet's `InvalidImageName` message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,99 +36,46 @@ impl ImageRef {
     /// Parses a reference with the grammar of `github.com/distribution/reference`
     /// (what the kubelet uses), applying Docker Hub defaults.
     pub fn parse(reference: &str) -> Result<Self, InvalidImage> {
-        let invalid = |reason| InvalidImage {
-            reference: reference.to_string(),
-            reason,
-        };
-        let (name_and_tag, digest) = match reference.split_once('@') {
-            Some((n, d)) => {
-                if !valid_digest(d) {
-                    return Err(invalid(INVALID_FORMAT));
-                }
-                (n, Some(d.to_string()))
-            }
-            None => (reference, None),
-        };
-        let last_slash = name_and_tag.rfind('/').map_or(0, |i| i + 1);
-        let (name, tag) = match name_and_tag[last_slash..].rfind(':') {
-            Some(i) => {
-                let i = last_slash + i;
-                let tag = &name_and_tag[i + 1..];
-                if !valid_tag(tag) {
-                    return Err(invalid(INVALID_FORMAT));
-                }
-                (&name_and_tag[..i], Some(tag.to_string()))
-            }
-            None => (name_and_tag, None),
-        };
-        if name.is_empty() || name.len() > 255 {
-            return Err(invalid(INVALID_FORMAT));
-        }
-        let mut parts: Vec<&str> = name.split('/').collect();
-        let domain = if parts.len() > 1
-            && (parts[0].contains('.') || parts[0].contains(':') || parts[0] == "localhost")
-        {
-            let d = parts.remove(0);
-            if !valid_domain(d) {
-                return Err(invalid(INVALID_FORMAT));
-            }
-            Some(d)
-        } else {
-            None
-        };
-        for p in &parts {
-            if !valid_component(p) {
-                let lower = p.to_ascii_lowercase();
-                return Err(invalid(if valid_component(&lower) {
+        prewarm_image_ref::ImageRef::parse(reference)
+            .map(ImageRef)
+            .map_err(|e| InvalidImage {
+                reference: reference.to_string(),
+                reason: if e.is_uppercase() {
                     UPPERCASE
                 } else {
                     INVALID_FORMAT
-                }));
-            }
-        }
-        let path = parts.join("/");
-        let repository = match domain {
-            None | Some("docker.io") | Some("index.docker.io") if parts.len() == 1 => {
-                format!("docker.io/library/{path}")
-            }
-            None | Some("index.docker.io") => format!("docker.io/{path}"),
-            Some(d) => format!("{d}/{path}"),
-        };
-        let tag = match (&tag, &digest) {
-            (None, None) => Some("latest".to_string()),
-            _ => tag,
-        };
-        Ok(ImageRef {
-            original: reference.to_string(),
-            repository,
-            tag,
-            digest,
-        })
+                },
+            })
     }
 
     /// The reference as written in the pod spec.
     pub fn original(&self) -> &str {
-        &self.original
+        self.0.as_str()
     }
 
     /// The normalized repository, e.g. `docker.io/library/nginx`.
-    pub fn repository(&self) -> &str {
-        &self.repository
+    pub fn repository(&self) -> String {
+        self.0.normalized_name()
     }
 
     /// The pinned digest, if the reference has one.
     pub fn digest(&self) -> Option<&str> {
-        self.digest.as_deref()
+        self.0.digest()
+    }
+
+    /// The tag; `latest` when neither tag nor digest is given.
+    fn tag(&self) -> Option<&str> {
+        self.0.effective_tag()
     }
 
     /// The fully qualified reference, e.g. `docker.io/library/nginx:latest`.
     pub fn normalized(&self) -> String {
-        let mut s = self.repository.clone();
-        if let Some(t) = &self.tag {
+        let mut s = self.repository();
+        if let Some(t) = self.tag() {
             s.push(':');
             s.push_str(t);
         }
-        if let Some(d) = &self.digest {
+        if let Some(d) = self.digest() {
             s.push('@');
             s.push_str(d);
         }
@@ -146,10 +85,10 @@ impl ImageRef {
     /// The name under which a node lists this reference once pulled
     /// (`repo:tag` or `repo@digest`); used to decide whether it is present.
     pub fn lookup_name(&self) -> String {
-        match (&self.digest, &self.tag) {
-            (Some(d), _) => format!("{}@{d}", self.repository),
-            (None, Some(t)) => format!("{}:{t}", self.repository),
-            (None, None) => self.repository.clone(),
+        match (self.digest(), self.tag()) {
+            (Some(d), _) => format!("{}@{d}", self.repository()),
+            (None, Some(t)) => format!("{}:{t}", self.repository()),
+            (None, None) => self.repository(),
         }
     }
 
@@ -157,8 +96,8 @@ impl ImageRef {
     /// (a scenario override), else `sha256:` of the normalized reference, so it is
     /// stable per reference.
     pub fn resolved_digest(&self, fixed: Option<&str>) -> String {
-        if let Some(d) = &self.digest {
-            return d.clone();
+        if let Some(d) = self.digest() {
+            return d.to_string();
         }
         if let Some(d) = fixed {
             return d.to_string();
@@ -191,15 +130,15 @@ impl ImageRef {
 
     /// `imageID` as containerd reports it: `<repository>@<digest>`.
     pub fn image_id(&self, digest: &str) -> String {
-        format!("{}@{digest}", self.repository)
+        format!("{}@{digest}", self.repository())
     }
 
     /// The `names` of this image in `node.status.images`, as containerd reports
     /// them: the digest name first, then the tag name.
     pub fn node_names(&self, digest: &str) -> Vec<String> {
         let mut names = vec![self.image_id(digest)];
-        if let Some(t) = &self.tag {
-            names.push(format!("{}:{t}", self.repository));
+        if let Some(t) = self.tag() {
+            names.push(format!("{}:{t}", self.repository()));
         }
         names
     }
@@ -218,87 +157,6 @@ pub fn hex_sha256(data: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-fn valid_digest(d: &str) -> bool {
-    let Some((algo, hex)) = d.split_once(':') else {
-        return false;
-    };
-    let algo_ok = !algo.is_empty()
-        && algo.starts_with(|c: char| c.is_ascii_alphabetic())
-        && algo
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_+.".contains(c));
-    let hex_ok = hex.chars().all(|c| c.is_ascii_hexdigit())
-        && if algo == "sha256" {
-            hex.len() == 64
-        } else {
-            hex.len() >= 32
-        };
-    algo_ok && hex_ok
-}
-
-fn valid_tag(t: &str) -> bool {
-    !t.is_empty()
-        && t.len() <= 128
-        && t.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
-        && t.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-}
-
-fn valid_domain(d: &str) -> bool {
-    let (host, port) = match d.rsplit_once(':') {
-        Some((h, p)) => (h, Some(p)),
-        None => (d, None),
-    };
-    if let Some(p) = port {
-        if p.is_empty() || !p.chars().all(|c| c.is_ascii_digit()) {
-            return false;
-        }
-    }
-    !host.is_empty()
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
-}
-
-/// `[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*`
-fn valid_component(p: &str) -> bool {
-    let b = p.as_bytes();
-    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    let mut i = 0;
-    loop {
-        let start = i;
-        while i < b.len() && alnum(b[i]) {
-            i += 1;
-        }
-        if i == start {
-            return false;
-        }
-        if i == b.len() {
-            return true;
-        }
-        let sep_start = i;
-        match b[i] {
-            b'.' => i += 1,
-            b'_' => {
-                i += 1;
-                if i < b.len() && b[i] == b'_' {
-                    i += 1;
-                }
-            }
-            b'-' => {
-                while i < b.len() && b[i] == b'-' {
-                    i += 1;
-                }
-            }
-            _ => return false,
-        }
-        debug_assert!(i > sep_start);
-    }
 }
 
 #[cfg(test)]

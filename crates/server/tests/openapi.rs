@@ -100,7 +100,10 @@ fn cell(text: &str) -> String {
 /// An operation's summary without the `METHOD /path…`: prefix the handlers' docs start with.
 fn summary(op: &Value) -> String {
     let text = cell(op["summary"].as_str().unwrap_or(""));
-    match text.strip_prefix('`').and_then(|rest| rest.split_once("`: ")) {
+    match text
+        .strip_prefix('`')
+        .and_then(|rest| rest.split_once("`: "))
+    {
         Some((_, tail)) => tail.to_owned(),
         None if text.starts_with('`') && text.ends_with("`.") => String::new(),
         None => text,
@@ -126,7 +129,12 @@ fn type_of(schema: &Value) -> String {
     if let Some(values) = schema["enum"].as_array() {
         return values
             .iter()
-            .map(|v| format!("`{}`", v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+            .map(|v| {
+                format!(
+                    "`{}`",
+                    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+                )
+            })
             .collect::<Vec<_>>()
             .join(", ");
     }
@@ -159,14 +167,22 @@ fn type_of(schema: &Value) -> String {
 fn render_reference(doc: &Value) -> String {
     let mut out = String::from(REFERENCE_START);
     out.push_str("\n### Operations\n\n");
-    out.push_str("| method | path | what | parameters | body | responses |\n|---|---|---|---|---|---|\n");
+    out.push_str(
+        "| method | path | what | parameters | body | responses |\n|---|---|---|---|---|---|\n",
+    );
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
             let params: Vec<String> = op["parameters"]
                 .as_array()
                 .map(|ps| {
                     ps.iter()
-                        .map(|p| format!("`{}` ({})", p["name"].as_str().unwrap(), p["in"].as_str().unwrap()))
+                        .map(|p| {
+                            format!(
+                                "`{}` ({})",
+                                p["name"].as_str().unwrap(),
+                                p["in"].as_str().unwrap()
+                            )
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
@@ -179,14 +195,14 @@ fn render_reference(doc: &Value) -> String {
                 .as_object()
                 .unwrap()
                 .iter()
-                .map(|(code, r)| {
-                    match r["content"].as_object().and_then(|c| c.values().next()) {
+                .map(
+                    |(code, r)| match r["content"].as_object().and_then(|c| c.values().next()) {
                         Some(media) if media["schema"].is_object() => {
                             format!("{code} {}", type_of(&media["schema"]))
                         }
                         _ => code.clone(),
-                    }
-                })
+                    },
+                )
                 .collect();
             out.push_str(&format!(
                 "| {} | `{path}` | {} | {} | {body} | {} |\n",
@@ -215,7 +231,11 @@ fn render_reference(doc: &Value) -> String {
                     out.push_str(&format!(
                         "| `{field}` | {} | {} | {} |\n",
                         cell(&type_of(property)),
-                        if required.contains(&field.as_str()) { "yes" } else { "" },
+                        if required.contains(&field.as_str()) {
+                            "yes"
+                        } else {
+                            ""
+                        },
                         cell(property["description"].as_str().unwrap_or("")),
                     ));
                 }
@@ -235,11 +255,20 @@ fn docs_api_md_reference_matches_the_served_document() {
     let doc: Value = serde_json::from_str(document_json()).unwrap();
     let path = api_doc_path();
     let text = std::fs::read_to_string(&path).unwrap();
-    let start = text.find(REFERENCE_START).expect("docs/api.md lacks the reference start marker");
-    let end = text.find(REFERENCE_END).expect("docs/api.md lacks the reference end marker") + REFERENCE_END.len();
+    let start = text
+        .find(REFERENCE_START)
+        .expect("docs/api.md lacks the reference start marker");
+    let end = text
+        .find(REFERENCE_END)
+        .expect("docs/api.md lacks the reference end marker")
+        + REFERENCE_END.len();
     let rendered = render_reference(&doc);
     if std::env::var_os("UPDATE_API_DOCS").is_some() {
-        std::fs::write(&path, format!("{}{rendered}{}", &text[..start], &text[end..])).unwrap();
+        std::fs::write(
+            &path,
+            format!("{}{rendered}{}", &text[..start], &text[end..]),
+        )
+        .unwrap();
         return;
     }
     assert!(
