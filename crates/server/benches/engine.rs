@@ -26,38 +26,26 @@ use kube_sim::testing::{LocalCluster, Sim};
 /// The task's images; each node pulls them one after another.
 const BENCH_IMAGES: [&str; 2] = ["bench/app:1", "bench/sidecar:1"];
 
+#[derive(clap::Parser)]
+#[command(
+    about = "One task over N kube-sim nodes on the local control plane: makespan, API requests per node, latencies, RSS"
+)]
 struct Args {
+    /// Simulated nodes.
+    #[arg(long, default_value_t = 1000)]
     nodes: usize,
+    /// The task's batch size.
+    #[arg(long, default_value_t = 100)]
     batch: usize,
+    /// Simulated seconds per image pull.
+    #[arg(long, default_value_t = 2.0)]
     pull_seconds: f64,
+    /// Tasks created to time POST → first Job.
+    #[arg(long, default_value_t = 5)]
     posts: usize,
-}
-
-fn parse_args() -> Args {
-    let mut a = Args {
-        nodes: 1000,
-        batch: 100,
-        pull_seconds: 2.0,
-        posts: 5,
-    };
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < argv.len() {
-        let v = argv.get(i + 1).cloned().unwrap_or_default();
-        match argv[i].as_str() {
-            "--nodes" => a.nodes = v.parse().expect("--nodes N"),
-            "--batch" => a.batch = v.parse().expect("--batch N"),
-            "--pull-seconds" => a.pull_seconds = v.parse().expect("--pull-seconds S"),
-            "--posts" => a.posts = v.parse().expect("--posts N"),
-            "--bench" => {
-                i += 1;
-                continue;
-            }
-            other => panic!("unknown argument {other}"),
-        }
-        i += 2;
-    }
-    a
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long = "bench", hide = true)]
+    _bench: bool,
 }
 
 fn rss_peak_kib(pid: u32) -> u64 {
@@ -78,7 +66,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let args = parse_args();
+    let args = <Args as clap::Parser>::parse();
     let cluster = LocalCluster::up();
     let scenario = format!(
         "timeScale: 1.0\nnodes:\n  - namePrefix: bench-\n    count: {}\n    labels: {{suite: bench}}\nimages:\n  - match: \"*\"\n    pullSeconds: {}\npreloaded:\n  - image: prewarm:bench\n    nodes: \"*\"\n",

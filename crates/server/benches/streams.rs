@@ -37,41 +37,27 @@ use kube_sim::testing::{LocalCluster, Sim};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+#[derive(clap::Parser)]
+#[command(about = "Task makespan with and without 1,000 idle SSE watchers")]
 struct Args {
+    /// SSE watchers of the running task.
+    #[arg(long, default_value_t = 1000)]
     watchers: usize,
+    /// Simulated nodes.
+    #[arg(long, default_value_t = 200)]
     nodes: usize,
+    /// The task's batch size.
+    #[arg(long, default_value_t = 20)]
     batch: usize,
+    /// Simulated seconds per image pull.
+    #[arg(long, default_value_t = 1.0)]
     pull_seconds: f64,
+    /// Rounds with and without watchers.
+    #[arg(long, default_value_t = 2)]
     rounds: usize,
-}
-
-fn parse_args() -> Args {
-    let mut a = Args {
-        watchers: 1000,
-        nodes: 200,
-        batch: 20,
-        pull_seconds: 1.0,
-        rounds: 2,
-    };
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < argv.len() {
-        let v = argv.get(i + 1).cloned().unwrap_or_default();
-        match argv[i].as_str() {
-            "--watchers" => a.watchers = v.parse().expect("--watchers N"),
-            "--nodes" => a.nodes = v.parse().expect("--nodes N"),
-            "--batch" => a.batch = v.parse().expect("--batch N"),
-            "--pull-seconds" => a.pull_seconds = v.parse().expect("--pull-seconds S"),
-            "--rounds" => a.rounds = v.parse().expect("--rounds N"),
-            "--bench" => {
-                i += 1;
-                continue;
-            }
-            other => panic!("unknown argument {other}"),
-        }
-        i += 2;
-    }
-    a
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long = "bench", hide = true)]
+    _bench: bool,
 }
 
 fn status_kib(pid: u32, field: &str) -> u64 {
@@ -119,7 +105,7 @@ async fn watcher(addr: String, id: String) -> (usize, bool) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let args = parse_args();
+    let args = <Args as clap::Parser>::parse();
     let cluster = LocalCluster::up();
     let scenario = format!(
         "timeScale: 1.0\nnodes:\n  - namePrefix: sbench-\n    count: {}\n    labels: {{suite: sbench}}\nimages:\n  - match: \"*\"\n    pullSeconds: {}\n",

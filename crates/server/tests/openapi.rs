@@ -191,25 +191,28 @@ fn render_reference(doc: &Value) -> String {
                 .and_then(|c| c.values().next())
                 .map(|media| type_of(&media["schema"]))
                 .unwrap_or_default();
-            let responses: Vec<String> = op["responses"]
-                .as_object()
-                .unwrap()
+            // Codes with the same body share one entry: `400, 404 [ErrorBody]`.
+            let mut grouped: Vec<(Vec<&str>, String)> = Vec::new();
+            for (code, r) in op["responses"].as_object().unwrap() {
+                let body = match r["content"].as_object().and_then(|c| c.values().next()) {
+                    Some(media) if media["schema"].is_object() => type_of(&media["schema"]),
+                    _ => String::new(),
+                };
+                match grouped.iter_mut().find(|(_, b)| *b == body) {
+                    Some((codes, _)) => codes.push(code),
+                    None => grouped.push((vec![code], body)),
+                }
+            }
+            let responses: Vec<String> = grouped
                 .iter()
-                .map(
-                    |(code, r)| match r["content"].as_object().and_then(|c| c.values().next()) {
-                        Some(media) if media["schema"].is_object() => {
-                            format!("{code} {}", type_of(&media["schema"]))
-                        }
-                        _ => code.clone(),
-                    },
-                )
+                .map(|(codes, body)| format!("{} {body}", codes.join(", ")).trim_end().to_owned())
                 .collect();
             out.push_str(&format!(
                 "| {} | `{path}` | {} | {} | {body} | {} |\n",
                 method.to_ascii_uppercase(),
                 summary(op),
                 params.join(", "),
-                responses.join(", "),
+                responses.join("; "),
             ));
         }
     }
