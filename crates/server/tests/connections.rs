@@ -21,7 +21,7 @@ fn authority(url: &str) -> String {
 
 /// A client that opens a new connection per request, as the kubelet's probes do.
 fn fresh_connections() -> reqwest::Client {
-    reqwest::Client::builder()
+    prewarm_cli::tls::http_client_builder()
         .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(30))
         .build()
@@ -220,7 +220,7 @@ async fn probes_answer_at_once_while_stalled_bodies_hold_every_request_slot() {
 
 /// A client whose connections come from `local` (any 127.0.0.0/8 address is on loopback).
 fn client_from(local: &str) -> reqwest::Client {
-    reqwest::Client::builder()
+    prewarm_cli::tls::http_client_builder()
         .local_address(local.parse::<std::net::IpAddr>().unwrap())
         .timeout(Duration::from_secs(30))
         .build()
