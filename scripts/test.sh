@@ -33,15 +33,11 @@ group_fmt() { cargo fmt --all -- --check; }
 group_clippy() { cargo clippy --workspace --all-targets -- -D warnings; }
 
 group_unit() {
-  cargo test --workspace --lib --bins -- --test-threads "$THREADS"
-  local entry pkg args
-  for pkg in $(printf '%s\n' "${QUICK_TEST_BINARIES[@]%%:*}" | sort -u); do
-    args=()
-    for entry in "${QUICK_TEST_BINARIES[@]}"; do
-      if [ "${entry%%:*}" = "$pkg" ]; then args+=(--test "${entry#*:}"); fi
-    done
-    cargo test -p "$pkg" "${args[@]}" -- --test-threads "$THREADS"
-  done
+  # One cargo invocation over the workspace: per-package runs would resolve
+  # features differently and compile dependencies again.
+  local entry args=()
+  for entry in "${QUICK_TEST_BINARIES[@]}"; do args+=(--test "${entry#*:}"); done
+  cargo test --workspace --lib --bins "${args[@]}" -- --test-threads "$THREADS"
 }
 
 # Builds every binary and test binary once, so the slow groups only run them.
