@@ -21,7 +21,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 
 QUICK_GROUPS=(fmt clippy unit)
-SLOW_GROUPS=(integration go_sdk schemathesis web demo)
+SLOW_GROUPS=(integration real_node go_sdk monitoring_rules schemathesis web demo)
 # Test binaries that need no control plane; every other tests/*.rs is in `integration`.
 QUICK_TEST_BINARIES=(prewarm:openapi prewarm:hostile_input kube-sim:cli prewarm-cli:plugin)
 THREADS=${TEST_THREADS:-4}
@@ -64,6 +64,14 @@ group_integration() {
 
 group_go_sdk() { # gofmt and vet (its tests run against the live service in `integration`)
   (cd clients/go && PATH=/usr/lib/go-1.19/bin:$PATH GOPROXY=off GOFLAGS= sh -c 'test -z "$(gofmt -l .)" && go vet ./...')
+}
+
+group_real_node() { # kubelet + containerd + registries on loopback (scripts/real-node.sh)
+  cargo test -p prewarm --test real_node -- --ignored --test-threads 2
+}
+
+group_monitoring_rules() { # promtool on the rules and dashboard; the real Prometheus test is in `integration`
+  "$REPO/scripts/monitoring-check.sh"
 }
 
 group_schemathesis() { "$REPO/scripts/schemathesis.sh" "${SCHEMATHESIS_EXAMPLES:-50}"; }
