@@ -109,18 +109,15 @@ impl ImageRef {
     /// (HTTP 401), as the kubelet reports it with containerd 1.6.
     pub fn unauthorized_message(&self) -> String {
         let n = self.normalized();
-        let domain = self.repository.split('/').next().unwrap_or_default();
+        let repository = self.repository();
+        let domain = repository.split('/').next().unwrap_or_default();
         // containerd talks to Docker Hub's registry host, not `docker.io`.
         let host = if domain == "docker.io" {
             "registry-1.docker.io"
         } else {
             domain
         };
-        let object = self
-            .digest
-            .as_deref()
-            .or(self.tag.as_deref())
-            .unwrap_or("latest");
+        let object = self.digest().or(self.tag()).unwrap_or("latest");
         format!(
             "rpc error: code = Unknown desc = failed to pull and unpack image \"{n}\": \
              failed to resolve reference \"{n}\": pulling from host {host} failed with \
