@@ -393,7 +393,7 @@ fn make_certificate(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf, Pat
 /// A client that trusts only the CA bundle at `ca`.
 fn trusting(ca: &Path) -> reqwest::Client {
     let pem = std::fs::read(ca).unwrap();
-    reqwest::Client::builder()
+    prewarm_cli::tls::http_client_builder()
         .tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem).unwrap())
         .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(10))
