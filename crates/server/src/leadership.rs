@@ -370,7 +370,9 @@ impl Leadership {
         self.state.end();
         let guard = self.manager.lock().await;
         if let Some(manager) = guard.as_ref() {
-            match tokio::time::timeout(self.timing.renew, manager.release()).await {
+            // Worth waiting for as long as a renewal may take: otherwise followers wait out the Lease.
+            let limit = self.timing.duration.saturating_sub(self.timing.renew);
+            match tokio::time::timeout(limit, manager.release()).await {
                 Ok(Ok(())) => tracing::info!(replica = %self.state.replica(), "released the Lease"),
                 Ok(Err(err)) => {
                     tracing::warn!(error = %err, "releasing the Lease failed; it expires by itself")

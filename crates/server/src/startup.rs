@@ -217,11 +217,13 @@ impl Application {
             config.lease_renew,
             config.lease_duration
         );
-        // A renewal that hangs must fail before the Lease could expire.
+        // A renewal starts `renew` after the last one: if it hangs, it must
+        // fail before the Lease could expire.
+        let call_timeout = timing.duration - timing.renew;
         let mut lease_config = client_config(config.kubeconfig.as_deref()).await?;
-        lease_config.connect_timeout = Some(timing.renew);
-        lease_config.read_timeout = Some(timing.renew);
-        lease_config.write_timeout = Some(timing.renew);
+        lease_config.connect_timeout = Some(call_timeout);
+        lease_config.read_timeout = Some(call_timeout);
+        lease_config.write_timeout = Some(call_timeout);
         lease_config.default_retry = false;
         let lease_client =
             kube::Client::try_from(lease_config).context("building the Lease client")?;

@@ -281,7 +281,7 @@ images:
     // SIGTERM of the leader: it releases the Lease and a follower leads within 2 s.
     let stopped = Instant::now();
     svcs[li].sigterm();
-    let _stopping = svcs.remove(li);
+    let stopping = svcs.remove(li);
     let rest: Vec<&Service> = svcs.iter().collect();
     let rest_names: Vec<&str> = names
         .iter()
@@ -292,10 +292,16 @@ images:
     let next = new_leader(&rest, &rest_names, Duration::from_secs(10)).await;
     let took = stopped.elapsed();
     println!("sigterm takeover: {} ms", took.as_millis());
-    assert!(
-        took < Duration::from_secs(2) + Duration::from_secs(1),
-        "took {took:?}"
-    );
+    // Well before the Lease could expire (that bound is the kill -9 test's);
+    // the figure itself is in BENCHMARKS.md.
+    assert!(took < LEASE_DURATION, "took {took:?}");
+    // It handed over by releasing, not by letting the Lease expire.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !stopping.log().contains("released the Lease") {
+        assert!(Instant::now() < deadline, "{}", stopping.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(stopping);
     // The new leader runs tasks too.
     let id = rest[1 - next]
         .create(
