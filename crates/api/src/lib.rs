@@ -100,6 +100,94 @@ impl PullPolicy {
     }
 }
 
+/// Kinds of workload a task can take its images and nodes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+pub enum WorkloadKind {
+    /// apps/v1 Deployment.
+    Deployment,
+    /// apps/v1 StatefulSet.
+    StatefulSet,
+    /// apps/v1 DaemonSet.
+    DaemonSet,
+    /// batch/v1 Job.
+    Job,
+    /// batch/v1 CronJob (its job template's pod template).
+    CronJob,
+}
+
+/// A workload whose pod template names the images and constrains the nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadRef {
+    /// `Deployment`, `StatefulSet`, `DaemonSet`, `Job` or `CronJob`.
+    pub kind: WorkloadKind,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// One requirement of a node selector term (`matchExpressions` / `matchFields`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeRequirement {
+    /// Label key (or `metadata.name` for a field requirement).
+    pub key: String,
+    /// `In`, `NotIn`, `Exists`, `DoesNotExist`, `Gt` or `Lt`.
+    pub operator: String,
+    /// Values the operator compares with.
+    #[serde(default)]
+    pub values: Vec<String>,
+}
+
+/// A node selector term: every requirement must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeTerm {
+    /// On node labels.
+    #[serde(default)]
+    pub match_expressions: Vec<NodeRequirement>,
+    /// On node fields (`metadata.name`).
+    #[serde(default)]
+    pub match_fields: Vec<NodeRequirement>,
+}
+
+/// A pod toleration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodToleration {
+    /// Taint key; empty with `Exists` tolerates every taint.
+    #[serde(default)]
+    pub key: String,
+    /// `Equal` (default) or `Exists`.
+    #[serde(default)]
+    pub operator: String,
+    /// Taint value (for `Equal`).
+    #[serde(default)]
+    pub value: String,
+    /// Taint effect; empty matches every effect.
+    #[serde(default)]
+    pub effect: String,
+}
+
+/// What a `fromWorkload` reference resolved to when the task started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedWorkload {
+    /// The workload read.
+    pub workload: WorkloadRef,
+    /// Images of its init containers and containers, as written (digests kept).
+    pub images: Vec<String>,
+    /// The pod template's `nodeSelector`.
+    pub node_selector: BTreeMap<String, String>,
+    /// Required node affinity terms (ORed); empty = no constraint.
+    pub node_affinity: Vec<NodeTerm>,
+    /// The pod template's tolerations, matched against node taints.
+    pub tolerations: Vec<PodToleration>,
+    /// Pull secrets named in the pod template (must exist in the service's namespace).
+    pub image_pull_secrets: Vec<String>,
+}
+
 /// Body of `POST /api/v1/tasks` as sent by a client: only `images` is required.
 ///
 /// This is the raw wire form; the server turns it into a validated spec.
@@ -107,7 +195,8 @@ impl PullPolicy {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(example = json!({"images": ["nginx:1.25", "redis:7"], "batchSize": 10, "nodeSelector": {"workload": "compute"}}))]
 pub struct CreateTaskRequest {
-    /// Image references, 1..=100, no duplicates.
+    /// Image references, 1..=100, no duplicates (may be empty with `fromWorkload`).
+    #[serde(default)]
     pub images: Vec<String>,
     /// Nodes pulling at once (1..=1000, default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -148,6 +237,10 @@ pub struct CreateTaskRequest {
     /// Priority class set on the pull pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_class_name: Option<String>,
+    /// Take images (added to `images`), node constraints and pull secrets from
+    /// this workload's pod template, read when the task is created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_workload: Option<WorkloadRef>,
 }
 
 /// Answer of `POST /api/v1/tasks?dryRun=true`: what the task would do if it
@@ -366,6 +459,12 @@ pub struct Task {
     pub timeout_seconds: u64,
     /// Priority class of the pull pods.
     pub priority_class_name: Option<String>,
+    /// The workload the targets come from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_workload: Option<WorkloadRef>,
+    /// What `fromWorkload` resolved to when the task was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_workload: Option<ResolvedWorkload>,
     /// Node counts and window position.
     pub progress: Progress,
     /// (node, image) pairs that failed for good.
@@ -661,6 +760,7 @@ impl TaskConfigPatch {
             tolerate_taints: self.tolerate_taints.or(base.tolerate_taints),
             timeout_seconds: self.timeout_seconds.or(base.timeout_seconds),
             priority_class_name: self.priority_class_name.or(base.priority_class_name),
+            from_workload: base.from_workload,
         }
     }
 }

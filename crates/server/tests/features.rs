@@ -361,3 +361,198 @@ preloaded:
         );
     }
 }
+
+/// Creates namespace `ns` (if needed) and applies `objects` (Deployments, DaemonSets) in it.
+async fn apply_workloads(ns: &str, objects: &[Value]) {
+    use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::{Api, PostParams};
+    let client = cluster().kube_client().await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let _ = namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await;
+    for obj in objects {
+        let pp = PostParams::default();
+        match obj["kind"].as_str().unwrap() {
+            "Deployment" => {
+                let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+                api.create(&pp, &serde_json::from_value(obj.clone()).unwrap())
+                    .await
+                    .unwrap();
+            }
+            "DaemonSet" => {
+                let api: Api<DaemonSet> = Api::namespaced(client.clone(), ns);
+                api.create(&pp, &serde_json::from_value(obj.clone()).unwrap())
+                    .await
+                    .unwrap();
+            }
+            other => panic!("no helper for {other}"),
+        }
+    }
+}
+
+fn workload(kind: &str, name: &str, pod: Value) -> Value {
+    let labels = json!({"app": name});
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": kind,
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": if kind == "Deployment" { json!(0) } else { Value::Null },
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": pod}
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_workload_selects_the_nodes_a_scheduler_would() {
+    let _sim = sim(r#"
+timeScale: 0.05
+nodes:
+  - names: [wl-a-0, wl-a-1]
+    labels: {suite: wl, pool: web, zone: a}
+  - names: [wl-c-0]
+    labels: {suite: wl, pool: web, zone: c}
+  - names: [wl-gpu-0]
+    labels: {suite: wl, pool: web, zone: b}
+    taints: [{key: gpu, value: "true", effect: NoSchedule}]
+  - names: [wl-db-0]
+    labels: {suite: wl, pool: web, zone: b}
+    taints: [{key: dedicated, value: db, effect: NoSchedule}]
+  - names: [wl-batch-0]
+    labels: {suite: wl, pool: batch, zone: a}
+"#);
+    let apps = "t-wl-apps";
+    let digest = "wl/init@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    apply_workloads(
+        apps,
+        &[
+            workload(
+                "Deployment",
+                "web",
+                json!({
+                    "initContainers": [{"name": "init", "image": digest}],
+                    "containers": [{"name": "app", "image": "wl/app:1"}],
+                    "nodeSelector": {"pool": "web", "suite": "wl"},
+                    "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["c"]}]}]}}},
+                    "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]
+                }),
+            ),
+            workload(
+                "DaemonSet",
+                "agent",
+                json!({
+                    "containers": [{"name": "agent", "image": "wl/agent:2"}],
+                    "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "db"}]
+                }),
+            ),
+            workload(
+                "Deployment",
+                "private",
+                json!({
+                    "containers": [{"name": "app", "image": "wl/private:1"}],
+                    "imagePullSecrets": [{"name": "regcred-nowhere"}]
+                }),
+            ),
+        ],
+    )
+    .await;
+    let ns = "t-wl";
+    let svc = Service::start(ns);
+    let from = |kind: &str, name: &str| json!({"kind": kind, "namespace": apps, "name": name});
+
+    // The Deployment: nodeSelector, NotIn affinity, one tolerated pool (the table below).
+    let body = json!({"fromWorkload": from("Deployment", "web"), "batchSize": 3});
+    let plan = eventually(
+        "the workload's nodes planned",
+        || post(&svc, "/api/v1/tasks", &[("dryRun", "true")], &body),
+        |p| p["selectedNodes"] == 3,
+    )
+    .await;
+    let expected = [
+        ("wl-a-0", "selected: zone a, web"),
+        ("wl-a-1", "selected: zone a, web"),
+        ("wl-gpu-0", "selected: its gpu taint is tolerated"),
+    ];
+    let names: Vec<&str> = expected.iter().map(|(n, _)| *n).collect();
+    assert_eq!(plan["selectedNodeNames"], json!(names), "{plan}");
+    // wl-c-0 (affinity NotIn c) and wl-batch-0 (nodeSelector) are not candidates;
+    // wl-db-0 matches but its taint is not tolerated.
+    assert_eq!(
+        plan["skippedNodeDetails"],
+        json!([{"nodeName": "wl-db-0", "reason": "Tainted"}])
+    );
+    assert_eq!(
+        plan["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["image"].clone())
+            .collect::<Vec<_>>(),
+        vec![json!(digest), json!("wl/app:1")],
+        "init containers first, digests as written"
+    );
+
+    let id = svc.create(body).await;
+    let task = svc.wait_end(&id, LONG).await;
+    assert_eq!(status(&task), "completed", "{task:#?}");
+    assert_eq!(task.progress.total_nodes, 3);
+    let (_, view) = svc.get(&id).await;
+    assert_eq!(view["fromWorkload"], from("Deployment", "web"));
+    assert_eq!(
+        view["resolvedWorkload"]["images"],
+        json!([digest, "wl/app:1"])
+    );
+    assert_eq!(
+        view["resolvedWorkload"]["nodeSelector"],
+        json!({"pool": "web", "suite": "wl"})
+    );
+
+    // The DaemonSet: every node of the suite whose taints it tolerates.
+    let (code, plan) = post(
+        &svc,
+        "/api/v1/tasks",
+        &[("dryRun", "true")],
+        &json!({"fromWorkload": from("DaemonSet", "agent"), "nodeSelector": {"suite": "wl"}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{plan}");
+    assert_eq!(
+        plan["selectedNodeNames"],
+        json!(["wl-a-0", "wl-a-1", "wl-batch-0", "wl-c-0", "wl-db-0"])
+    );
+    assert_eq!(plan["skippedByReason"], json!({"Tainted": 1}));
+
+    // Bad references: clear 4xx, nothing stored.
+    let (code, err) = svc
+        .post(json!({"fromWorkload": from("Deployment", "nope")}))
+        .await;
+    assert_eq!(code, 404, "{err}");
+    assert_eq!(err["error"], "Workload not found");
+    let (code, err) = svc
+        .post(json!({"fromWorkload": from("ReplicaSet", "web")}))
+        .await;
+    assert_eq!(code, 400, "{err}");
+    assert!(
+        err["details"].as_str().unwrap().contains("ReplicaSet"),
+        "{err}"
+    );
+    let (code, err) = svc
+        .post(json!({"fromWorkload": from("Deployment", "private")}))
+        .await;
+    assert_eq!(code, 422, "{err}");
+    assert!(
+        err["details"].as_str().unwrap().contains("regcred-nowhere"),
+        "{err}"
+    );
+    let (code, err) = svc.post(json!({"images": []})).await;
+    assert_eq!(code, 400, "{err}");
+    let (_, list) = get(&svc, "/api/v1/tasks", &[]).await;
+    assert_eq!(list["total"], 1, "only the real run was stored: {list}");
+}

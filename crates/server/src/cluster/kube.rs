@@ -289,7 +289,7 @@ async fn ensure_namespace(client: &Client, namespace: &str) -> anyhow::Result<()
     }
 }
 
-fn map_err(e: kube::Error) -> ClusterError {
+pub(super) fn map_err(e: kube::Error) -> ClusterError {
     match e {
         kube::Error::Api(s) => ClusterError::Api {
             code: s.code,
@@ -367,6 +367,18 @@ impl Cluster for KubeCluster {
 
     fn connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
+    }
+
+    async fn read_workload(
+        &self,
+        workload: &prewarm_api::WorkloadRef,
+    ) -> ClusterResult<Option<prewarm_api::ResolvedWorkload>> {
+        let spec = super::workload::pod_spec(&self.client, workload).await?;
+        Ok(spec.map(|spec| super::workload::resolve(workload, &spec)))
+    }
+
+    async fn secret_exists(&self, name: &str) -> ClusterResult<bool> {
+        super::workload::secret_exists(&self.client, &self.namespace, name).await
     }
 
     async fn probe(&self) -> ClusterResult<()> {

@@ -13,6 +13,7 @@ use tokio::sync::broadcast;
 pub(crate) mod fake;
 pub mod kube;
 pub mod pull_job;
+pub mod workload;
 
 pub use pull_job::PullJob;
 
@@ -207,4 +208,20 @@ pub trait Cluster: Send + Sync + 'static {
     fn connected(&self) -> bool;
     /// Asks the API server now (for `/readyz`).
     async fn probe(&self) -> ClusterResult<()>;
+    /// Reads a workload's pod template (one GET); `None` when it does not exist.
+    async fn read_workload(
+        &self,
+        workload: &prewarm_api::WorkloadRef,
+    ) -> ClusterResult<Option<prewarm_api::ResolvedWorkload>> {
+        Err(ClusterError::Unreachable(format!(
+            "this cluster cannot read {:?} workloads",
+            workload.kind
+        )))
+    }
+    /// Whether a Secret of this name exists in the service's namespace.
+    async fn secret_exists(&self, name: &str) -> ClusterResult<bool> {
+        Err(ClusterError::Unreachable(format!(
+            "this cluster cannot read Secret {name}"
+        )))
+    }
 }

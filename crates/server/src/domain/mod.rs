@@ -5,6 +5,7 @@ pub mod coverage;
 pub mod image_ref;
 pub mod labels;
 pub mod node_pull;
+pub mod placement;
 pub mod plan;
 pub mod schedule;
 pub mod selection;

@@ -295,6 +295,12 @@ fn validate(mut task: ScheduledTask, now: DateTime<Utc>) -> Result<ScheduledTask
             format!("must be between 0 and {MAX_STARTING_DEADLINE_SECONDS}"),
         ));
     }
+    if task.task_config.from_workload.is_some() {
+        return Err(ValidationError::new(
+            "taskConfig.fromWorkload",
+            "scheduled tasks do not take their targets from a workload yet; list the images and nodeSelector",
+        ));
+    }
     let spec = task_spec(&task)?;
     task.task_config = spec.to_request();
     Ok(task)

@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 
 use crate::cluster::NodeInfo;
+use crate::domain::placement;
 use crate::domain::task::TaskSpec;
 
 /// Why a node that matches a task's targeting is not pulled on.
@@ -42,7 +43,9 @@ pub enum Fit {
     Selected,
 }
 
-/// Matches `nodeSelector` (exact labels) and `nodeNames` by AND.
+/// Matches `nodeSelector` (exact labels), `nodeNames` and, for a task from a
+/// workload, where its pod could be scheduled (node selector, required node
+/// affinity, tolerations against taints), all by AND.
 pub struct Targeting<'a> {
     spec: &'a TaskSpec,
     names: HashSet<&'a str>,
@@ -64,14 +67,22 @@ impl<'a> Targeting<'a> {
             .node_selector
             .iter()
             .all(|(k, v)| node.labels.get(k) == Some(v))
-            && (self.names.is_empty() || self.names.contains(node.name.as_str()));
+            && (self.names.is_empty() || self.names.contains(node.name.as_str()))
+            && spec
+                .workload
+                .as_ref()
+                .is_none_or(|w| placement::affinity_admits(w, node));
+        let tainted = match &spec.workload {
+            Some(w) => !placement::tolerates(w, node),
+            None => node.tainted && !spec.tolerate_taints,
+        };
         if !matched {
             Fit::Unmatched
         } else if !node.ready {
             Fit::Excluded(Exclusion::NotReady)
         } else if node.unschedulable {
             Fit::Excluded(Exclusion::Cordoned)
-        } else if node.tainted && !spec.tolerate_taints {
+        } else if tainted {
             Fit::Excluded(Exclusion::Tainted)
         } else {
             Fit::Selected

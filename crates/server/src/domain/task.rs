@@ -6,11 +6,16 @@
 use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use prewarm_api::{CreateTaskRequest, Progress, PullPolicy, RetryStrategy, Task, TaskStatus};
+use prewarm_api::{
+    CreateTaskRequest, Progress, PullPolicy, ResolvedWorkload, RetryStrategy, Task, TaskStatus,
+    WorkloadRef,
+};
 use rand::Rng;
 
 use super::image_ref::ImageRef;
-use super::labels::{validate_dns1123_subdomain, validate_label_key, validate_label_value};
+use super::labels::{
+    validate_dns1123_label, validate_dns1123_subdomain, validate_label_key, validate_label_value,
+};
 
 /// A rejected request field: which one, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,12 +83,23 @@ pub struct TaskSpec {
     pub timeout_seconds: u64,
     /// Priority class of the pull pods.
     pub priority_class_name: Option<String>,
+    /// The workload the targets come from, if any.
+    pub from_workload: Option<WorkloadRef>,
+    /// What it resolved to (set by [`TaskSpec::with_workload`]); its node
+    /// constraints and tolerations narrow the selection.
+    pub workload: Option<ResolvedWorkload>,
 }
 
 impl TaskSpec {
     /// Validates a create body, applying the API's defaults (docs/api.md).
     pub fn from_request(req: CreateTaskRequest) -> Result<TaskSpec, ValidationError> {
-        if req.images.is_empty() {
+        if let Some(w) = &req.from_workload {
+            validate_dns1123_label(&w.namespace)
+                .map_err(|e| ValidationError::new("fromWorkload.namespace", e.to_string()))?;
+            validate_dns1123_subdomain(&w.name)
+                .map_err(|e| ValidationError::new("fromWorkload.name", e.to_string()))?;
+        }
+        if req.images.is_empty() && req.from_workload.is_none() {
             return Err(ValidationError::new(
                 "images",
                 "at least one image is required",
@@ -189,7 +205,48 @@ impl TaskSpec {
             tolerate_taints: req.tolerate_taints.unwrap_or(true),
             timeout_seconds,
             priority_class_name: req.priority_class_name,
+            from_workload: req.from_workload,
+            workload: None,
         })
+    }
+
+    /// This spec with `resolved`'s images (its pod template's first, then the
+    /// ones given), pull secrets and node constraints added.
+    pub fn with_workload(
+        mut self,
+        resolved: ResolvedWorkload,
+    ) -> Result<TaskSpec, ValidationError> {
+        let mut images: Vec<ImageRef> = Vec::new();
+        for raw in &resolved.images {
+            let image = ImageRef::parse(raw).map_err(|e| {
+                ValidationError::new("fromWorkload", format!("pod template image: {e}"))
+            })?;
+            if !images.iter().any(|i| i.as_str() == raw) {
+                images.push(image);
+            }
+        }
+        for image in self.images.drain(..) {
+            if !images.iter().any(|i| i.as_str() == image.as_str()) {
+                images.push(image);
+            }
+        }
+        if images.is_empty() || images.len() > MAX_IMAGES {
+            return Err(ValidationError::new(
+                "fromWorkload",
+                format!(
+                    "the task would pull {} images; 1..={MAX_IMAGES} are allowed",
+                    images.len()
+                ),
+            ));
+        }
+        self.images = images;
+        for secret in &resolved.image_pull_secrets {
+            if !self.image_pull_secrets.contains(secret) {
+                self.image_pull_secrets.push(secret.clone());
+            }
+        }
+        self.workload = Some(resolved);
+        Ok(self)
     }
 
     /// The spec as a fully explicit create body (every default spelled out).
@@ -209,12 +266,13 @@ impl TaskSpec {
             tolerate_taints: Some(self.tolerate_taints),
             timeout_seconds: Some(self.timeout_seconds),
             priority_class_name: self.priority_class_name.clone(),
+            from_workload: self.from_workload.clone(),
         }
     }
 
     /// The spec of a stored task view (which was validated when it was created).
     pub fn from_view(task: &Task) -> Result<TaskSpec, ValidationError> {
-        TaskSpec::from_request(CreateTaskRequest {
+        let mut spec = TaskSpec::from_request(CreateTaskRequest {
             images: task.images.clone(),
             batch_size: Some(task.batch_size),
             node_selector: Some(task.node_selector.clone()),
@@ -229,7 +287,10 @@ impl TaskSpec {
             tolerate_taints: Some(task.tolerate_taints),
             timeout_seconds: Some(task.timeout_seconds),
             priority_class_name: task.priority_class_name.clone(),
-        })
+            from_workload: task.from_workload.clone(),
+        })?;
+        spec.workload = task.resolved_workload.clone();
+        Ok(spec)
     }
 
     /// Wait before retry number `retry` (1-based) of a failed pull.
@@ -262,6 +323,8 @@ impl TaskSpec {
             tolerate_taints: self.tolerate_taints,
             timeout_seconds: self.timeout_seconds,
             priority_class_name: self.priority_class_name.clone(),
+            from_workload: self.from_workload.clone(),
+            resolved_workload: self.workload.clone(),
             progress: Progress::default(),
             failed_node_details: Vec::new(),
             skipped_node_details: Vec::new(),

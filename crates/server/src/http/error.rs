@@ -57,6 +57,20 @@ pub enum ApiError {
         /// The execution id as given.
         execution_id: String,
     },
+    /// The `fromWorkload` of a request names no existing workload.
+    #[error("workload {0} not found")]
+    WorkloadNotFound(String),
+    /// Well-formed, but what it refers to cannot be used.
+    #[error("{title}: {details}")]
+    Unprocessable {
+        /// Short title.
+        title: String,
+        /// What exactly.
+        details: String,
+    },
+    /// The Kubernetes API did not answer a read the request needs.
+    #[error("kubernetes API unavailable: {0}")]
+    KubernetesUnavailable(String),
     /// No route for this path.
     #[error("no route for {0}")]
     RouteNotFound(String),
@@ -194,6 +208,18 @@ impl IntoResponse for ApiError {
                     task_id: Some(scheduled_task_id),
                     ..body("Execution not found", None)
                 },
+            ),
+            ApiError::WorkloadNotFound(what) => (
+                StatusCode::NOT_FOUND,
+                body("Workload not found", Some(format!("no {what}"))),
+            ),
+            ApiError::Unprocessable { title, details } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                body(&title, Some(details)),
+            ),
+            ApiError::KubernetesUnavailable(details) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                body("Kubernetes API unavailable", Some(details)),
             ),
             ApiError::RouteNotFound(path) => (
                 StatusCode::NOT_FOUND,

@@ -43,6 +43,7 @@ pub mod tasks;
 pub mod tls;
 pub mod ui;
 pub mod whoami;
+pub mod workload;
 
 pub use error::ApiError;
 

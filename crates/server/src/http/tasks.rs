@@ -33,7 +33,10 @@ use crate::store::CancelOutcome;
         (status = 200, description = "`dryRun=true`: what the task would do now", body = TaskPlan),
         (status = 201, description = "Stored as pending; the engine starts it soon", body = TaskCreated,
          headers(("Location" = String, description = "URL of the new task"))),
-        (status = 400, description = "Malformed JSON, a wrong type, an unknown field or a rule broken", body = ErrorBody),
+        (status = 400, description = "Malformed JSON, a wrong type, an unknown field (or `fromWorkload` kind) or a rule broken", body = ErrorBody),
+        (status = 404, description = "`fromWorkload` names no existing workload", body = ErrorBody),
+        (status = 422, description = "The workload cannot be used: a pull secret it names is missing from the service's namespace, or it may not be read", body = ErrorBody),
+        (status = 503, description = "The Kubernetes API did not answer the workload read", body = ErrorBody),
     )
 )]
 pub async fn create(
@@ -47,7 +50,7 @@ pub async fn create(
         crate::domain::task::validate_webhook_url(url)?;
         state.webhooks.check_url(url)?;
     }
-    let spec = TaskSpec::from_request(request)?;
+    let spec = super::workload::resolve(&state, TaskSpec::from_request(request)?).await?;
     if dry_run {
         let plan = plan(
             &state.cluster.nodes(),

@@ -278,7 +278,10 @@ async fn unknown_and_missing_fields_are_named() {
 
     let (status, body) = h.post(json!({"batchSize": 3})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(details(&body).contains("missing field `images`"), "{body}");
+    assert!(
+        details(&body).contains("images: at least one image is required"),
+        "{body}"
+    );
 }
 
 #[tokio::test]

@@ -107,6 +107,8 @@ pub(crate) fn sample_task(id: &str, status: TaskStatus, created_at: DateTime<Utc
         tolerate_taints: false,
         timeout_seconds: 7_200,
         priority_class_name: Some("system-node-critical".to_owned()),
+        from_workload: None,
+        resolved_workload: None,
         progress: Progress {
             total_nodes: 120,
             completed_nodes: 40,
@@ -183,6 +185,8 @@ pub(crate) fn minimal_task(id: &str, status: TaskStatus, created_at: DateTime<Ut
         tolerate_taints: true,
         timeout_seconds: 0,
         priority_class_name: None,
+        from_workload: None,
+        resolved_workload: None,
         progress: Progress::default(),
         failed_node_details: vec![],
         skipped_node_details: vec![],
