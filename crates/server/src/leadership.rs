@@ -182,6 +182,15 @@ impl Cluster for Fenced {
     async fn probe(&self) -> ClusterResult<()> {
         self.inner.probe().await
     }
+    async fn read_workload(
+        &self,
+        workload: &prewarm_api::WorkloadRef,
+    ) -> ClusterResult<Option<prewarm_api::ResolvedWorkload>> {
+        self.inner.read_workload(workload).await
+    }
+    async fn secret_exists(&self, name: &str) -> ClusterResult<bool> {
+        self.inner.secret_exists(name).await
+    }
 }
 
 /// Why a term ended.
