@@ -570,7 +570,8 @@ async fn run_term(
 /// Lease, until `stop`. With a shared store it follows the store's changes
 /// (waking the term on new tasks and schedules, feeding live streams with
 /// other replicas' views) and leads again whenever it wins the Lease back;
-/// with a single-instance store a lost Lease ends the process.
+/// with a single-instance store, a Lease taken by another instance ends the
+/// process, and a failed renewal only ends the term.
 async fn lead_while_holding(
     replicas: Replicas,
     first: (Engine, Scheduler),
@@ -627,10 +628,25 @@ async fn lead_while_holding(
         match end {
             TermEnd::Stopped => break Ok(()),
             TermEnd::Lost if !shared => {
-                break Err(anyhow::anyhow!(
-                    "lost the leader Lease in namespace {}; stopping (a single-instance store cannot hand over)",
-                    leadership.namespace()
-                ))
+                // A single-instance store cannot hand over: stop only if another
+                // instance really holds the Lease now. A renewal that failed (API
+                // server slow or restarting) ends the term, fenced, and this
+                // instance leads again once it wins the Lease back.
+                match leadership.other_holder().await {
+                    Ok(Some(holder)) => {
+                        break Err(anyhow::anyhow!(single_instance_message(
+                            &holder,
+                            leadership.namespace()
+                        )))
+                    }
+                    Ok(None) => {
+                        tracing::warn!("leader Lease renewal failed; leading again once it is won back")
+                    }
+                    Err(err) => tracing::warn!(
+                        error = format!("{err:#}"),
+                        "leader Lease unreadable after a failed renewal; leading again once it is won back"
+                    ),
+                }
             }
             TermEnd::Lost => {}
         }
