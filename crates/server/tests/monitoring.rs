@@ -163,14 +163,7 @@ async fn query(prom: &str, promql: &str) -> Vec<Value> {
 
 /// Last evaluation time (unix seconds) of the rule group `name`.
 async fn last_evaluation(prom: &str, name: &str) -> f64 {
-    let v: Value = http()
-        .get(format!("{prom}/api/v1/rules"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = get_json(format!("{prom}/api/v1/rules")).await;
     let group = v["data"]["groups"]
         .as_array()
         .unwrap()
@@ -189,14 +182,6 @@ fn unix_now() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64()
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 /// `(alertname, labels)` of the alerts Prometheus has firing or pending.
@@ -333,15 +318,8 @@ images:
     )
     .await;
     assert_eq!(active_alerts(&prom).await, vec![], "a healthy run fired");
-    let am_alerts: Vec<Value> = http()
-        .get(format!("{am}/api/v2/alerts"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(am_alerts.is_empty(), "Alertmanager holds {am_alerts:?}");
+    let am_alerts = get_json(format!("{am}/api/v2/alerts")).await;
+    assert_eq!(am_alerts, json!([]), "Alertmanager holds alerts");
     assert!(notifications.lock().unwrap().is_empty());
     phase("healthy run fired nothing");
 
