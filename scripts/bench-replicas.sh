@@ -25,7 +25,8 @@ redis-server --port 0 --unixsocket "$work/redis.sock" --dir "$work" --save "" --
 pids+=($!)
 for _ in $(seq 100); do [ -S "$work/redis.sock" ] && break; sleep 0.05; done
 
-# start NAME NAMESPACE ARGS...: prints the service URL.
+# start NAME NAMESPACE ARGS...: sets $url (not in a subshell, so its PID is
+# recorded for the cleanup).
 start() {
   local name=$1 ns=$2; shift 2
   "$BIN" serve --listen 127.0.0.1:0 --kubeconfig "$KUBECONFIG" --namespace "$ns" \
@@ -33,7 +34,7 @@ start() {
   pids+=($!)
   for _ in $(seq 600); do
     if grep -q '^listening on ' "$work/$name.out"; then
-      sed -n 's/^listening on //p' "$work/$name.out" | head -1
+      url=$(sed -n 's/^listening on //p' "$work/$name.out" | head -1)
       return
     fi
     sleep 0.1
@@ -41,9 +42,12 @@ start() {
   echo "$name did not start:" >&2; cat "$work/$name.log" >&2; exit 1
 }
 
-sqlite=$(start bench-sqlite bench-sqlite --store sqlite --database "$work/bench.db")
-leader=$(start bench-leader bench-redis --store redis --redis-url "unix://$work/redis.sock")
-follower=$(start bench-follower bench-redis --store redis --redis-url "unix://$work/redis.sock")
+start bench-sqlite bench-sqlite --store sqlite --database "$work/bench.db"
+sqlite=$url
+start bench-leader bench-redis --store redis --redis-url "unix://$work/redis.sock"
+leader=$url
+start bench-follower bench-redis --store redis --redis-url "unix://$work/redis.sock"
+follower=$url
 
 task() {
   curl -sf -X POST "$1/api/v1/tasks" -H 'content-type: application/json' \
