@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -18,33 +18,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 const LONG: Duration = Duration::from_secs(180);
 
-/// Runs the `prewarm` binary with `args` against `svc`, off the async runtime.
-async fn prewarm(svc: &Service, args: &[&str]) -> Output {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let server = svc.url.clone();
-    tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_prewarm"))
-            .args(&args)
-            .env("PREWARM_SERVER", server)
-            .env_remove("PREWARM_TOKEN")
-            .output()
-            .expect("run prewarm")
-    })
-    .await
-    .unwrap()
-}
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

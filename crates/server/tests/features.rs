@@ -4,38 +4,12 @@
 
 mod common;
 
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
 
 const LONG: Duration = Duration::from_secs(180);
-
-/// Runs the `prewarm` binary with `args` against `svc`, off the async runtime.
-async fn prewarm(svc: &Service, args: &[&str]) -> Output {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let server = svc.url.clone();
-    tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_prewarm"))
-            .args(&args)
-            .env("PREWARM_SERVER", server)
-            .env_remove("PREWARM_TOKEN")
-            .output()
-            .expect("run prewarm")
-    })
-    .await
-    .unwrap()
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// POSTs `body` to `path` with a query; (status, JSON body).
 async fn post(svc: &Service, path: &str, query: &[(&str, &str)], body: &Value) -> (u16, Value) {

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -385,4 +385,30 @@ pub fn status(t: &Task) -> &'static str {
         TaskStatus::Failed => "failed",
         TaskStatus::Cancelled => "cancelled",
     }
+}
+
+/// Runs the `prewarm` CLI with `args` against `svc` (no token), off the async runtime.
+pub async fn prewarm(svc: &Service, args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let server = svc.url.clone();
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_prewarm"))
+            .args(&args)
+            .env("PREWARM_SERVER", server)
+            .env_remove("PREWARM_TOKEN")
+            .output()
+            .expect("run prewarm")
+    })
+    .await
+    .unwrap()
+}
+
+/// A command's exit code, stdout and stderr, for assertion messages.
+pub fn show(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
