@@ -57,7 +57,8 @@ group_integration() {
       name=$(basename "$f" .rs)
       if [[ " ${QUICK_TEST_BINARIES[*]} " != *" $pkg:$name "* ]]; then args+=(--test "$name"); fi
     done
-    if [ ${#args[@]} -gt 0 ]; then cargo test -p "$pkg" "${args[@]}" -- --test-threads "$THREADS"; fi
+    # --no-fail-fast: one failing binary must not hide how the others fare.
+    if [ ${#args[@]} -gt 0 ]; then cargo test --no-fail-fast -p "$pkg" "${args[@]}" -- --test-threads "$THREADS"; fi
   done
   cargo test --workspace --doc
 }

@@ -514,10 +514,13 @@ images:
     fail: ErrImagePull
     message: "manifest unknown"
   - match: "slow/*"
-    pullSeconds: 600
+    pullSeconds: 100
   - match: "*"
     pullSeconds: 3
 "#);
+    // Pulls are serialized per node and a deleted pod's pull still runs to its
+    // end (as on a kubelet), so the suites' cancelled slow pulls delay later
+    // tests' pulls on the same nodes: keep them short (10 s at timeScale 0.1).
     let svc = Service::start("t-sdk");
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let url = svc.url.clone();
