@@ -38,7 +38,7 @@ for _ in $(seq 1 300); do
   kill -0 "$SERVICE_PID" 2>/dev/null || { cat "$WORK/service.log" >&2; exit 1; }
   sleep 0.1
 done
-URL=$(sed -n 's/^listening on //{p;q}' "$WORK/stdout")
+URL=$(sed -n '/^listening on /{s///p;q}' "$WORK/stdout")
 [ -n "$URL" ] || { echo "prewarm did not start" >&2; cat "$WORK/service.log" >&2; exit 1; }
 
 echo "schemathesis against $URL ($EXAMPLES examples per operation)"
