@@ -9,8 +9,10 @@ use super::*;
 use crate::clock::ManualClock;
 use crate::cluster::fake::{FakeCluster, Fault};
 use crate::cluster::pull_job::container_name;
+use crate::cluster::{ClusterEvent, NodeInfo};
 use crate::cluster::{ContainerObservation, ContainerState, PodObservation};
 use crate::domain::task::TaskId;
+use crate::domain::task::TaskSpec;
 use crate::store::MemoryStore;
 
 fn node(name: &str, labels: &[(&str, &str)]) -> NodeInfo {
@@ -75,14 +77,11 @@ impl Harness {
 
     /// One engine pass, then let spawned API calls run.
     async fn step(&mut self) {
-        self.engine.store_check_due = true;
+        self.engine.store_checks.ask();
         self.engine.step().await;
         settle().await;
-        while let Ok(c) = self.engine.created_rx.try_recv() {
-            self.engine.on_created(c);
-        }
-        while let Ok(d) = self.engine.deleted_rx.try_recv() {
-            self.engine.on_deleted(d);
+        while let Ok(done) = self.engine.calls.done.try_recv() {
+            self.engine.on_call_done(done);
         }
     }
 

@@ -1,0 +1,174 @@
+//! Cluster changes applied to the runs: pod and Job updates from the
+//! watches, nodes going away, and relists, which re-read the caches and
+//! resolve Jobs that vanished while no watch was looking.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+use super::Engine;
+use crate::cluster::{ClusterEvent, NodeInfo};
+use crate::domain::node_pull::TIMEOUT_REASON;
+
+/// A confirmed Job younger than this may be missing from a fresh list
+/// without being gone (the list was taken before it was created).
+const RELIST_GRACE: Duration = Duration::from_secs(5);
+
+impl Engine {
+    pub(super) fn on_recv(&mut self, ev: Result<ClusterEvent, broadcast::error::RecvError>) {
+        match ev {
+            Ok(ev) => self.on_event(ev),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "cluster events lagged; re-reading the caches");
+                self.resync();
+            }
+            Err(broadcast::error::RecvError::Closed) => {}
+        }
+    }
+
+    /// Applies one cluster change.
+    pub fn on_event(&mut self, ev: ClusterEvent) {
+        let now = self.clock.now();
+        self.apply_event(ev, now);
+        let mono = Instant::now();
+        for run in self.runs.values_mut() {
+            run.arm_timers(now, mono);
+        }
+    }
+
+    fn apply_event(&mut self, ev: ClusterEvent, now: DateTime<Utc>) {
+        match ev {
+            ClusterEvent::PodChanged(pod) => {
+                if let Some(run) = self.runs.get_mut(&pod.task_id) {
+                    run.observe_pod(&pod, now);
+                }
+            }
+            ClusterEvent::JobChanged(job) => {
+                let Some(reason) = job.failed_reason.as_deref() else {
+                    return;
+                };
+                if let Some(run) = self.runs.get_mut(&job.task_id) {
+                    if let Some(&i) = run.index.get(&job.node) {
+                        let node = &run.nodes[i];
+                        if node.is_started() && node.attempt == job.attempt {
+                            let (reason, message) = if reason == "DeadlineExceeded" {
+                                (
+                                    TIMEOUT_REASON,
+                                    "the pull Job exceeded its deadline".to_owned(),
+                                )
+                            } else {
+                                (reason, format!("the pull Job failed: {reason}"))
+                            };
+                            let spec = run.spec.clone();
+                            run.nodes[i].fail_attempt(reason, &message, &spec, now);
+                            run.attempt_ended(i);
+                        }
+                    }
+                }
+            }
+            ClusterEvent::JobDeleted(job) => {
+                if let Some(run) = self.runs.get_mut(&job.task_id) {
+                    if let Some(&i) = run.index.get(&job.node) {
+                        let node = &run.nodes[i];
+                        if node.is_started() && node.attempt == job.attempt {
+                            let spec = run.spec.clone();
+                            run.nodes[i].fail_attempt(
+                                "JobDeleted",
+                                "the pull Job was deleted outside the service",
+                                &spec,
+                                now,
+                            );
+                            run.attempt_ended(i);
+                        }
+                    }
+                }
+            }
+            ClusterEvent::NodeChanged(node) => {
+                if !node.ready {
+                    for run in self.runs.values_mut() {
+                        run.node_gone(&node.name, "node became NotReady", now);
+                    }
+                }
+            }
+            ClusterEvent::NodeDeleted(name) => {
+                for run in self.runs.values_mut() {
+                    run.node_gone(&name, "node was deleted", now);
+                }
+            }
+            ClusterEvent::Resynced => self.resync(),
+        }
+    }
+
+    /// Re-reads the cluster caches and applies them as if every object changed.
+    pub(super) fn resync(&mut self) {
+        let now = self.clock.now();
+        let nodes: HashMap<String, NodeInfo> = self
+            .cluster
+            .nodes()
+            .into_iter()
+            .map(|n| (n.name.clone(), n))
+            .collect();
+        for run in self.runs.values_mut() {
+            let names: Vec<String> = run.nodes.iter().map(|n| n.node.clone()).collect();
+            for name in names {
+                match nodes.get(&name) {
+                    None => {
+                        run.node_gone(&name, "node was deleted", now);
+                    }
+                    Some(n) if !n.ready => {
+                        run.node_gone(&name, "node became NotReady", now);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for pod in self.cluster.pods() {
+            if let Some(run) = self.runs.get_mut(&pod.task_id) {
+                run.observe_pod(&pod, now);
+            }
+        }
+        // Jobs: a failed one ends its attempt; a confirmed one missing from a
+        // fresh list was deleted while no watch was looking.
+        let jobs = self.cluster.jobs();
+        let listed: HashSet<(&str, &str, u32)> = jobs
+            .iter()
+            .map(|j| (j.task_id.as_str(), j.node.as_str(), j.attempt))
+            .collect();
+        for job in &jobs {
+            if job.failed_reason.is_some() {
+                self.on_event(ClusterEvent::JobChanged(job.clone()));
+            }
+        }
+        let mono = Instant::now();
+        for run in self.runs.values_mut() {
+            let gone: Vec<usize> = run
+                .confirmed
+                .iter()
+                .filter(|(&i, &at)| {
+                    let node = &run.nodes[i];
+                    node.is_started()
+                        && mono.duration_since(at) >= RELIST_GRACE
+                        && !listed.contains(&(
+                            run.view.task_id.as_str(),
+                            node.node.as_str(),
+                            node.attempt,
+                        ))
+                })
+                .map(|(&i, _)| i)
+                .collect();
+            for i in gone {
+                let spec = run.spec.clone();
+                run.nodes[i].fail_attempt(
+                    "JobDeleted",
+                    "the pull Job was deleted outside the service",
+                    &spec,
+                    now,
+                );
+                run.attempt_ended(i);
+            }
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! Admission and windows: pending tasks start (their nodes selected and
+//! stored) while there is room under `--max-concurrent-nodes`, and each
+//! running task keeps up to `batchSize` nodes pulling, retries first,
+//! highest priority first.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use prewarm_api::{PullPolicy, Task, TaskStatus};
+use tokio::time::Instant;
+
+use super::task_run::{record_of, TaskRun};
+use super::writes::owe_webhook;
+use super::Engine;
+use crate::cluster::PullJob;
+use crate::domain::image_ref::matches_node_image;
+use crate::domain::node_pull::NodePull;
+use crate::domain::selection::select_nodes;
+use crate::domain::task::TaskSpec;
+use crate::metrics::StatusLabels;
+
+impl Engine {
+    /// Admits pending tasks while there is room, then hands free slots to
+    /// running tasks in priority order.
+    pub(super) async fn admit_and_fill(&mut self) {
+        loop {
+            self.fill_windows();
+            if self.in_flight_total() >= self.config.max_concurrent_nodes || self.pending.is_empty()
+            {
+                break;
+            }
+            let view = self.pending.remove(0);
+            self.start_task(view).await;
+        }
+    }
+
+    /// Starts a pending task: selects its nodes and stores them.
+    async fn start_task(&mut self, mut view: Task) {
+        let now = self.clock.now();
+        let spec = match TaskSpec::from_view(&view) {
+            Ok(s) => s,
+            Err(e) => {
+                let message = format!("the stored task no longer validates: {e}");
+                self.end_unrecoverable(&view.task_id, Some(view.clone()), &message)
+                    .await;
+                return;
+            }
+        };
+        let all_nodes = self.cluster.nodes();
+        let selected = select_nodes(&all_nodes, &spec);
+        if selected.is_empty() {
+            let mut run = TaskRun::new(view, spec.clone(), Vec::new());
+            run.view.started_at = Some(now);
+            run.finish(
+                TaskStatus::Failed,
+                Some(("NoMatchingNodes", no_match_message(&spec, all_nodes.len()))),
+                now,
+            );
+            owe_webhook(&mut run.view);
+            match self
+                .store
+                .update_if(&run.view, &[TaskStatus::Pending])
+                .await
+            {
+                Ok(true) => {
+                    self.progress.publish(&run.view);
+                    self.webhooks.notify(&run.view);
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(task = %run.view.task_id, error = %e, "could not store task end")
+                }
+            }
+            self.metrics
+                .tasks_total
+                .get_or_create(&StatusLabels {
+                    status: "failed".into(),
+                })
+                .inc();
+            tracing::info!(task = %run.view.task_id, "task failed: no matching node");
+            return;
+        }
+        let nodes: Vec<NodePull> = selected
+            .into_iter()
+            .map(|n| {
+                let present = spec
+                    .images
+                    .iter()
+                    .map(|img| {
+                        spec.pull_policy == PullPolicy::IfNotPresent
+                            && matches_node_image(img, &n.images)
+                    })
+                    .collect();
+                let mut pull = NodePull::new(n.name.clone(), present);
+                pull.settle_without_pull(now);
+                pull
+            })
+            .collect();
+        let records: Vec<_> = nodes.iter().map(record_of).collect();
+        if let Err(e) = self.store.put_nodes(&view.task_id, &records).await {
+            tracing::error!(task = %view.task_id, error = %e, "could not store selected nodes; will retry");
+            return;
+        }
+        view.status = TaskStatus::Running;
+        view.started_at = Some(now);
+        let mut run = TaskRun::new(view, spec, nodes);
+        run.anchor_start(now, Instant::now());
+        run.refresh_view(now);
+        match self
+            .store
+            .update_if(&run.view, &[TaskStatus::Pending])
+            .await
+        {
+            Ok(true) => {
+                self.progress.publish(&run.view);
+                tracing::info!(task = %run.view.task_id, nodes = run.nodes.len(), "task started");
+                self.metrics.progressed();
+                run.dirty = false;
+                self.runs.insert(run.view.task_id.clone(), run);
+            }
+            Ok(false) => {} // cancelled before it started
+            Err(e) => tracing::error!(task = %run.view.task_id, error = %e, "could not start task"),
+        }
+    }
+
+    /// Starts nodes in every task's window, highest priority first, within the global cap.
+    fn fill_windows(&mut self) {
+        let now = self.clock.now();
+        let mono = Instant::now();
+        let mut order: Vec<(i32, DateTime<Utc>, String)> = self
+            .runs
+            .values()
+            .map(|r| (r.view.priority, r.view.created_at, r.view.task_id.clone()))
+            .collect();
+        order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        let mut total = self.in_flight_total();
+        for (_, _, id) in order {
+            if total >= self.config.max_concurrent_nodes {
+                break;
+            }
+            let Some(run) = self.runs.get_mut(&id) else {
+                continue;
+            };
+            let window = run.spec.batch_size as usize;
+            let mut starts = Vec::new();
+            // Retries whose wait is over come first, then never-started nodes in order.
+            let retries: Vec<usize> = (0..run.nodes.len())
+                .filter(|&i| run.nodes[i].started && run.ready(i, now, mono))
+                .collect();
+            for i in retries {
+                if run.in_flight >= window || total >= self.config.max_concurrent_nodes {
+                    break;
+                }
+                starts.push(i);
+                run.in_flight += 1;
+                total += 1;
+            }
+            while run.in_flight < window
+                && total < self.config.max_concurrent_nodes
+                && run.cursor < run.nodes.len()
+            {
+                let i = run.cursor;
+                if !run.nodes[i].started && run.ready(i, now, mono) {
+                    starts.push(i);
+                    run.in_flight += 1;
+                    total += 1;
+                } else if !run.nodes[i].started && !run.nodes[i].is_done() {
+                    // A node waiting on a failed create: look again on the next pass.
+                    break;
+                }
+                run.cursor += 1;
+            }
+            for i in starts {
+                let attempt = run.nodes[i].start(now);
+                run.set_timer(i, mono);
+                run.attempt_started.insert(i, now);
+                run.dirty = true;
+                let job = PullJob {
+                    task_id: run.view.task_id.clone(),
+                    task_suffix: run.id.suffix().to_owned(),
+                    node: run.nodes[i].node.clone(),
+                    attempt,
+                    images: run.nodes[i]
+                        .pending_images()
+                        .into_iter()
+                        .map(|ix| (ix, run.spec.images[ix].as_str().to_owned()))
+                        .collect(),
+                    pull_policy: run.spec.pull_policy.as_str().to_owned(),
+                    image_pull_secrets: run.spec.image_pull_secrets.clone(),
+                    priority_class_name: run.spec.priority_class_name.clone(),
+                    helper_image: self.config.helper_image.clone(),
+                    active_deadline_seconds: self.config.pull_timeout.as_secs().max(1) as i64,
+                };
+                self.calls.create(run.view.task_id.clone(), i, attempt, job);
+            }
+        }
+    }
+}
+
+fn no_match_message(spec: &TaskSpec, cluster_nodes: usize) -> String {
+    let selector: BTreeMap<&str, &str> = spec
+        .node_selector
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    format!(
+        "no Ready, schedulable node matches nodeSelector {selector:?}{}{} ({cluster_nodes} nodes in the cluster)",
+        if spec.node_names.is_empty() {
+            String::new()
+        } else {
+            format!(" and nodeNames {:?}", spec.node_names)
+        },
+        if spec.tolerate_taints {
+            ""
+        } else {
+            " without NoSchedule/NoExecute taints"
+        },
+    )
+}
