@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::engine::EngineConfig;
+use crate::history::HistoryLimits;
 use crate::http::client_addr::TrustedProxies;
 use crate::http::rate_limit::Limit;
 use crate::http::serve::ConnectionLimits;
@@ -289,6 +290,15 @@ pub struct ServeConfig {
     /// Webhook attempts in all; retries wait 1 s, 2 s, 4 s, ...
     #[arg(long, env = "PREWARM_WEBHOOK_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10))]
     pub webhook_attempts: u32,
+
+    /// How long ended tasks are kept, counted from when they ended (`30d`,
+    /// `12h`, `90m`); older ones are deleted with their node results.
+    #[arg(long, env = "PREWARM_RETENTION", default_value = "30d", value_parser = parse_retention)]
+    pub retention: Duration,
+
+    /// Most tasks kept; beyond it the oldest ended ones are deleted.
+    #[arg(long, env = "PREWARM_MAX_TASKS", default_value_t = crate::history::DEFAULT_MAX_TASKS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_tasks: u64,
 }
 
 impl ServeConfig {
@@ -341,6 +351,14 @@ impl ServeConfig {
         }
     }
 
+    /// How much ended history to keep.
+    pub fn history_limits(&self) -> HistoryLimits {
+        HistoryLimits {
+            retention: self.retention,
+            max_tasks: self.max_tasks,
+        }
+    }
+
     /// The webhook sender's settings.
     pub fn webhook_config(&self) -> WebhookConfig {
         WebhookConfig {
@@ -358,6 +376,16 @@ fn parse_rate(s: &str) -> Result<f64, String> {
         Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
         _ => Err(format!(
             "expected a number of requests per second >= 0, got {s:?}"
+        )),
+    }
+}
+
+fn parse_retention(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s.trim()) {
+        Ok(d) if d >= Duration::from_secs(60) => Ok(d),
+        Ok(_) => Err(format!("expected at least one minute, got {s:?}")),
+        Err(e) => Err(format!(
+            "expected a duration such as 30d, 12h or 90m, got {s:?}: {e}"
         )),
     }
 }
@@ -502,6 +530,27 @@ mod tests {
         for (k, v) in bad {
             let res = with_env(&[(k, v)], || serve(&[]));
             assert!(res.is_err(), "{k}={v} was accepted");
+        }
+    }
+
+    #[test]
+    fn history_limits_default_to_30_days_and_10000_tasks() {
+        let cfg = with_env(&[], || serve(&[])).unwrap();
+        assert_eq!(cfg.history_limits(), HistoryLimits::default());
+        assert_eq!(cfg.retention, Duration::from_secs(30 * 24 * 3600));
+        assert_eq!(cfg.max_tasks, 10_000);
+        let cfg = with_env(&[], || serve(&["--retention", "36h", "--max-tasks", "50"])).unwrap();
+        assert_eq!(cfg.retention, Duration::from_secs(36 * 3600));
+        assert_eq!(cfg.max_tasks, 50);
+        for bad in [
+            &["--retention", "soon"][..],
+            &["--retention", "10s"],
+            &["--max-tasks", "0"],
+        ] {
+            assert!(
+                with_env(&[], || serve(bad)).is_err(),
+                "{bad:?} was accepted"
+            );
         }
     }
 

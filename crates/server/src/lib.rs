@@ -12,6 +12,7 @@ pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod file_watch;
+pub mod history;
 pub mod http;
 pub mod leadership;
 pub mod metrics;

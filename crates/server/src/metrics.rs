@@ -164,6 +164,8 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Store calls that failed (backend unreachable, timeouts, corrupt records).
     pub store_errors: Counter,
+    /// Ended tasks deleted by the history trim (retention and `--max-tasks`).
+    pub tasks_trimmed: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -300,6 +302,12 @@ impl Metrics {
             "Store calls that failed",
             store_errors.clone(),
         );
+        let tasks_trimmed = Counter::default();
+        registry.register(
+            "prewarm_tasks_trimmed",
+            "Ended tasks deleted by the history trim (--retention, --max-tasks)",
+            tasks_trimmed.clone(),
+        );
         registry.register_collector(Box::new(crate::process_metrics::ProcessCollector));
         for status in TASK_END_STATUSES {
             let _ = tasks_total.get_or_create(&StatusLabels {
@@ -348,6 +356,7 @@ impl Metrics {
             webhook_deliveries,
             leader,
             store_errors,
+            tasks_trimmed,
         };
         metrics.progressed();
         metrics

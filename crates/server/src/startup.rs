@@ -17,6 +17,7 @@ use crate::cluster::Cluster;
 use crate::config::{ServeConfig, StoreKind};
 use crate::engine::scheduler::{Scheduler, SchedulerHandle};
 use crate::engine::{Engine, EngineConfig, EngineHandle};
+use crate::history::{trim_history, HistoryLimits};
 use crate::http::audit::AuditLog;
 use crate::http::auth::{load_token_file, watch_token_file, Authenticator};
 use crate::http::guard::Guard;
@@ -48,6 +49,8 @@ pub struct Operations {
     pub webhooks: Option<WebhookConfig>,
     /// Connection timeouts, the connection cap and the request timeout.
     pub serving: Serving,
+    /// How much ended history the leader keeps.
+    pub history: HistoryLimits,
 }
 
 /// How connections and requests are bounded, and whether they are HTTPS.
@@ -78,6 +81,7 @@ impl Operations {
             guard: Arc::new(Guard::open(clock)),
             webhooks: None,
             serving: Serving::default(),
+            history: HistoryLimits::default(),
         }
     }
 
@@ -105,6 +109,7 @@ impl Operations {
             ),
             webhooks: Some(config.webhook_config()),
             serving: config.serving(),
+            history: config.history_limits(),
         })
     }
 }
@@ -142,9 +147,21 @@ struct TermParts {
     metrics: Arc<Metrics>,
     progress: Arc<ProgressHub>,
     webhooks: Arc<Webhooks>,
+    history: HistoryLimits,
 }
 
 impl TermParts {
+    /// The history trim of a term (runs until `stop`).
+    fn trim_history(&self, stop: CancellationToken) -> impl std::future::Future<Output = ()> {
+        trim_history(
+            self.store.clone(),
+            self.clock.clone(),
+            self.history,
+            self.metrics.clone(),
+            stop,
+        )
+    }
+
     /// A fresh engine and scheduler (nothing runs until their `run`).
     fn term(&self) -> (Engine, Scheduler) {
         let engine = Engine::new(
@@ -368,6 +385,7 @@ impl Application {
             metrics: metrics.clone(),
             progress: progress.clone(),
             webhooks: webhooks.clone(),
+            history: operations.history,
         };
         let (engine, scheduler) = terms.term();
         let router = http::router_with_timeout(
@@ -506,7 +524,10 @@ impl Application {
             let stop = stop.clone();
             async move {
                 let result = match replicas {
-                    None => run_term(engine, scheduler, stop.clone()).await,
+                    None => {
+                        let trim = terms.trim_history(stop.clone());
+                        run_term(engine, scheduler, trim, stop.clone()).await
+                    }
                     Some(replicas) => {
                         lead_while_holding(
                             replicas,
@@ -537,10 +558,12 @@ impl Application {
     }
 }
 
-/// Runs an engine and a scheduler until `stop` (or until the engine fails).
+/// Runs an engine, a scheduler and the history trim until `stop` (or until
+/// the engine fails).
 async fn run_term(
     engine: Engine,
     scheduler: Scheduler,
+    trim: impl std::future::Future<Output = ()>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let engine = {
@@ -559,7 +582,7 @@ async fn run_term(
             result
         }
     };
-    let (ran, scheduled) = tokio::join!(engine, scheduler);
+    let (ran, scheduled, ()) = tokio::join!(engine, scheduler, trim);
     if let Err(err) = scheduled {
         tracing::error!(error = format!("{err:#}"), "scheduler failed");
     }
@@ -601,7 +624,12 @@ async fn lead_while_holding(
         let (engine, scheduler) = first.take().unwrap_or_else(|| terms.term());
         *handles.lock().unwrap_or_else(|e| e.into_inner()) =
             Some((engine.handle(), scheduler.handle()));
-        let run = run_term(engine, scheduler, term.clone());
+        let run = run_term(
+            engine,
+            scheduler,
+            terms.trim_history(term.clone()),
+            term.clone(),
+        );
         tokio::pin!(run);
         let end = tokio::select! {
             ran = &mut run => {

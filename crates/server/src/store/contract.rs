@@ -54,6 +54,7 @@ macro_rules! store_contract_tests {
             concurrent_writers_lose_nothing,
             trim_deletes_oldest_ended_tasks_and_their_nodes,
             trim_honours_the_age_limit_and_batch,
+            trim_counts_age_from_the_end_of_a_task,
             webhook_pending_lists_owed_deliveries,
         );
     };
@@ -889,13 +890,13 @@ pub(crate) async fn trim_deletes_oldest_ended_tasks_and_their_nodes<S: TaskStore
     for (i, status) in statuses.into_iter().enumerate() {
         let id = format!("task-20260101-trim0{i}");
         store
-            .insert(&minimal_task(&id, status, t(i as i64)))
+            .insert(&ended_task(&id, status, t(i as i64), t(i as i64 + 10)))
             .await
             .unwrap();
         store.put_nodes(&id, &[record("n1", 0)]).await.unwrap();
     }
     let retention = Retention {
-        created_before: t(-1_000),
+        ended_before: t(-1_000),
         max_tasks: 2,
     };
     // Ended tasks beyond the newest two: trim01 and trim03, oldest first.
@@ -924,12 +925,26 @@ pub(crate) async fn trim_deletes_oldest_ended_tasks_and_their_nodes<S: TaskStore
     assert_eq!(store.nodes("task-20260101-trim00").await.unwrap().len(), 1);
 }
 
-/// Ended tasks created before the cutoff go, in batches; newer ones stay.
+/// A task of `status` created at `created`; an ended one ended at `ended`.
+fn ended_task(id: &str, status: TaskStatus, created: DateTime<Utc>, ended: DateTime<Utc>) -> Task {
+    let mut task = minimal_task(id, status, created);
+    if status.is_terminal() {
+        task.finished_at = Some(ended);
+    }
+    task
+}
+
+/// Ended tasks that ended before the cutoff go, in batches; newer ones stay.
 pub(crate) async fn trim_honours_the_age_limit_and_batch<S: TaskStore>(store: S) {
     for i in 0..5 {
         let id = format!("task-20260101-age00{i}");
         store
-            .insert(&minimal_task(&id, TaskStatus::Completed, t(i * 100)))
+            .insert(&ended_task(
+                &id,
+                TaskStatus::Completed,
+                t(i * 100),
+                t(i * 100 + 10),
+            ))
             .await
             .unwrap();
     }
@@ -942,7 +957,7 @@ pub(crate) async fn trim_honours_the_age_limit_and_batch<S: TaskStore>(store: S)
         .await
         .unwrap();
     let retention = Retention {
-        created_before: t(250),
+        ended_before: t(250),
         max_tasks: 1_000,
     };
     assert_eq!(store.trim(&retention, 2).await.unwrap(), 2);
@@ -953,6 +968,53 @@ pub(crate) async fn trim_honours_the_age_limit_and_batch<S: TaskStore>(store: S)
     assert_eq!(store.trim(&retention, 2).await.unwrap(), 0);
     assert!(store.get("task-20260101-agerun").await.unwrap().is_some());
     assert_eq!(store.list(None, 10, 0).await.unwrap().1, 3);
+}
+
+/// Age counts from when a task ended: a long task that ended after the cutoff
+/// stays however old it is; one cancelled before the cutoff goes.
+pub(crate) async fn trim_counts_age_from_the_end_of_a_task<S: TaskStore>(store: S) {
+    let long = ended_task("task-20260101-long00", TaskStatus::Completed, t(0), t(900));
+    let short = ended_task("task-20260101-short0", TaskStatus::Failed, t(100), t(200));
+    store.insert(&long).await.unwrap();
+    store.insert(&short).await.unwrap();
+    let running = minimal_task("task-20260101-run000", TaskStatus::Running, t(50));
+    store.insert(&running).await.unwrap();
+    let mut finished = running.clone();
+    finished.status = TaskStatus::Completed;
+    finished.finished_at = Some(t(300));
+    assert!(store
+        .update_if(&finished, &[TaskStatus::Running])
+        .await
+        .unwrap());
+    store
+        .insert(&minimal_task(
+            "task-20260101-cancel",
+            TaskStatus::Pending,
+            t(60),
+        ))
+        .await
+        .unwrap();
+    store.cancel("task-20260101-cancel", t(400)).await.unwrap();
+    store
+        .insert(&minimal_task(
+            "task-20260101-latecl",
+            TaskStatus::Pending,
+            t(70),
+        ))
+        .await
+        .unwrap();
+    store.cancel("task-20260101-latecl", t(600)).await.unwrap();
+
+    let retention = Retention {
+        ended_before: t(500),
+        max_tasks: 1_000,
+    };
+    assert_eq!(store.trim(&retention, 10).await.unwrap(), 3);
+    let (left, _) = store.list(None, 10, 0).await.unwrap();
+    assert_eq!(
+        sorted_ids(&left),
+        vec!["task-20260101-latecl", "task-20260101-long00"]
+    );
 }
 
 /// Only ended tasks whose webhook is `pending` are owed, oldest first.

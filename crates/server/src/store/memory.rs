@@ -177,7 +177,10 @@ impl TaskStore for MemoryStore {
             .iter()
             .enumerate()
             .filter(|(rank, t)| {
-                t.status.is_terminal() && (*rank >= keep || t.created_at < retention.created_before)
+                t.status.is_terminal()
+                    && (*rank >= keep
+                        || t.finished_at
+                            .is_some_and(|end| end < retention.ended_before))
             })
             .map(|(_, t)| *t)
             .collect();

@@ -57,9 +57,10 @@ pub struct NodeRecord {
 /// How much ended history a store keeps (see [`TaskStore::trim`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
-    /// Ended tasks created before this instant are deleted.
-    pub created_before: DateTime<Utc>,
-    /// At most this many tasks are kept; beyond it the oldest ended ones go.
+    /// Tasks that ended (`finishedAt`) before this instant are deleted.
+    pub ended_before: DateTime<Utc>,
+    /// At most this many tasks are kept; beyond it the oldest (by
+    /// `createdAt`) ended ones go.
     pub max_tasks: u64,
 }
 
@@ -114,8 +115,9 @@ pub trait TaskStore: Send + Sync + 'static {
     /// Every node record of a task.
     async fn nodes(&self, task_id: &str) -> StoreResult<Vec<NodeRecord>>;
 
-    /// Deletes at most `batch` ended tasks outside `retention`, oldest
-    /// (`createdAt`, then id) first, together with their node records.
+    /// Deletes at most `batch` ended tasks outside `retention` (ended before
+    /// its cutoff, or beyond its newest `max_tasks`), oldest (`createdAt`,
+    /// then id) first, together with their node records.
     /// Running and pending tasks are never deleted. Returns how many went.
     async fn trim(&self, retention: &Retention, batch: u32) -> StoreResult<u32>;
 

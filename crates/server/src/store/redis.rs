@@ -162,7 +162,20 @@ fn status_name(status: TaskStatus) -> &'static str {
 /// A sorted-set member that orders newest first when read in reverse:
 /// fixed-width `createdAt` with nanoseconds, then the id.
 fn list_member(created_at: DateTime<Utc>, id: &str) -> String {
-    format!("{}|{id}", created_at.format("%Y-%m-%dT%H:%M:%S%.9f"))
+    format!("{}|{id}", time_key(created_at))
+}
+
+/// Fixed-width time text (list members, `ended`, trim cutoffs): text order is time order.
+fn time_key(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%dT%H:%M:%S%.9f").to_string()
+}
+
+/// The `ended` field of a task's hash: when it ended, `''` while it has not.
+fn ended_key(task: &Task) -> String {
+    match task.finished_at {
+        Some(at) if task.status.is_terminal() => time_key(at),
+        _ => String::new(),
+    }
 }
 
 fn encode_time(at: DateTime<Utc>) -> String {
@@ -194,6 +207,7 @@ fn decode_task(id: &str, body: &str) -> StoreResult<Task> {
 const INSERT_TASK: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'json', ARGV[1], 'status', ARGV[2], 'member', ARGV[3], 'rev', 1)
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'ended', ARGV[7]) end
 redis.call('ZADD', KEYS[2], 0, ARGV[3])
 redis.call('ZADD', KEYS[3], 0, ARGV[3])
 if ARGV[6] == '1' then redis.call('ZADD', KEYS[4], 0, ARGV[3]) end
@@ -201,10 +215,11 @@ redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1
 ";
 
-/// Replaces a task's view if its status is one of ARGV[8..] (mode `status`)
+/// Replaces a task's view if its status is one of ARGV[9..] (mode `status`)
 /// or its revision is ARGV[4] (mode `rev`); moves it between status sets,
-/// keeps the owed-webhook index (ARGV[7] = '1' when owed) and publishes the
-/// view. Returns 1 when it wrote.
+/// keeps the owed-webhook index (ARGV[7] = '1' when owed), records when it
+/// ended (ARGV[8], '' while it runs) and publishes the view. Returns 1 when
+/// it wrote.
 const UPDATE_TASK: &str = r"
 local cur = redis.call('HMGET', KEYS[1], 'status', 'rev', 'member')
 if not cur[1] then return 0 end
@@ -212,7 +227,7 @@ if ARGV[3] == 'rev' then
   if cur[2] ~= ARGV[4] then return 0 end
 else
   local ok = false
-  for i = 8, #ARGV do if ARGV[i] == cur[1] then ok = true end end
+  for i = 9, #ARGV do if ARGV[i] == cur[1] then ok = true end end
   if not ok then return 0 end
 end
 if ARGV[7] == '1' then
@@ -221,6 +236,11 @@ else
   redis.call('ZREM', KEYS[3], cur[3])
 end
 redis.call('HSET', KEYS[1], 'json', ARGV[1], 'status', ARGV[2], 'rev', tonumber(cur[2]) + 1)
+if ARGV[8] == '' then
+  redis.call('HDEL', KEYS[1], 'ended')
+else
+  redis.call('HSET', KEYS[1], 'ended', ARGV[8])
+end
 if cur[1] ~= ARGV[2] then
   redis.call('ZREM', KEYS[2] .. cur[1], cur[3])
   redis.call('ZADD', KEYS[2] .. ARGV[2], 0, cur[3])
@@ -251,7 +271,10 @@ return out
 ";
 
 /// Deletes up to ARGV[3] ended tasks (with their node records), oldest
-/// first, that are beyond the newest ARGV[1] or created before ARGV[2].
+/// first, that are beyond the newest ARGV[1] or ended before ARGV[2] (the
+/// hash's `ended` field; a task stored without one counts from its
+/// creation). A task created after the cutoff cannot have ended before it, so
+/// the scan stops at the first such task within the newest ARGV[1].
 /// KEYS: all tasks, owed webhooks. ARGV[4..6]: task, node and status-set
 /// key prefixes. Returns how many went.
 const TRIM: &str = r"
@@ -265,15 +288,19 @@ while #doomed < batch and start < total do
   for i, member in ipairs(members) do
     local rank = total - (start + i)
     local cut = string.find(member, '|', 1, true)
-    if rank < keep and string.sub(member, 1, cut - 1) >= ARGV[2] then
+    local created = string.sub(member, 1, cut - 1)
+    if rank < keep and created >= ARGV[2] then
       start = total
       break
     end
     local id = string.sub(member, cut + 1)
-    local status = redis.call('HGET', ARGV[4] .. id, 'status')
+    local task = redis.call('HMGET', ARGV[4] .. id, 'status', 'ended')
+    local status = task[1]
     if status == 'completed' or status == 'failed' or status == 'cancelled' then
-      doomed[#doomed + 1] = { member, id, status }
-      if #doomed >= batch then break end
+      if rank >= keep or (task[2] or created) < ARGV[2] then
+        doomed[#doomed + 1] = { member, id, status }
+        if #doomed >= batch then break end
+      end
     end
   end
   start = start + 500
@@ -446,7 +473,8 @@ impl RedisStore {
         };
         call.arg(self.keys.views_channel())
             .arg(format!("{}\n", self.replica))
-            .arg(owes_webhook(task));
+            .arg(owes_webhook(task))
+            .arg(ended_key(task));
         if let TaskGuard::Status(expected) = guard {
             for status in expected {
                 call.arg(status_name(*status));
@@ -580,6 +608,7 @@ impl TaskStore for RedisStore {
             .arg(self.keys.wake_channel())
             .arg(&task.task_id)
             .arg(owes_webhook(task))
+            .arg(ended_key(task))
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| self.failed(e))?;
@@ -705,10 +734,7 @@ impl TaskStore for RedisStore {
         if batch == 0 {
             return Ok(0);
         }
-        let cutoff = retention
-            .created_before
-            .format("%Y-%m-%dT%H:%M:%S%.9f")
-            .to_string();
+        let cutoff = time_key(retention.ended_before);
         let gone: u32 = self
             .scripts
             .trim

@@ -2,9 +2,11 @@
 //! blocking thread pool so the tokio runtime is never blocked on disk I/O.
 //!
 //! Layout: `tasks` holds the task view as JSON (`body`) plus the columns that
-//! queries filter and sort on (`status`, `priority`, `created_at`);
-//! `task_nodes` holds one opaque JSON record per (task, node). `created_at` is
-//! RFC 3339 UTC with nine fraction digits, so text order is time order.
+//! queries filter and sort on (`status`, `priority`, `created_at`,
+//! `finished_at`);
+//! `task_nodes` holds one opaque JSON record per (task, node). `created_at` and
+//! `finished_at` are RFC 3339 UTC with nine fraction digits, so text order is
+//! time order.
 //! The schema version lives in `PRAGMA user_version`; pending migrations run
 //! at open.
 
@@ -61,6 +63,13 @@ const MIGRATIONS: &[&str] = &[
     // 3: finds owed webhooks without reading every task.
     "CREATE INDEX tasks_webhook_pending ON tasks (created_at, id)
          WHERE json_extract(body, '$.webhookStatus') = 'pending';",
+    // 4: when each task ended, for the retention trim. Rows written before
+    // keep their `finishedAt` to the millisecond.
+    "ALTER TABLE tasks ADD COLUMN finished_at TEXT;
+     UPDATE tasks
+        SET finished_at = strftime('%Y-%m-%dT%H:%M:%f', json_extract(body, '$.finishedAt')) || '000000Z'
+      WHERE json_extract(body, '$.finishedAt') IS NOT NULL;
+     CREATE INDEX tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL;",
 ];
 
 /// A `TaskStore` in an SQLite database file.
@@ -163,7 +172,7 @@ fn backend(context: impl std::fmt::Display) -> impl FnOnce(rusqlite::Error) -> S
     move |e| StoreError::Backend(format!("{context}: {e}"))
 }
 
-/// `created_at` column text: fixed width, so text order is time order.
+/// `created_at` and `finished_at` column text: fixed width, so text order is time order.
 fn time_key(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Nanos, true)
 }
@@ -211,15 +220,18 @@ impl TaskStore for SqliteStore {
         let status = task.status.as_str();
         let priority = task.priority;
         let created_at = time_key(task.created_at);
+        let finished_at = task.finished_at.map(time_key);
         let body = encode_task(task)?;
         self.run(move |conn| {
             let changed = conn
                 .prepare_cached(
-                    "INSERT INTO tasks (id, status, priority, created_at, body)
-                     VALUES (?1, ?2, ?3, ?4, ?5)
+                    "INSERT INTO tasks (id, status, priority, created_at, finished_at, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                      ON CONFLICT (id) DO NOTHING",
                 )
-                .and_then(|mut stmt| stmt.execute(params![id, status, priority, created_at, body]))
+                .and_then(|mut stmt| {
+                    stmt.execute(params![id, status, priority, created_at, finished_at, body])
+                })
                 .map_err(backend(format!("insert task {id}")))?;
             if changed == 0 {
                 return Err(StoreError::Duplicate(id));
@@ -320,16 +332,17 @@ impl TaskStore for SqliteStore {
         let status = task.status.as_str();
         let priority = task.priority;
         let created_at = time_key(task.created_at);
+        let finished_at = task.finished_at.map(time_key);
         let body = encode_task(task)?;
         let expected: Vec<&'static str> = expected.iter().map(|s| s.as_str()).collect();
         self.run(move |conn| {
             let sql = format!(
-                "UPDATE tasks SET status = ?, priority = ?, created_at = ?, body = ?
+                "UPDATE tasks SET status = ?, priority = ?, created_at = ?, finished_at = ?, body = ?
                  WHERE id = ? AND status IN ({})",
                 placeholders(expected.len())
             );
             let mut values: Vec<&dyn rusqlite::ToSql> =
-                vec![&status, &priority, &created_at, &body, &id];
+                vec![&status, &priority, &created_at, &finished_at, &body, &id];
             values.extend(expected.iter().map(|s| s as &dyn rusqlite::ToSql));
             let changed = conn
                 .prepare_cached(&sql)
@@ -365,9 +378,13 @@ impl TaskStore for SqliteStore {
                 task.webhook_status = Some(prewarm_api::WebhookStatus::Pending);
             }
             let body = encode_task(&task)?;
-            tx.prepare_cached("UPDATE tasks SET status = ?1, body = ?2 WHERE id = ?3")
-                .and_then(|mut stmt| stmt.execute(params![task.status.as_str(), body, id]))
-                .map_err(backend(&context))?;
+            tx.prepare_cached(
+                "UPDATE tasks SET status = ?1, finished_at = ?2, body = ?3 WHERE id = ?4",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![task.status.as_str(), time_key(at), body, id])
+            })
+            .map_err(backend(&context))?;
             tx.commit().map_err(backend(&context))?;
             Ok(CancelOutcome::Cancelled(task))
         })
@@ -441,7 +458,7 @@ impl TaskStore for SqliteStore {
     }
 
     async fn trim(&self, retention: &Retention, batch: u32) -> StoreResult<u32> {
-        let before = time_key(retention.created_before);
+        let before = time_key(retention.ended_before);
         let keep = i64::try_from(retention.max_tasks).unwrap_or(i64::MAX);
         self.run(move |conn| {
             let context = "trim history";
@@ -454,7 +471,7 @@ impl TaskStore for SqliteStore {
                     "DELETE FROM tasks WHERE id IN (
                          SELECT id FROM tasks
                          WHERE status IN ('completed', 'failed', 'cancelled')
-                           AND (created_at < ?1 OR id IN (
+                           AND (finished_at < ?1 OR id IN (
                                 SELECT id FROM tasks ORDER BY created_at DESC, id DESC
                                 LIMIT -1 OFFSET ?2))
                          ORDER BY created_at, id
@@ -608,6 +625,44 @@ mod tests {
             .query_row("PRAGMA synchronous", [], |r| r.get(0))
             .unwrap();
         assert_eq!(sync, 1, "NORMAL");
+    }
+
+    /// A database written before tasks had a `finished_at` column: the
+    /// migration fills it from the stored view, so retention counts from
+    /// when those tasks ended.
+    #[tokio::test]
+    async fn migrated_tasks_are_trimmed_by_when_they_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("prewarm.db");
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..3] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 3).unwrap();
+            for (id, ended) in [("task-20260101-oldend", 100), ("task-20260101-newend", 900)] {
+                let mut task = sample_task(id, TaskStatus::Completed, at(0));
+                task.finished_at = Some(at(ended));
+                conn.execute(
+                    "INSERT INTO tasks (id, status, priority, created_at, body)
+                     VALUES (?1, 'completed', 0, ?2, ?3)",
+                    rusqlite::params![
+                        id,
+                        super::time_key(at(0)),
+                        serde_json::to_string(&task).unwrap()
+                    ],
+                )
+                .unwrap();
+            }
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let retention = crate::store::Retention {
+            ended_before: at(500),
+            max_tasks: 100,
+        };
+        assert_eq!(store.trim(&retention, 10).await.unwrap(), 1);
+        assert!(store.get("task-20260101-oldend").await.unwrap().is_none());
+        assert!(store.get("task-20260101-newend").await.unwrap().is_some());
     }
 
     #[tokio::test]
