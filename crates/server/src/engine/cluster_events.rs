@@ -1,6 +1,7 @@
 //! Cluster changes applied to the runs: pod and Job updates from the
-//! watches, nodes going away, and relists, which re-read the caches and
-//! resolve Jobs that vanished while no watch was looking.
+//! watches, nodes going away, and resyncs, which re-read the caches (after
+//! every relist, and every `RESYNC_EVERY`) and resolve Jobs that vanished
+//! while no watch was looking.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -16,6 +17,10 @@ use crate::domain::node_pull::TIMEOUT_REASON;
 /// A confirmed Job younger than this may be missing from a fresh list
 /// without being gone (the list was taken before it was created).
 const RELIST_GRACE: Duration = Duration::from_secs(5);
+/// How often the caches are replayed without a relist: a Job that vanished
+/// in a watch gap but was too young to be judged at the relist is resolved
+/// within one period, not at the pull timeout.
+pub(super) const RESYNC_EVERY: Duration = Duration::from_secs(30);
 
 impl Engine {
     pub(super) fn on_recv(&mut self, ev: Result<ClusterEvent, broadcast::error::RecvError>) {

@@ -11,7 +11,7 @@
 //! The loop and its state live here; each part of a pass has its own file:
 //! - `store_check`: cancellations, new and orphaned tasks from the store, with backoff;
 //! - `recovery`: taking up running tasks and their live Jobs, `Unrecoverable` ends;
-//! - `cluster_events`: watch events and relists applied to the runs;
+//! - `cluster_events`: watch events, relists and the periodic resync applied to the runs;
 //! - `window`: starting tasks and filling each task's window within the global cap;
 //! - `job_calls`: Job creations and deletions in the background, create retries;
 //! - `timeouts`: pull and task timeouts on the monotonic clock;
@@ -103,6 +103,8 @@ pub struct Engine {
     store_checks: StoreChecks,
     /// When owed webhooks are looked for next.
     next_webhook_resume: Instant,
+    /// When the caches are replayed next (`cluster_events::RESYNC_EVERY`).
+    next_resync: Instant,
     /// When progress views were last written.
     last_view_flush: Instant,
     /// Shutting down: start nothing new.
@@ -135,6 +137,7 @@ impl Engine {
             pending: Vec::new(),
             store_checks: StoreChecks::new(now),
             next_webhook_resume: now,
+            next_resync: now + cluster_events::RESYNC_EVERY,
             last_view_flush: now,
             stopping: false,
             metrics: Arc::new(Metrics::new()),
@@ -219,6 +222,10 @@ impl Engine {
         if mono >= self.next_webhook_resume {
             self.next_webhook_resume = mono + WEBHOOK_RESUME_EVERY;
             self.webhooks.resume_owed().await;
+        }
+        if mono >= self.next_resync {
+            self.next_resync = mono + cluster_events::RESYNC_EVERY;
+            self.resync();
         }
         self.check_timers(now, mono);
         if !self.stopping {

@@ -581,7 +581,7 @@ async fn a_job_deleted_during_a_watch_gap_is_resolved_at_the_relist() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_job_just_created_is_not_taken_for_gone_by_an_older_list() {
+async fn a_job_just_created_is_not_taken_for_gone_by_an_older_list_but_by_the_next_resync() {
     let mut h = Harness::new(vec![node("a0", &[])], 500);
     let id = h.submit(images(&["nginx:1"])).await;
     h.step().await;
@@ -591,6 +591,14 @@ async fn a_job_just_created_is_not_taken_for_gone_by_an_older_list() {
     h.engine.on_event(ClusterEvent::Resynced);
     h.step().await;
     assert_eq!(h.task(&id).await.progress.failed_nodes, 0);
+    // The periodic resync judges it once it is old enough to have been listed.
+    h.advance(super::cluster_events::RESYNC_EVERY).await;
+    h.step().await;
+    h.report_all(&[]);
+    h.step().await;
+    let task = h.task(&id).await;
+    assert_eq!(task.status, TaskStatus::Failed, "{task:#?}");
+    assert_eq!(task.failed_node_details[0].reason, "JobDeleted");
 }
 
 /// A task started by one engine, with two of three Jobs alive; the engine is gone.

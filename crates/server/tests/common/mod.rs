@@ -20,6 +20,8 @@ use serde_json::Value;
 
 pub use kube_sim::testing::{LocalCluster, Sim};
 
+pub mod fault_proxy;
+
 /// The control plane shared by every test of this binary.
 pub fn cluster() -> &'static LocalCluster {
     LocalCluster::shared()
@@ -291,7 +293,11 @@ struct JobLogInner {
 impl JobLog {
     /// Watches every Job in `namespace` (all tasks).
     pub async fn watch(namespace: &str) -> JobLog {
-        let client = cluster().kube_client().await;
+        Self::watch_with(cluster().kube_client().await, namespace).await
+    }
+
+    /// Watches every Job in `namespace` of the cluster `client` reaches.
+    pub async fn watch_with(client: kube::Client, namespace: &str) -> JobLog {
         let api: Api<Job> = Api::namespaced(client, namespace);
         let log = JobLog::default();
         let inner = log.inner.clone();
@@ -365,9 +371,15 @@ pub async fn jobs_in(namespace: &str) -> usize {
 
 /// Waits until `namespace` holds no Job.
 pub async fn wait_no_jobs(namespace: &str, timeout: Duration) {
+    wait_no_jobs_with(cluster().kube_client().await, namespace, timeout).await
+}
+
+/// Waits until `namespace` of the cluster `client` reaches holds no Job.
+pub async fn wait_no_jobs_with(client: kube::Client, namespace: &str, timeout: Duration) {
+    let api: Api<Job> = Api::namespaced(client, namespace);
     let deadline = Instant::now() + timeout;
     loop {
-        let n = jobs_in(namespace).await;
+        let n = api.list(&ListParams::default()).await.unwrap().items.len();
         if n == 0 {
             return;
         }

@@ -1,0 +1,248 @@
+//! The engine under a real cluster's faults: the service talks to the real
+//! API server through the fault proxy (throttled and failing creates, cut,
+//! refused and expired watches, slow answers), or the API server itself is
+//! stopped and started again. Tasks still end with exact counts and no node
+//! gets a second Job unless its first one really went away.
+
+mod common;
+
+use std::time::Duration;
+
+use common::fault_proxy::FaultProxy;
+use common::*;
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{Api, DeleteParams, ListParams};
+use serde_json::json;
+
+const LONG: Duration = Duration::from_secs(180);
+
+/// Every node got exactly one Job.
+fn one_job_per_node(jobs: &JobLog, nodes: usize) {
+    let per_node = jobs.per_node();
+    assert_eq!(per_node.len(), nodes, "{per_node:#?}");
+    for (node, names) in &per_node {
+        assert_eq!(names.len(), 1, "{node} got {names:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_and_failing_creates_complete_with_exact_counts_and_one_job_per_node() {
+    let _sim = sim(r#"
+nodes:
+  - namePrefix: fx-throttle-
+    count: 12
+    labels: {suite: fx-throttle}
+images:
+  - match: "*"
+    pullSeconds: 1
+"#);
+    let proxy = FaultProxy::start(cluster().kubeconfig_path()).await;
+    proxy.throttle_creates(6, Duration::from_secs(2));
+    proxy.fail_creates(4);
+    proxy.delay(Duration::from_millis(30));
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::start_against(
+        proxy.kubeconfig(),
+        "t-fx-throttle",
+        &dir.path().join("prewarm.db"),
+        &[],
+    );
+    let jobs = JobLog::watch("t-fx-throttle").await;
+    let id = svc
+        .create(json!({
+            "images": ["nginx:1.25", "redis:7"],
+            "batchSize": 4,
+            "nodeSelector": {"suite": "fx-throttle"}
+        }))
+        .await;
+    let task = svc.wait_end(&id, LONG).await;
+    assert_eq!(status(&task), "completed", "{task:#?}");
+    assert_eq!(task.progress.total_nodes, 12);
+    assert_eq!(task.progress.completed_nodes, 12);
+    assert_eq!(task.progress.failed_nodes, 0);
+    for img in &task.image_statuses {
+        assert_eq!(img.completed_nodes, 12, "{img:?}");
+    }
+    assert_eq!(proxy.throttled(), 6, "the 429s were answered");
+    assert_eq!(proxy.failed(), 4, "the 500s were answered");
+    assert_eq!(
+        proxy.creates_forwarded(),
+        12,
+        "one accepted create per node"
+    );
+    wait_no_jobs("t-fx-throttle", Duration::from_secs(60)).await;
+    one_job_per_node(&jobs, 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_cut_again_and_again_still_end_the_task_exactly() {
+    let _sim = sim(r#"
+nodes:
+  - namePrefix: fx-cut-
+    count: 12
+    labels: {suite: fx-cut}
+images:
+  - match: "*"
+    pullSeconds: 2
+"#);
+    let proxy = FaultProxy::start(cluster().kubeconfig_path()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::start_against(
+        proxy.kubeconfig(),
+        "t-fx-cut",
+        &dir.path().join("prewarm.db"),
+        &[],
+    );
+    let jobs = JobLog::watch("t-fx-cut").await;
+    let id = svc
+        .create(json!({
+            "images": ["nginx:1.25"],
+            "batchSize": 4,
+            "nodeSelector": {"suite": "fx-cut"}
+        }))
+        .await;
+    // Cut every watch the service holds, over and over, until the task ends.
+    let task = loop {
+        proxy.cut_watches();
+        let (_, v) = svc.get(&id).await;
+        let task: prewarm_api::Task = serde_json::from_value(v).unwrap();
+        if task.status.is_terminal() {
+            break task;
+        }
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    };
+    assert_eq!(status(&task), "completed", "{task:#?}");
+    assert_eq!(task.progress.completed_nodes, 12);
+    assert_eq!(task.progress.failed_nodes, 0);
+    assert!(proxy.watches_cut() >= 3, "cut {}", proxy.watches_cut());
+    wait_no_jobs("t-fx-cut", Duration::from_secs(60)).await;
+    one_job_per_node(&jobs, 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_deleted_by_hand_while_watches_are_down_are_resolved_without_the_pull_timeout() {
+    let _sim = sim(r#"
+nodes:
+  - namePrefix: fx-gap-
+    count: 4
+    labels: {suite: fx-gap}
+images:
+  - match: "*"
+    pullSeconds: 15
+"#);
+    let proxy = FaultProxy::start(cluster().kubeconfig_path()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::start_against(
+        proxy.kubeconfig(),
+        "t-fx-gap",
+        &dir.path().join("prewarm.db"),
+        &["--pull-timeout", "900"],
+    );
+    let jobs = JobLog::watch("t-fx-gap").await;
+    let id = svc
+        .create(json!({
+            "images": ["nginx:1.25"],
+            "batchSize": 4,
+            "maxRetries": 1,
+            "retryDelay": 0,
+            "nodeSelector": {"suite": "fx-gap"}
+        }))
+        .await;
+    wait_for("4 Jobs pulling", LONG, async || jobs.alive() == 4).await;
+
+    // The service's watches go down; meanwhile someone deletes every Job.
+    proxy.refuse_watches(true);
+    proxy.cut_watches();
+    let api: Api<Job> = Api::namespaced(cluster().kube_client().await, "t-fx-gap");
+    api.delete_collection(&DeleteParams::background(), &ListParams::default())
+        .await
+        .unwrap();
+    wait_no_jobs("t-fx-gap", Duration::from_secs(60)).await;
+    // The watches come back with their resourceVersion expired: a relist.
+    proxy.expire_watches();
+    proxy.refuse_watches(false);
+
+    // Well within the 900 s pull timeout: a relist plus one resync period
+    // (30 s), then the retry's own 15 s pull.
+    let task = svc.wait_end(&id, LONG).await;
+    assert_eq!(status(&task), "completed", "{task:#?}");
+    assert_eq!(task.progress.completed_nodes, 4);
+    assert!(proxy.watches_refused() > 0 && proxy.watches_expired() > 0);
+    let per_node = jobs.per_node();
+    assert_eq!(per_node.len(), 4, "{per_node:#?}");
+    for (node, names) in &per_node {
+        assert_eq!(
+            names.len(),
+            2,
+            "{node}: the deleted Job and its retry: {names:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_server_stopped_and_started_mid_task_the_task_completes() {
+    // Its own control plane: the outage must not reach other tests.
+    let own = LocalCluster::up();
+    let _sim = Sim::start(
+        own.kubeconfig_path(),
+        r#"
+nodes:
+  - namePrefix: fx-outage-
+    count: 10
+    labels: {suite: fx-outage}
+images:
+  - match: "*"
+    pullSeconds: 3
+"#,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::start_against(
+        own.kubeconfig_path(),
+        "t-fx-outage",
+        &dir.path().join("prewarm.db"),
+        &[],
+    );
+    let jobs = JobLog::watch_with(own.kube_client().await, "t-fx-outage").await;
+    let id = svc
+        .create(json!({
+            "images": ["nginx:1.25"],
+            "batchSize": 3,
+            "nodeSelector": {"suite": "fx-outage"}
+        }))
+        .await;
+    svc.wait_until(&id, LONG, |t| t.progress.completed_nodes >= 2)
+        .await;
+    let own = std::sync::Arc::new(own);
+    let stop = own.clone();
+    tokio::task::spawn_blocking(move || stop.stop_apiserver())
+        .await
+        .unwrap();
+    wait_for("the service sees the outage", LONG, async || {
+        http()
+            .get(format!("{}/readyz", svc.url))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().as_u16() == 503)
+    })
+    .await;
+    let during = svc.get(&id).await.1;
+    let start = own.clone();
+    tokio::task::spawn_blocking(move || start.start_apiserver())
+        .await
+        .unwrap();
+    let task = svc.wait_end(&id, LONG).await;
+    assert_eq!(
+        status(&task),
+        "completed",
+        "{task:#?}\nduring the outage: {during:#}"
+    );
+    assert_eq!(task.progress.completed_nodes, 10);
+    assert_eq!(task.progress.failed_nodes, 0);
+    wait_no_jobs_with(
+        own.kube_client().await,
+        "t-fx-outage",
+        Duration::from_secs(60),
+    )
+    .await;
+    one_job_per_node(&jobs, 10);
+}
