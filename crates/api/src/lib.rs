@@ -467,9 +467,13 @@ pub struct Task {
     pub resolved_workload: Option<ResolvedWorkload>,
     /// Node counts and window position.
     pub progress: Progress,
-    /// (node, image) pairs that failed for good.
+    /// (node, image) pairs that failed for good: the first 100 (oldest
+    /// first); every one is paged from `GET /api/v1/tasks/{id}/nodes?status=failed`.
     pub failed_node_details: Vec<FailedNodeDetail>,
-    /// Nodes left out mid-task.
+    /// How many (node, image) pairs failed for good in all.
+    #[serde(default)]
+    pub failed_node_details_total: u64,
+    /// Nodes left out mid-task: the first 100 (`progress.skippedNodes` counts them all).
     pub skipped_node_details: Vec<SkippedNodeDetail>,
     /// Per-image outcome with resolved digests.
     pub image_statuses: Vec<ImageStatus>,
@@ -538,6 +542,88 @@ pub struct TaskList {
     /// This page.
     pub tasks: Vec<Task>,
     /// Tasks matching the filter, across all pages.
+    pub total: u64,
+    /// Page size used.
+    pub limit: u32,
+    /// Offset used.
+    pub offset: u64,
+}
+
+/// Where one image stands on one node of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeImageStatus {
+    /// Not pulled yet (waiting, pulling, or waiting to retry).
+    Pending,
+    /// A pull container ran with it on the node.
+    Pulled,
+    /// The node listed it already; nothing was created.
+    Present,
+    /// Failed for good.
+    Failed,
+    /// The node went away before the image was pulled.
+    Skipped,
+}
+
+impl NodeImageStatus {
+    /// Every status.
+    pub const ALL: [NodeImageStatus; 5] = [
+        NodeImageStatus::Pending,
+        NodeImageStatus::Pulled,
+        NodeImageStatus::Present,
+        NodeImageStatus::Failed,
+        NodeImageStatus::Skipped,
+    ];
+
+    /// The lowercase wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeImageStatus::Pending => "pending",
+            NodeImageStatus::Pulled => "pulled",
+            NodeImageStatus::Present => "present",
+            NodeImageStatus::Failed => "failed",
+            NodeImageStatus::Skipped => "skipped",
+        }
+    }
+
+    /// Parses a wire name; `None` for anything else.
+    pub fn parse(s: &str) -> Option<NodeImageStatus> {
+        NodeImageStatus::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+/// One (node, image) pair of a task, from `GET /api/v1/tasks/{id}/nodes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeImageResult {
+    /// The node.
+    pub node_name: String,
+    /// The image as given in the task.
+    pub image: String,
+    /// Where the image stands on the node.
+    pub status: NodeImageStatus,
+    /// The failure reason (`ErrImagePull`, `Timeout`, `NodeGone`, …): the
+    /// final one when failed, the last one while a retry is pending.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// What the kubelet (or the engine) said with `reason`.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Digest the node resolved, when pulled and reported.
+    #[serde(default)]
+    pub digest: Option<String>,
+    /// When the pair's outcome became final (or its last failure, while pending).
+    #[serde(default)]
+    pub timestamp: Option<DateTime<Utc>>,
+}
+
+/// A page of a task's (node, image) results, by node name then image order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeResultList {
+    /// This page.
+    pub nodes: Vec<NodeImageResult>,
+    /// Results matching the filters, across all pages.
     pub total: u64,
     /// Page size used.
     pub limit: u32,

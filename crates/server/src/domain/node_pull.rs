@@ -8,7 +8,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use prewarm_api::{FailedNodeDetail, ImageStatus, Progress, SkippedNodeDetail};
+use prewarm_api::{
+    FailedNodeDetail, ImageStatus, NodeImageResult, NodeImageStatus, Progress, SkippedNodeDetail,
+};
 use serde::{Deserialize, Serialize};
 
 use super::task::TaskSpec;
@@ -389,14 +391,20 @@ impl NodePull {
     }
 }
 
+/// Most entries of `failedNodeDetails` and of `skippedNodeDetails` in a task
+/// view; the rest are paged from `GET /api/v1/tasks/{id}/nodes`.
+pub const MAX_VIEW_DETAILS: usize = 100;
+
 /// The user-visible summary of a task derived from its nodes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary {
     /// Counters and window position.
     pub progress: Progress,
-    /// Final (node, image) failures, oldest first.
+    /// The oldest [`MAX_VIEW_DETAILS`] final (node, image) failures, oldest first.
     pub failed: Vec<FailedNodeDetail>,
-    /// Skipped nodes, oldest first.
+    /// Final (node, image) failures in all.
+    pub failed_total: u64,
+    /// The oldest [`MAX_VIEW_DETAILS`] skipped nodes, oldest first.
     pub skipped: Vec<SkippedNodeDetail>,
     /// Per-image outcome.
     pub images: Vec<ImageStatus>,
@@ -410,8 +418,9 @@ pub fn summarize(images: &[String], batch_size: u32, nodes: &[NodePull]) -> Summ
         total_nodes: nodes.len() as u32,
         ..Default::default()
     };
-    let mut failed = Vec::new();
-    let mut skipped = Vec::new();
+    // (node, image index, failure): details are built for the kept ones only.
+    let mut failed: Vec<(&NodePull, usize, &PullFailure)> = Vec::new();
+    let mut skipped: Vec<(&NodePull, DateTime<Utc>, &str)> = Vec::new();
     let mut per_image: Vec<(u32, u32, BTreeSet<String>)> =
         vec![(0, 0, BTreeSet::new()); images.len()];
     let mut started = 0u32;
@@ -424,12 +433,7 @@ pub fn summarize(images: &[String], batch_size: u32, nodes: &[NodePull]) -> Summ
             NodePhase::Failed { .. } => progress.failed_nodes += 1,
             NodePhase::Skipped { at, message } => {
                 progress.skipped_nodes += 1;
-                skipped.push(SkippedNodeDetail {
-                    node_name: node.node.clone(),
-                    reason: NODE_GONE_REASON.into(),
-                    message: message.clone(),
-                    timestamp: *at,
-                });
+                skipped.push((node, *at, message));
             }
             _ => {}
         }
@@ -447,13 +451,7 @@ pub fn summarize(images: &[String], batch_size: u32, nodes: &[NodePull]) -> Summ
                 }
                 ImagePull::Failed(f) => {
                     entry.1 += 1;
-                    failed.push(FailedNodeDetail {
-                        node_name: node.node.clone(),
-                        image: images[i].clone(),
-                        reason: f.reason.clone(),
-                        message: f.message.clone(),
-                        timestamp: f.at,
-                    });
+                    failed.push((node, i, f));
                 }
                 ImagePull::Pending { .. } => {}
             }
@@ -468,20 +466,35 @@ pub fn summarize(images: &[String], batch_size: u32, nodes: &[NodePull]) -> Summ
     } else {
         (f64::from(progress.completed_nodes) * 1000.0 / f64::from(effective)).round() / 10.0
     };
-    failed.sort_by(|a, b| {
-        a.timestamp
-            .cmp(&b.timestamp)
-            .then(a.node_name.cmp(&b.node_name))
-    });
-    skipped.sort_by(|a, b| {
-        a.timestamp
-            .cmp(&b.timestamp)
-            .then(a.node_name.cmp(&b.node_name))
-    });
+    let failed_total = failed.len() as u64;
+    failed.sort_by(|a, b| a.2.at.cmp(&b.2.at).then(a.0.node.cmp(&b.0.node)));
+    failed.truncate(MAX_VIEW_DETAILS);
+    let failed = failed
+        .into_iter()
+        .map(|(node, i, f)| FailedNodeDetail {
+            node_name: node.node.clone(),
+            image: images[i].clone(),
+            reason: f.reason.clone(),
+            message: f.message.clone(),
+            timestamp: f.at,
+        })
+        .collect();
+    skipped.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.node.cmp(&b.0.node)));
+    skipped.truncate(MAX_VIEW_DETAILS);
+    let skipped = skipped
+        .into_iter()
+        .map(|(node, at, message)| SkippedNodeDetail {
+            node_name: node.node.clone(),
+            reason: NODE_GONE_REASON.into(),
+            message: message.to_owned(),
+            timestamp: at,
+        })
+        .collect();
     let done_nodes = progress.completed_nodes + progress.failed_nodes + progress.skipped_nodes;
     Summary {
         progress,
         failed,
+        failed_total,
         skipped,
         images: images
             .iter()
@@ -495,6 +508,55 @@ pub fn summarize(images: &[String], batch_size: u32, nodes: &[NodePull]) -> Summ
             .collect(),
         done_nodes,
     }
+}
+
+/// The (node, image) results of one node, in the task's image order.
+pub fn image_results<'a>(
+    images: &'a [String],
+    node: &'a NodePull,
+) -> impl Iterator<Item = NodeImageResult> + 'a {
+    let ended = match &node.phase {
+        NodePhase::Completed { at } | NodePhase::Failed { at } | NodePhase::Skipped { at, .. } => {
+            Some(*at)
+        }
+        _ => None,
+    };
+    images.iter().zip(&node.images).map(move |(image, slot)| {
+        let mut result = NodeImageResult {
+            node_name: node.node.clone(),
+            image: image.clone(),
+            status: NodeImageStatus::Pending,
+            reason: None,
+            message: None,
+            digest: None,
+            timestamp: ended,
+        };
+        match slot {
+            ImagePull::Pending { last, .. } => {
+                if let NodePhase::Skipped { message, .. } = &node.phase {
+                    result.status = NodeImageStatus::Skipped;
+                    result.reason = Some(NODE_GONE_REASON.to_owned());
+                    result.message = Some(message.clone());
+                } else {
+                    result.reason = last.as_ref().map(|f| f.reason.clone());
+                    result.message = last.as_ref().map(|f| f.message.clone());
+                    result.timestamp = last.as_ref().map(|f| f.at);
+                }
+            }
+            ImagePull::Present => result.status = NodeImageStatus::Present,
+            ImagePull::Pulled { digest } => {
+                result.status = NodeImageStatus::Pulled;
+                result.digest.clone_from(digest);
+            }
+            ImagePull::Failed(f) => {
+                result.status = NodeImageStatus::Failed;
+                result.reason = Some(f.reason.clone());
+                result.message = Some(f.message.clone());
+                result.timestamp = Some(f.at);
+            }
+        }
+        result
+    })
 }
 
 /// The digest part of a container `imageID` (`repo@sha256:…`, `docker-pullable://…`, `sha256:…`).
@@ -634,6 +696,35 @@ mod tests {
         assert_eq!(s.progress.percentage, 33.3);
         assert_eq!(s.images[0].digests, vec!["sha256:x".to_string()]);
         assert_eq!(s.skipped[0].reason, "NodeGone");
+    }
+
+    #[test]
+    fn the_view_keeps_the_oldest_hundred_failures_and_counts_them_all() {
+        let spec = spec(0);
+        let images = vec!["a:1".to_string(), "b:1".to_string()];
+        // 200 nodes whose two images fail, the later nodes earlier; 150 nodes gone.
+        let mut nodes: Vec<NodePull> = (0..350)
+            .map(|i| NodePull::new(format!("n{i:03}"), vec![false, false]))
+            .collect();
+        for (i, n) in nodes.iter_mut().enumerate() {
+            n.start(t(0));
+            if i < 200 {
+                n.fail_attempt(TIMEOUT_REASON, "no pull", &spec, t(1_000 - i as i64));
+            } else {
+                n.skip("node deleted", t(i as i64));
+            }
+        }
+        let s = summarize(&images, 10, &nodes);
+        assert_eq!(s.failed_total, 400);
+        assert_eq!(s.failed.len(), MAX_VIEW_DETAILS);
+        assert_eq!(s.images[0].failed_nodes, 200);
+        // Oldest first: n199 failed first, both of its images.
+        assert_eq!(s.failed[0].node_name, "n199");
+        assert_eq!(s.failed[1].node_name, "n199");
+        assert_eq!(s.failed[99].node_name, "n150");
+        assert_eq!(s.progress.skipped_nodes, 150);
+        assert_eq!(s.skipped.len(), MAX_VIEW_DETAILS);
+        assert_eq!(s.skipped[0].node_name, "n200");
     }
 
     #[test]

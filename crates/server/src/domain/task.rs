@@ -327,6 +327,7 @@ impl TaskSpec {
             resolved_workload: self.workload.clone(),
             progress: Progress::default(),
             failed_node_details: Vec::new(),
+            failed_node_details_total: 0,
             skipped_node_details: Vec::new(),
             image_statuses: self
                 .images

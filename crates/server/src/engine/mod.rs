@@ -48,6 +48,7 @@ mod writes;
 use job_calls::JobCalls;
 pub use recovery::UNRECOVERABLE_REASON;
 use store_check::StoreChecks;
+pub use task_run::node_of;
 use task_run::TaskRun;
 
 /// Engine settings.

@@ -326,6 +326,7 @@ impl TaskRun {
         let s = summarize(&images, self.spec.batch_size, &self.nodes);
         self.view.progress = s.progress;
         self.view.failed_node_details = s.failed;
+        self.view.failed_node_details_total = s.failed_total;
         self.view.skipped_node_details = s.skipped;
         self.view.image_statuses = s.images;
         self.view.estimated_completion = if self.view.status == TaskStatus::Running {

@@ -75,6 +75,7 @@ pub const ROUTE_ROLES: &[(Method, &str, Role)] = &[
     (Method::POST, "/api/v1/tasks", Role::Operator),
     (Method::GET, "/api/v1/tasks/{id}", Role::Viewer),
     (Method::DELETE, "/api/v1/tasks/{id}", Role::Operator),
+    (Method::GET, "/api/v1/tasks/{id}/nodes", Role::Viewer),
     (Method::GET, "/api/v1/tasks/{id}/watch", Role::Viewer),
     (Method::GET, "/api/v1/tasks/{id}/events", Role::Viewer),
     (Method::GET, "/api/v1/scheduled-tasks", Role::Viewer),

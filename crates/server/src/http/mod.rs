@@ -99,6 +99,7 @@ pub fn router_with_timeout(state: AppState, request_timeout: Duration) -> Router
     let api = Router::new()
         .route("/api/v1/tasks", get(tasks::list).post(tasks::create))
         .route("/api/v1/tasks/{id}", get(tasks::get).delete(tasks::cancel))
+        .route("/api/v1/tasks/{id}/nodes", get(tasks::nodes))
         .route("/api/v1/tasks/{id}/watch", get(stream::watch))
         .route("/api/v1/tasks/{id}/events", get(stream::events))
         .route("/api/v1/coverage", get(coverage::get))

@@ -33,6 +33,7 @@ use super::{coverage, health, schedules, tasks, whoami};
         tasks::list,
         tasks::get,
         tasks::cancel,
+        tasks::nodes,
         coverage::get,
         super::stream::events,
         super::stream::watch,

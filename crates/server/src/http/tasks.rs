@@ -5,19 +5,22 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use prewarm_api::{
-    ActionResponse, CreateTaskRequest, Task, TaskCreated, TaskList, TaskPlan, TaskStatus,
+    ActionResponse, CreateTaskRequest, NodeImageStatus, NodeResultList, Task, TaskCreated,
+    TaskList, TaskPlan, TaskStatus,
 };
 
 use prewarm_api::ErrorBody;
 
 use super::error::ApiError;
-use super::extract::{parse_bool, AppJson, PathId, QueryParams};
+use super::extract::{int_in_range, parse_bool, AppJson, PathId, QueryParams};
 use super::guard::{AuditTarget, Caller};
 use super::AppState;
+use crate::domain::node_pull::image_results;
 use crate::domain::plan::plan;
 use crate::domain::task::TaskSpec;
+use crate::engine::node_of;
 use crate::engine::submit::submit_task;
-use crate::store::CancelOutcome;
+use crate::store::{CancelOutcome, StoreError};
 
 /// `POST /api/v1/tasks`: validates and stores a pending task, wakes the engine.
 #[utoipa::path(
@@ -142,6 +145,93 @@ pub async fn get(
         Some(task) => Ok(Json(task)),
         None => Err(ApiError::TaskNotFound(id)),
     }
+}
+
+/// Page size of `GET /api/v1/tasks/{id}/nodes` when `limit` is absent.
+pub const DEFAULT_NODES_LIMIT: u32 = 100;
+/// Largest `limit` of `GET /api/v1/tasks/{id}/nodes`.
+pub const MAX_NODES_LIMIT: u32 = 1_000;
+
+/// `GET /api/v1/tasks/{id}/nodes?status=&image=&limit=&offset=`: a page of
+/// the task's (node, image) results as recorded so far.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tasks/{id}/nodes",
+    operation_id = "listTaskNodes",
+    tag = "tasks",
+    params(
+        ("id" = String, Path, description = "Task id"),
+        ("status" = Option<NodeImageStatus>, Query, description = "Only results with this status"),
+        ("image" = Option<String>, Query, description = "Only this image (as given in the task)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size (default 100)"),
+        ("offset" = Option<u64>, Query, minimum = 0, description = "Results to skip (default 0)"),
+    ),
+    responses(
+        (status = 200, description = "A page of (node, image) results by node name, then image order. \
+A node appears once its first outcome (or retry) is recorded; every node of an ended task appears.", body = NodeResultList),
+        (status = 400, description = "Bad status, image, limit or offset", body = ErrorBody),
+        (status = 404, description = "No such task", body = ErrorBody),
+    )
+)]
+pub async fn nodes(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+    params: QueryParams,
+) -> Result<Json<NodeResultList>, ApiError> {
+    let status = params.parse("status", |raw| {
+        NodeImageStatus::parse(raw).ok_or_else(|| {
+            let known: Vec<&str> = NodeImageStatus::ALL.iter().map(|s| s.as_str()).collect();
+            format!("must be one of {}, got {raw:?}", known.join(", "))
+        })
+    })?;
+    let limit = params
+        .parse("limit", int_in_range(1, MAX_NODES_LIMIT))?
+        .unwrap_or(DEFAULT_NODES_LIMIT);
+    let offset = params
+        .parse("offset", int_in_range(0, u64::MAX))?
+        .unwrap_or(0);
+    let Some(task) = state.store.get(&id).await? else {
+        return Err(ApiError::TaskNotFound(id));
+    };
+    let image = params.parse("image", |raw| {
+        task.images
+            .iter()
+            .any(|i| i == raw)
+            .then(|| raw.to_owned())
+            .ok_or_else(|| format!("{raw:?} is not one of the task's images"))
+    })?;
+    let mut pulls = state
+        .store
+        .nodes(&id)
+        .await?
+        .iter()
+        .map(|record| {
+            node_of(record).map_err(|message| StoreError::Corrupt {
+                id: id.clone(),
+                message,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    pulls.sort_by(|a, b| a.node.cmp(&b.node));
+    let matching = pulls
+        .iter()
+        .flat_map(|pull| image_results(&task.images, pull))
+        .filter(|r| status.is_none_or(|s| r.status == s))
+        .filter(|r| image.as_ref().is_none_or(|i| &r.image == i));
+    let mut total = 0u64;
+    let mut page = Vec::new();
+    for result in matching {
+        if total >= offset && page.len() < limit as usize {
+            page.push(result);
+        }
+        total += 1;
+    }
+    Ok(Json(NodeResultList {
+        nodes: page,
+        total,
+        limit,
+        offset,
+    }))
 }
 
 /// `DELETE /api/v1/tasks/{id}`: cancels a pending or running task.

@@ -513,3 +513,165 @@ async fn a_request_over_the_time_limit_is_a_json_408() {
     assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
     assert_eq!(body["error"], "Request timeout");
 }
+
+/// A task of images `a:1`, `b:1` whose five nodes ended every way a pair can.
+async fn task_with_node_results(store: &MemoryStore) -> String {
+    use crate::domain::node_pull::{ImagePull, NodePhase, NodePull, PullFailure};
+    use crate::store::NodeRecord;
+
+    let at: chrono::DateTime<chrono::Utc> = START.parse().unwrap();
+    let failure = |reason: &str| PullFailure {
+        reason: reason.to_owned(),
+        message: format!("{reason} from the kubelet"),
+        at,
+    };
+    let pulled = || ImagePull::Pulled {
+        digest: Some("sha256:aa".to_owned()),
+    };
+    let node = |name: &str, images: Vec<ImagePull>, phase: NodePhase| NodePull {
+        node: name.to_owned(),
+        images,
+        attempt: 0,
+        started: true,
+        phase,
+    };
+    let nodes = [
+        node("n0", vec![pulled(), pulled()], NodePhase::Completed { at }),
+        node(
+            "n1",
+            vec![pulled(), ImagePull::Failed(failure("ErrImagePull"))],
+            NodePhase::Failed { at },
+        ),
+        node(
+            "n2",
+            vec![
+                pulled(),
+                ImagePull::Pending {
+                    failures: 0,
+                    last: None,
+                },
+            ],
+            NodePhase::Skipped {
+                at,
+                message: "node deleted".to_owned(),
+            },
+        ),
+        node(
+            "n3",
+            vec![
+                ImagePull::Pending {
+                    failures: 1,
+                    last: Some(failure("ImagePullBackOff")),
+                },
+                pulled(),
+            ],
+            NodePhase::RetryWait { until: at },
+        ),
+        node(
+            "n4",
+            vec![ImagePull::Present, ImagePull::Present],
+            NodePhase::Completed { at },
+        ),
+    ];
+    let mut task = crate::store::contract::minimal_task(
+        "task-20240116-nodes0",
+        prewarm_api::TaskStatus::Running,
+        at,
+    );
+    task.images = vec!["a:1".to_owned(), "b:1".to_owned()];
+    store.insert(&task).await.unwrap();
+    // Stored out of order: the endpoint sorts by node name.
+    let records: Vec<NodeRecord> = nodes
+        .iter()
+        .rev()
+        .map(|n| NodeRecord {
+            node: n.node.clone(),
+            body: serde_json::to_value(n).unwrap(),
+        })
+        .collect();
+    store.put_nodes(&task.task_id, &records).await.unwrap();
+    task.task_id
+}
+
+#[tokio::test]
+async fn node_results_page_by_node_and_image_and_filter() {
+    let store = Arc::new(MemoryStore::new());
+    let id = task_with_node_results(&store).await;
+    let h = Harness::with_store(store);
+    let pairs = |body: &Value| -> Vec<String> {
+        body["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| format!("{}/{}/{}", r["nodeName"], r["image"], r["status"]).replace('"', ""))
+            .collect()
+    };
+
+    let (status, body) = h.get(&format!("/api/v1/tasks/{id}/nodes?limit=3")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["total"], 10);
+    assert_eq!(
+        (body["limit"].clone(), body["offset"].clone()),
+        (json!(3), json!(0))
+    );
+    assert_eq!(
+        pairs(&body),
+        ["n0/a:1/pulled", "n0/b:1/pulled", "n1/a:1/pulled"]
+    );
+    assert_eq!(body["nodes"][0]["digest"], "sha256:aa");
+
+    let (_, body) = h.get(&format!("/api/v1/tasks/{id}/nodes?offset=6")).await;
+    assert_eq!(body["total"], 10);
+    assert_eq!(
+        pairs(&body),
+        [
+            "n3/a:1/pending",
+            "n3/b:1/pulled",
+            "n4/a:1/present",
+            "n4/b:1/present"
+        ]
+    );
+    assert_eq!(body["nodes"][0]["reason"], "ImagePullBackOff");
+
+    let (_, body) = h
+        .get(&format!("/api/v1/tasks/{id}/nodes?status=failed"))
+        .await;
+    assert_eq!(pairs(&body), ["n1/b:1/failed"]);
+    assert_eq!(body["nodes"][0]["reason"], "ErrImagePull");
+    assert_eq!(body["nodes"][0]["message"], "ErrImagePull from the kubelet");
+    assert_eq!(body["nodes"][0]["timestamp"], "2024-01-16T10:00:00Z");
+
+    let (_, body) = h
+        .get(&format!("/api/v1/tasks/{id}/nodes?status=skipped"))
+        .await;
+    assert_eq!(pairs(&body), ["n2/b:1/skipped"]);
+    assert_eq!(body["nodes"][0]["reason"], "NodeGone");
+
+    let (_, body) = h
+        .get(&format!("/api/v1/tasks/{id}/nodes?image=b:1&status=pulled"))
+        .await;
+    assert_eq!(pairs(&body), ["n0/b:1/pulled", "n3/b:1/pulled"]);
+    assert_eq!(body["total"], 2);
+}
+
+#[tokio::test]
+async fn bad_node_result_parameters_are_named_and_unknown_tasks_are_404() {
+    let store = Arc::new(MemoryStore::new());
+    let id = task_with_node_results(&store).await;
+    let h = Harness::with_store(store);
+    for (query, named) in [
+        ("status=done", "status"),
+        ("image=c:1", "image"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("offset=-1", "offset"),
+    ] {
+        let (status, body) = h.get(&format!("/api/v1/tasks/{id}/nodes?{query}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert_eq!(body["error"], "Invalid parameter", "{query}");
+        assert!(details(&body).starts_with(named), "{query}: {body}");
+    }
+    let (status, body) = h.get("/api/v1/tasks/task-20240116-zzzzzz/nodes").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["taskId"], "task-20240116-zzzzzz");
+}

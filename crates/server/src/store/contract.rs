@@ -135,6 +135,7 @@ pub(crate) fn sample_task(id: &str, status: TaskStatus, created_at: DateTime<Utc
                 timestamp: created_at + Duration::nanoseconds(31_000_000_001),
             },
         ],
+        failed_node_details_total: 2,
         skipped_node_details: vec![SkippedNodeDetail {
             node_name: "node-s1".to_owned(),
             reason: "NodeGone".to_owned(),
@@ -190,6 +191,7 @@ pub(crate) fn minimal_task(id: &str, status: TaskStatus, created_at: DateTime<Ut
         resolved_workload: None,
         progress: Progress::default(),
         failed_node_details: vec![],
+        failed_node_details_total: 0,
         skipped_node_details: vec![],
         image_statuses: vec![],
         reason: None,
