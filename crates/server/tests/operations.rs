@@ -612,3 +612,85 @@ images:
         "{log}"
     );
 }
+
+/// The command docs/replicas.md gives for API servers older than 1.21, which
+/// serve PodDisruptionBudgets only as `policy/v1beta1` (same fields).
+const HA_BEFORE_1_21: &str = "kubectl kustomize deploy/ha | sed 's#^apiVersion: policy/v1$#apiVersion: policy/v1beta1#' | kubectl apply -f -";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_ha_is_accepted_by_the_api_server() {
+    let admin = cluster().kubeconfig_path().to_owned();
+    let ns = repo().join("deploy/base/namespace.yaml");
+    let (ok, out) = kubectl(&admin, &["apply", "-f", ns.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let objects = [
+        "serviceaccount/prewarm",
+        "role.rbac.authorization.k8s.io/prewarm-jobs",
+        "clusterrole.rbac.authorization.k8s.io/prewarm-nodes",
+        "rolebinding.rbac.authorization.k8s.io/prewarm-jobs",
+        "clusterrolebinding.rbac.authorization.k8s.io/prewarm-nodes",
+        "configmap/prewarm-redis",
+        "service/prewarm",
+        "service/prewarm-redis",
+        "deployment.apps/prewarm",
+        "statefulset.apps/prewarm-redis",
+    ];
+    let accepted = |out: &str, object: &str| {
+        out.lines()
+            .any(|l| l.starts_with(&format!("{object} ")) && l.ends_with("(server dry run)"))
+    };
+
+    // The overlay as written (policy/v1, Kubernetes 1.21 and later): this
+    // 1.20 API server accepts every object but the PodDisruptionBudget, and
+    // refuses that one only for its API version.
+    let (ok, out) = kubectl(
+        &admin,
+        &[
+            "apply",
+            "--dry-run=server",
+            "-k",
+            repo().join("deploy/ha").to_str().unwrap(),
+        ],
+    );
+    for object in objects {
+        assert!(accepted(&out, object), "{object} not accepted:\n{out}");
+    }
+    assert!(!ok, "{out}");
+    let refused: Vec<&str> = out
+        .lines()
+        .filter(|l| !l.ends_with("(server dry run)") && !l.starts_with("ensure CRDs"))
+        .collect();
+    assert!(!refused.is_empty(), "{out}");
+    for line in refused {
+        assert!(
+            line.contains(r#"no matches for kind "PodDisruptionBudget" in version "policy/v1""#),
+            "refused for another reason: {line}\n{out}"
+        );
+    }
+
+    // Before 1.21, the documented variant: the whole overlay, the budget included.
+    let guide = std::fs::read_to_string(repo().join("docs/replicas.md")).unwrap();
+    assert!(
+        guide.contains(HA_BEFORE_1_21),
+        "docs/replicas.md lost the command"
+    );
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(HA_BEFORE_1_21.replace("kubectl apply -f -", "kubectl apply --dry-run=server -f -"))
+        .current_dir(repo())
+        .env("KUBECONFIG", &admin)
+        .output()
+        .expect("sh runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    for object in objects
+        .into_iter()
+        .chain(["poddisruptionbudget.policy/prewarm"])
+    {
+        assert!(accepted(&text, object), "{object} not accepted:\n{text}");
+    }
+}
