@@ -91,6 +91,17 @@ impl LeaderState {
                 .is_some_and(|term| !term.is_cancelled())
     }
 
+    /// The current term's token while this replica leads (cancelled when the term ends).
+    pub fn term(&self) -> Option<CancellationToken> {
+        if !self.leading.load(Ordering::SeqCst) {
+            return None;
+        }
+        lock(&self.term)
+            .as_ref()
+            .filter(|term| !term.is_cancelled())
+            .cloned()
+    }
+
     /// The replica holding the Lease, as last seen (`None`: nobody, or not known yet).
     pub fn leader(&self) -> Option<String> {
         if self.is_leader() {
@@ -99,13 +110,13 @@ impl LeaderState {
         lock(&self.holder).clone()
     }
 
-    fn begin(&self, term: CancellationToken) {
+    pub(crate) fn begin(&self, term: CancellationToken) {
         *lock(&self.term) = Some(term);
         self.leading.store(true, Ordering::SeqCst);
         self.metrics.leader.set(1);
     }
 
-    fn end(&self) {
+    pub(crate) fn end(&self) {
         self.leading.store(false, Ordering::SeqCst);
         if let Some(term) = lock(&self.term).take() {
             term.cancel();
@@ -317,8 +328,12 @@ impl Leadership {
             };
             tokio::select! {
                 () = stop.cancelled() => return None,
-                // Released or expired: look again at once instead of sleeping out the old expiry.
-                () = self.freed.notified() => continue,
+                // Released or expired: look again at once. The manager caches
+                // the old holder until its expiry, so a fresh one reads the Lease.
+                () = self.freed.notified() => {
+                    self.forget_manager().await;
+                    continue;
+                }
                 result = attempt => match result {
                     Ok(true) => {
                         let term = stop.child_token();

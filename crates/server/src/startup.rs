@@ -280,6 +280,7 @@ impl Application {
                     engine_config,
                     config.listen,
                     operations,
+                    state.clone(),
                 )
                 .await?
             }
@@ -293,6 +294,7 @@ impl Application {
                     engine_config,
                     config.listen,
                     operations,
+                    state.clone(),
                 )
                 .await?
             }
@@ -315,6 +317,7 @@ impl Application {
                     engine_config,
                     config.listen,
                     operations,
+                    state.clone(),
                 )
                 .await?;
                 app.replicas = Some(Replicas {
@@ -337,7 +340,8 @@ impl Application {
     /// Builds the service from parts the caller brings (tests: a memory store,
     /// a simulated cluster, a manual clock) and binds `listen` (port 0 allowed).
     /// The one store holds both tasks and scheduled tasks. Auth is open,
-    /// nothing is rate limited, audit lines go to stdout, no webhooks are sent.
+    /// nothing is rate limited, audit lines go to stdout, no webhooks are
+    /// sent; it takes no Lease and always leads.
     pub async fn build_with<S: TaskStore + ScheduleStore>(
         store: Arc<S>,
         cluster: Arc<dyn Cluster>,
@@ -347,6 +351,7 @@ impl Application {
         listen: SocketAddr,
     ) -> anyhow::Result<Application> {
         let operations = Operations::open(clock.clone());
+        let leader = LeaderState::always("local", metrics.clone());
         Self::build_with_operations(
             store,
             cluster,
@@ -355,11 +360,14 @@ impl Application {
             engine_config,
             listen,
             operations,
+            leader,
         )
         .await
     }
 
-    /// Like [`Application::build_with`], with auth, limits, audit and webhooks as given.
+    /// Like [`Application::build_with`], with auth, limits, audit and webhooks
+    /// as given; webhooks are sent only while `leader` leads.
+    #[allow(clippy::too_many_arguments)] // the parts a caller may bring, each its own kind
     pub async fn build_with_operations<S: TaskStore + ScheduleStore>(
         store: Arc<S>,
         cluster: Arc<dyn Cluster>,
@@ -368,12 +376,13 @@ impl Application {
         engine_config: EngineConfig,
         listen: SocketAddr,
         operations: Operations,
+        leader: Arc<LeaderState>,
     ) -> anyhow::Result<Application> {
         let progress = Arc::new(ProgressHub::new());
         let schedules: Arc<dyn ScheduleStore> = store.clone();
         let store: Arc<dyn TaskStore> = store;
         let webhooks = match operations.webhooks {
-            Some(config) => Webhooks::start(config, store.clone(), metrics.clone()),
+            Some(config) => Webhooks::start(config, store.clone(), metrics.clone(), leader),
             None => Webhooks::disabled(),
         };
         let terms = TermParts {
@@ -613,8 +622,10 @@ async fn lead_while_holding(
         async move { leadership.watch(stop).await }
     });
     let follow = changes.map(|changes| {
-        let (handles, stop) = (handles.clone(), stop.clone());
-        tokio::spawn(changes.run(stop, move |change| on_change(&handles, &progress, change)))
+        let (handles, stop, webhooks) = (handles.clone(), stop.clone(), terms.webhooks.clone());
+        tokio::spawn(changes.run(stop, move |change| {
+            on_change(&handles, &progress, &webhooks, change)
+        }))
     });
     let mut first = Some(first);
     let result = loop {
@@ -689,12 +700,20 @@ async fn lead_while_holding(
 }
 
 /// Applies one change published through the shared store.
-fn on_change(handles: &TermHandles, progress: &ProgressHub, change: Change) {
+fn on_change(
+    handles: &TermHandles,
+    progress: &ProgressHub,
+    webhooks: &Arc<Webhooks>,
+    change: Change,
+) {
     let handles = handles.lock().unwrap_or_else(|e| e.into_inner()).clone();
     match change {
         Change::Task(_) => {
             if let Some((engine, _)) = handles {
                 engine.wake();
+                // A task cancelled on a follower before it started owes its
+                // webhook, which only the leader sends.
+                webhooks.resume_owed_soon();
             }
         }
         Change::Schedule(_) => {

@@ -8,6 +8,11 @@
 //! [`Webhooks::resume_owed`]. Every request carries `X-Prewarm-Delivery`, the
 //! same for every attempt of one task's webhook, so receivers can de-duplicate.
 //!
+//! Only the leader sends (see [`crate::leadership`]): a replica that does not
+//! hold the Lease queues nothing (the store keeps the delivery `pending` and
+//! the leader sends it), and a delivery in flight when the term ends is
+//! abandoned, still `pending`, for the next leader to send.
+//!
 //! SSRF guard: the destination host is resolved once, every address checked
 //! against [`is_private`], and the request is made to the checked address
 //! (so a second DNS answer cannot redirect it). Redirects are not followed.
@@ -24,6 +29,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::domain::task::ValidationError;
 use crate::domain::webhook_target::{event_name, is_private, literal_ip, signature};
+use crate::leadership::LeaderState;
 use crate::metrics::Metrics;
 use crate::store::TaskStore;
 
@@ -62,12 +68,15 @@ impl Default for WebhookConfig {
 
 /// The engine's and the API's handle on webhooks.
 pub struct Webhooks {
-    tx: Option<mpsc::Sender<Task>>,
+    /// Tasks to deliver, each with the leader term it was queued in.
+    tx: Option<mpsc::Sender<(Task, CancellationToken)>>,
     allow_private: bool,
     metrics: Arc<Metrics>,
     /// Tasks queued or being delivered (so a resume does not send one twice).
     owed: Arc<Mutex<HashSet<String>>>,
     store: Option<Arc<dyn TaskStore>>,
+    /// Whether this replica leads, and its term.
+    leader: Option<Arc<LeaderState>>,
     /// The worker and its deliveries.
     tracker: TaskTracker,
     stop: CancellationToken,
@@ -83,12 +92,14 @@ impl std::fmt::Debug for Webhooks {
 }
 
 impl Webhooks {
-    /// Starts the delivery worker (needs a Tokio runtime).
-    /// Outcomes are counted in `prewarm_webhook_deliveries_total`.
+    /// Starts the delivery worker (needs a Tokio runtime); it sends only
+    /// while `leader` leads. Outcomes are counted in
+    /// `prewarm_webhook_deliveries_total`.
     pub fn start(
         config: WebhookConfig,
         store: Arc<dyn TaskStore>,
         metrics: Arc<Metrics>,
+        leader: Arc<LeaderState>,
     ) -> Arc<Webhooks> {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let allow_private = config.allow_private;
@@ -110,15 +121,20 @@ impl Webhooks {
             metrics,
             owed,
             store: Some(store),
+            leader: Some(leader),
             tracker,
             stop,
         })
     }
 
     /// Queues every webhook the store says is still owed (after a restart,
-    /// or one that did not fit the queue). Ones already queued are skipped.
+    /// a full queue, a term that ended, a cancel on another replica). Ones
+    /// already queued are skipped; a replica that does not lead queues none.
     pub async fn resume_owed(&self) {
         let Some(store) = &self.store else { return };
+        if self.term().is_none() {
+            return;
+        }
         match store.webhook_pending(QUEUE_CAPACITY as u32).await {
             Ok(tasks) => {
                 for task in tasks {
@@ -127,6 +143,22 @@ impl Webhooks {
             }
             Err(e) => tracing::warn!(error = %e, "could not list owed webhooks; will retry"),
         }
+    }
+
+    /// [`Webhooks::resume_owed`] in the background (owned by the worker's
+    /// tracker), for callers that cannot wait: another replica published a
+    /// change that may have left a webhook owed.
+    pub fn resume_owed_soon(self: &Arc<Self>) {
+        if self.tx.is_none() || self.stop.is_cancelled() || self.term().is_none() {
+            return;
+        }
+        let this = self.clone();
+        self.tracker.spawn(async move { this.resume_owed().await });
+    }
+
+    /// The current leader term, if this replica leads.
+    fn term(&self) -> Option<CancellationToken> {
+        self.leader.as_ref()?.term()
     }
 
     /// Stops sending: attempts in flight are abandoned (their tasks stay
@@ -150,22 +182,28 @@ impl Webhooks {
             metrics: Arc::new(Metrics::new()),
             owed: Arc::default(),
             store: None,
+            leader: None,
             tracker: TaskTracker::new(),
             stop: CancellationToken::new(),
         })
     }
 
     /// Queues the webhook of an ended task, if it has one. Never waits; a
-    /// full queue leaves it to the next [`Webhooks::resume_owed`].
+    /// full queue leaves it to the next [`Webhooks::resume_owed`], and a
+    /// replica that does not lead leaves it to the leader.
     pub fn notify(&self, task: &Task) {
         let (Some(tx), Some(_)) = (&self.tx, &task.webhook_url) else {
+            return;
+        };
+        let Some(term) = self.term() else {
+            tracing::debug!(task = %task.task_id, "not leading: the leader sends this webhook");
             return;
         };
         let mut owed = self.owed.lock().unwrap_or_else(|e| e.into_inner());
         if owed.contains(&task.task_id) {
             return;
         }
-        match tx.try_send(task.clone()) {
+        match tx.try_send((task.clone(), term)) {
             Ok(()) => {
                 owed.insert(task.task_id.clone());
             }
@@ -195,7 +233,7 @@ async fn run_worker(
     config: WebhookConfig,
     store: Arc<dyn TaskStore>,
     metrics: Arc<Metrics>,
-    mut rx: mpsc::Receiver<Task>,
+    mut rx: mpsc::Receiver<(Task, CancellationToken)>,
     owed: Arc<Mutex<HashSet<String>>>,
     tracker: TaskTracker,
     stop: CancellationToken,
@@ -203,9 +241,9 @@ async fn run_worker(
     let config = Arc::new(config);
     let slots = Arc::new(Semaphore::new(CONCURRENT_DELIVERIES));
     loop {
-        let task = tokio::select! {
+        let (task, term) = tokio::select! {
             _ = stop.cancelled() => return,
-            task = rx.recv() => match task { Some(t) => t, None => return },
+            queued = rx.recv() => match queued { Some(q) => q, None => return },
         };
         let permit = tokio::select! {
             _ = stop.cancelled() => return,
@@ -217,8 +255,19 @@ async fn run_worker(
         let owed = owed.clone();
         let stop = stop.clone();
         tracker.spawn(async move {
-            // Abandoned at shutdown: the store still says `pending`.
-            if let Some((status, error)) = stop.run_until_cancelled(deliver(&config, &task)).await {
+            // Abandoned at shutdown or when the term ends: the store still
+            // says `pending`, and the next leader sends it.
+            let ended = async {
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = term.cancelled() => {}
+                }
+            };
+            let outcome = tokio::select! {
+                () = ended => None,
+                outcome = deliver(&config, &task) => Some(outcome),
+            };
+            if let Some((status, error)) = outcome {
                 let result = match status {
                     WebhookStatus::Delivered => Some("delivered"),
                     WebhookStatus::Failed => Some("failed"),
@@ -370,5 +419,143 @@ async fn record(
         Err(e) => {
             tracing::warn!(task = %task_id, error = %e, "could not record the webhook outcome")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::contract::{sample_task, t};
+    use crate::store::MemoryStore;
+    use prewarm_api::TaskStatus;
+    use tokio::sync::Notify;
+
+    /// A receiver on loopback: every delivery id it was sent, in order; it
+    /// answers a request only with a permit from `release`.
+    struct Receiver {
+        url: String,
+        got: Arc<Mutex<Vec<String>>>,
+        arrived: Arc<Notify>,
+        release: Arc<Semaphore>,
+    }
+
+    async fn receiver() -> Receiver {
+        use axum::routing::post;
+        let got: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (arrived, release) = (Arc::new(Notify::new()), Arc::new(Semaphore::new(0)));
+        let app = axum::Router::new().route(
+            "/hook",
+            post({
+                let (got, arrived, release) = (got.clone(), arrived.clone(), release.clone());
+                move |headers: axum::http::HeaderMap| async move {
+                    let id = headers["x-prewarm-delivery"].to_str().unwrap().to_owned();
+                    got.lock().unwrap().push(id);
+                    arrived.notify_one();
+                    release.acquire().await.unwrap().forget();
+                    axum::http::StatusCode::OK
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver {
+            url,
+            got,
+            arrived,
+            release,
+        }
+    }
+
+    async fn ended_task(store: &MemoryStore, id: &str, url: &str) -> Task {
+        let mut task = sample_task(id, TaskStatus::Completed, t(0));
+        task.webhook_url = Some(url.to_owned());
+        task.webhook_status = Some(WebhookStatus::Pending);
+        task.webhook_error = None;
+        store.insert(&task).await.unwrap();
+        task
+    }
+
+    async fn status(store: &MemoryStore, id: &str) -> Option<WebhookStatus> {
+        store.get(id).await.unwrap().unwrap().webhook_status
+    }
+
+    fn config() -> WebhookConfig {
+        WebhookConfig {
+            allow_private: true,
+            attempts: 1,
+            ..WebhookConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_leader_sends_and_a_lost_term_leaves_the_delivery_owed() {
+        let store = Arc::new(MemoryStore::new());
+        let hook = receiver().await;
+        let follower_ended = ended_task(&store, "task-20260101-follow", &hook.url).await;
+        let leader_ended = ended_task(&store, "task-20260101-leader", &hook.url).await;
+        let metrics = Arc::new(Metrics::new());
+        let state = LeaderState::new("r1", metrics.clone());
+        let webhooks = Webhooks::start(config(), store.clone(), metrics, state.clone());
+
+        // A follower queues nothing, also when asked to resume what is owed.
+        webhooks.notify(&follower_ended);
+        webhooks.resume_owed().await;
+        assert!(webhooks.owed.lock().unwrap().is_empty());
+
+        // Leading: sent. The follower's notify queued nothing before it
+        // (the queue is first in, first out), so this is the first request.
+        let term = CancellationToken::new();
+        state.begin(term.clone());
+        webhooks.notify(&leader_ended);
+        hook.arrived.notified().await;
+        assert_eq!(
+            *hook.got.lock().unwrap(),
+            vec!["task-20260101-leader.completed"]
+        );
+
+        // The term ends while the receiver has not answered: the attempt is
+        // abandoned and the delivery stays owed for the next leader.
+        term.cancel();
+        state.end();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        // The worker stays; the delivery ends.
+        while webhooks.tracker.len() > 1 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "a delivery outlived its term"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            status(&store, "task-20260101-leader").await,
+            Some(WebhookStatus::Pending)
+        );
+        webhooks.stop(Duration::from_secs(5)).await;
+        hook.release.add_permits(8);
+
+        // The next leader sends everything owed, the follower's task too.
+        let metrics = Arc::new(Metrics::new());
+        let next = LeaderState::always("r2", metrics.clone());
+        let webhooks = Webhooks::start(config(), store.clone(), metrics, next);
+        webhooks.resume_owed().await;
+        let hook_got = hook.got.clone();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let (a, b) = (
+                status(&store, "task-20260101-follow").await,
+                status(&store, "task-20260101-leader").await,
+            );
+            if a == Some(WebhookStatus::Delivered) && b == Some(WebhookStatus::Delivered) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{a:?} {b:?} {:?}",
+                hook_got.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        webhooks.stop(Duration::from_secs(5)).await;
     }
 }
