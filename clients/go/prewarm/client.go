@@ -33,10 +33,22 @@ type Client struct {
 	HTTPClient *http.Client
 }
 
+// PoolIdleTimeout is how long an idle kept-alive connection stays pooled:
+// less than the server's header-read timeout (10 s by default), which also
+// closes an HTTP/1.1 connection waiting for its next request, so a request
+// never goes out on a connection the server is closing.
+const PoolIdleTimeout = 5 * time.Second
+
+func pooledTransport() *http.Transport {
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.IdleConnTimeout = PoolIdleTimeout
+	return transport
+}
+
 // NewClient returns a client of baseURL; token may be empty (sent as
 // Authorization: Bearer otherwise).
 func NewClient(baseURL, token string) *Client {
-	return &Client{BaseURL: strings.TrimRight(baseURL, "/"), Token: token, HTTPClient: &http.Client{}}
+	return &Client{BaseURL: strings.TrimRight(baseURL, "/"), Token: token, HTTPClient: &http.Client{Transport: pooledTransport()}}
 }
 
 // NewClientWithCA is NewClient for an https:// server whose certificate is
@@ -51,7 +63,7 @@ func NewClientWithCA(baseURL, token, caCertFile string) (*Client, error) {
 	if !pool.AppendCertsFromPEM(pem) {
 		return nil, fmt.Errorf("prewarm: %s holds no PEM certificate", caCertFile)
 	}
-	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport := pooledTransport()
 	transport.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	c := NewClient(baseURL, token)
 	c.HTTPClient = &http.Client{Transport: transport}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestReadEventsParsesProgressAndFinished(t *testing.T) {
@@ -91,5 +92,32 @@ func TestNewClientWithCATrustsOnlyTheGivenBundle(t *testing.T) {
 	}
 	if _, err := NewClientWithCA(srv.URL, "", filepath.Join(t.TempDir(), "none.pem")); err == nil {
 		t.Fatal("a missing bundle was accepted")
+	}
+}
+
+func TestClientsDropIdleConnectionsBeforeTheServerDoes(t *testing.T) {
+	dir := t.TempDir()
+	srv := httptest.NewTLSServer(http.NotFoundHandler())
+	defer srv.Close()
+	bundle := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	withCA, err := NewClientWithCA(srv.URL, "", bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*Client{NewClient("http://127.0.0.1:1", ""), withCA} {
+		transport, ok := c.httpClient().Transport.(*http.Transport)
+		if !ok {
+			t.Fatalf("transport %T", c.httpClient().Transport)
+		}
+		if transport.IdleConnTimeout != PoolIdleTimeout {
+			t.Fatalf("idle connections pooled for %v, want %v", transport.IdleConnTimeout, PoolIdleTimeout)
+		}
+	}
+	// Below the server's header-read timeout (10 s by default).
+	if PoolIdleTimeout >= 10*time.Second {
+		t.Fatalf("PoolIdleTimeout %v", PoolIdleTimeout)
 	}
 }

@@ -22,6 +22,16 @@ except ImportError:  # pragma: no cover
 
 Json = Dict[str, Any]
 
+#: Seconds an idle kept-alive connection may be reused: less than the
+#: server's header-read timeout (10 s by default), which also closes an
+#: HTTP/1.1 connection waiting for its next request, so a request never goes
+#: out on a connection the server is closing.
+POOL_IDLE_TIMEOUT = 5.0
+
+
+def _monotonic() -> float:
+    return time.monotonic()
+
 
 class TaskEvent(TypedDict):
     """One message of a task's live stream.
@@ -113,8 +123,19 @@ class PrewarmClient:
         self._verify = self.session.verify
         if token:
             self.session.headers["Authorization"] = "Bearer %s" % token
+        self._last_used = _monotonic()
 
     # -- plumbing ---------------------------------------------------------
+
+    def _pooled(self) -> requests.Session:
+        """The session, its pooled connections closed first when none was
+        used for ``POOL_IDLE_TIMEOUT`` seconds (requests keeps them forever)."""
+        now = _monotonic()
+        if now - self._last_used > POOL_IDLE_TIMEOUT:
+            for adapter in self.session.adapters.values():
+                adapter.close()
+        self._last_used = now
+        return self.session
 
     def _request(
         self,
@@ -124,7 +145,7 @@ class PrewarmClient:
         json: Optional[Json] = None,
     ) -> Json:
         try:
-            resp = self.session.request(
+            resp = self._pooled().request(
                 method,
                 self.base_url + path,
                 params=params,
@@ -252,7 +273,7 @@ class PrewarmClient:
             if last_event_id is not None:
                 headers["Last-Event-ID"] = str(last_event_id)
             try:
-                resp = self.session.get(
+                resp = self._pooled().get(
                     self.base_url + "/api/v1/tasks/%s/events" % _seg(task_id),
                     headers=headers,
                     stream=True,

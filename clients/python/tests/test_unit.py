@@ -1,4 +1,9 @@
-"""Parts of the SDK that need no server: SSE parsing and error mapping."""
+"""Parts of the SDK that need no live service: SSE parsing, error mapping,
+connection pooling."""
+
+import http.server
+import json
+import threading
 
 import pytest
 
@@ -63,3 +68,40 @@ def test_ca_bundle_comes_from_the_argument_or_the_environment(tmp_path, monkeypa
     assert prewarm_client.PrewarmClient("https://p").session.verify == str(bundle)
     with pytest.raises(ValueError):
         prewarm_client.PrewarmClient("https://p", ca_cert=str(tmp_path / "missing.pem"))
+
+
+def test_a_connection_idle_longer_than_the_pool_timeout_is_not_reused(monkeypatch):
+    peers = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            peers.append(self.client_address)
+            body = json.dumps({"tasks": [], "total": 0}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        import prewarm_client.client as module
+        clock = [1000.0]
+        monkeypatch.setattr(module, "_monotonic", lambda: clock[0])
+        client = prewarm_client.PrewarmClient("http://127.0.0.1:%d" % server.server_port)
+        client.list_tasks()
+        clock[0] += module.POOL_IDLE_TIMEOUT - 1
+        client.list_tasks()
+        assert peers[0] == peers[1], "a briefly idle connection is reused"
+        clock[0] += module.POOL_IDLE_TIMEOUT + 1
+        client.list_tasks()
+        assert peers[2] != peers[1], "a long-idle connection was reused"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -4,6 +4,13 @@
 //! the first HTTP client is built.
 
 use std::sync::Once;
+use std::time::Duration;
+
+/// How long an idle kept-alive connection stays pooled: less than the
+/// server's header-read timeout (10 s by default), which also closes an
+/// HTTP/1.1 connection waiting for its next request, so a request never goes
+/// out on a connection the server is closing.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Installs ring as rustls' process-wide crypto provider (once; later calls do nothing).
 pub fn install_ring_provider() {
@@ -14,11 +21,12 @@ pub fn install_ring_provider() {
     });
 }
 
-/// `reqwest::Client::builder()`, with the ring provider in place.
+/// `reqwest::Client::builder()`, with the ring provider in place and idle
+/// connections pooled for [`POOL_IDLE_TIMEOUT`].
 #[allow(clippy::disallowed_methods)] // the one place clients are built from
 pub fn http_client_builder() -> reqwest::ClientBuilder {
     install_ring_provider();
-    reqwest::Client::builder()
+    reqwest::Client::builder().pool_idle_timeout(POOL_IDLE_TIMEOUT)
 }
 
 #[cfg(test)]
