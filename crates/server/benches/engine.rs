@@ -2,6 +2,7 @@
 //!
 //! ```sh
 //! cargo bench -p prewarm --bench engine -- --nodes 1000 --batch 100 --pull-seconds 2
+//! cargo bench -p prewarm --bench engine -- --nodes 5000 --batch 500 --pull-seconds 20 --stores sqlite,redis
 //! ```
 //!
 //! Prints, for one task of 2 images over N nodes with a rolling window of
@@ -9,7 +10,10 @@
 //! (a node pulls its images one after another, as a kubelet does), the
 //! Kubernetes API requests the service made per node (from its own client
 //! metrics), POST → first Job latency (from a watch), Job → pod latency,
-//! and the service's peak RSS.
+//! and the service's peak RSS. With several `--stores`, the same
+//! measurement runs once per store, one after another on the same nodes
+//! (each with images of its own, so none is already present), and the
+//! makespans are compared; `redis` starts a `redis-server` of its own.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -23,8 +27,8 @@ use kube::api::Api;
 use kube::runtime::watcher;
 use kube_sim::testing::{LocalCluster, Sim};
 
-/// The task's images; each node pulls them one after another.
-const BENCH_IMAGES: [&str; 2] = ["bench/app:1", "bench/sidecar:1"];
+/// The task's images (tagged per store run); each node pulls them one after another.
+const BENCH_IMAGES: [&str; 2] = ["bench/app", "bench/sidecar"];
 
 #[derive(clap::Parser)]
 #[command(
@@ -43,6 +47,9 @@ struct Args {
     /// Tasks created to time POST → first Job.
     #[arg(long, default_value_t = 5)]
     posts: usize,
+    /// Stores to measure, one after another: `sqlite`, `redis`, `memory`.
+    #[arg(long, value_delimiter = ',', default_value = "sqlite")]
+    stores: Vec<String>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long = "bench", hide = true)]
     _bench: bool,
@@ -81,6 +88,93 @@ async fn main() {
     );
 
     let dir = tempfile::tempdir().unwrap();
+    let redis = args
+        .stores
+        .iter()
+        .any(|s| s == "redis")
+        .then(|| Redis::start(dir.path()));
+    let mut makespans = Vec::new();
+    for store in &args.stores {
+        let mut store_args = vec!["--store".to_owned(), store.clone()];
+        match store.as_str() {
+            "sqlite" => store_args.extend([
+                "--database".to_owned(),
+                dir.path().join("bench.db").display().to_string(),
+            ]),
+            "redis" => store_args.extend([
+                "--redis-url".to_owned(),
+                redis.as_ref().expect("started above").url(),
+            ]),
+            _ => {}
+        }
+        let makespan = measure(&args, &cluster, store, &store_args).await;
+        makespans.push((store.clone(), makespan));
+    }
+    if let [(first, base), rest @ ..] = makespans.as_slice() {
+        for (store, makespan) in rest {
+            println!(
+                "makespan {store} / {first}: {:.3} ({makespan:.1}s / {base:.1}s, one run, same nodes)",
+                makespan / base
+            );
+        }
+    }
+}
+
+/// A `redis-server` of the benchmark on a unix socket, stopped by PID when dropped.
+struct Redis {
+    child: std::process::Child,
+    socket: std::path::PathBuf,
+}
+
+impl Redis {
+    /// With the append-only file on (`appendfsync everysec`, as `deploy/ha` runs it).
+    fn start(dir: &std::path::Path) -> Redis {
+        let socket = dir.join("redis.sock");
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+            ])
+            .args(["--save", ""])
+            .arg("--unixsocket")
+            .arg(&socket)
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (scripts/setup.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Redis { child, socket }
+    }
+
+    fn url(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One service on `store` (its own namespace), the probes and the big task;
+/// prints the figures and returns the makespan in seconds.
+async fn measure(args: &Args, cluster: &LocalCluster, store: &str, store_args: &[String]) -> f64 {
+    let namespace = format!("bench-{store}");
+    let images: Vec<String> = BENCH_IMAGES
+        .iter()
+        .map(|image| format!("{image}:{store}"))
+        .collect();
     let mut child = Command::new(env!("CARGO_BIN_EXE_prewarm"))
         .args([
             "serve",
@@ -89,9 +183,9 @@ async fn main() {
             "--kubeconfig",
             cluster.kubeconfig_path().to_str().unwrap(),
             "--namespace",
-            "bench",
-            "--database",
-            dir.path().join("bench.db").to_str().unwrap(),
+            &namespace,
+            "--replica-name",
+            &namespace,
             "--helper-image",
             "prewarm:bench",
             "--max-concurrent-nodes",
@@ -99,6 +193,7 @@ async fn main() {
             "--log-level",
             "warn",
         ])
+        .args(store_args)
         .stdout(Stdio::piped())
         .spawn()
         .expect("start prewarm");
@@ -116,10 +211,10 @@ async fn main() {
     // Job and pod creation times as the watch delivers them.
     let job_seen: Arc<Mutex<Vec<(String, String, Instant)>>> = Arc::default();
     let pod_seen: Arc<Mutex<std::collections::HashMap<String, Instant>>> = Arc::default();
-    {
+    let watches = {
         let seen = job_seen.clone();
-        let api: Api<Job> = Api::namespaced(client.clone(), "bench");
-        tokio::spawn(async move {
+        let api: Api<Job> = Api::namespaced(client.clone(), &namespace);
+        let jobs = tokio::spawn(async move {
             let mut s = std::pin::pin!(watcher(api, watcher::Config::default()));
             while let Some(Ok(ev)) = s.next().await {
                 if let watcher::Event::Apply(j) = ev {
@@ -139,8 +234,8 @@ async fn main() {
             }
         });
         let seen = pod_seen.clone();
-        let api: Api<Pod> = Api::namespaced(client.clone(), "bench");
-        tokio::spawn(async move {
+        let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+        let pods = tokio::spawn(async move {
             let mut s = std::pin::pin!(watcher(api, watcher::Config::default()));
             while let Some(Ok(ev)) = s.next().await {
                 if let watcher::Event::Apply(p) = ev {
@@ -155,7 +250,8 @@ async fn main() {
                 }
             }
         });
-    }
+        [jobs, pods]
+    };
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // POST → first Job, on small tasks.
@@ -164,7 +260,7 @@ async fn main() {
         let sent = Instant::now();
         let v: serde_json::Value = http
             .post(format!("{url}/api/v1/tasks"))
-            .json(&serde_json::json!({"images": [format!("probe/app:{i}")], "nodeNames": ["bench-0"]}))
+            .json(&serde_json::json!({"images": [format!("probe/app:{store}-{i}")], "nodeNames": ["bench-0"]}))
             .send()
             .await
             .unwrap()
@@ -188,7 +284,7 @@ async fn main() {
     let v: serde_json::Value = http
         .post(format!("{url}/api/v1/tasks"))
         .json(&serde_json::json!({
-            "images": BENCH_IMAGES,
+            "images": images,
             "batchSize": args.batch,
             "nodeSelector": {"suite": "bench"}
         }))
@@ -224,9 +320,13 @@ async fn main() {
     let writes: f64 = after.0 - before.0;
     let reads: f64 = after.1 - before.1;
     println!(
-        "command: cargo bench -p prewarm --bench engine -- --nodes {} --batch {} --pull-seconds {}",
-        args.nodes, args.batch, args.pull_seconds
+        "command: cargo bench -p prewarm --bench engine -- --nodes {} --batch {} --pull-seconds {} --stores {}",
+        args.nodes,
+        args.batch,
+        args.pull_seconds,
+        args.stores.join(",")
     );
+    println!("store: {store}");
     println!("task status: {}", task["status"]);
     println!(
         "nodes: {}  batch: {}  pull: {}s  images: {}",
@@ -263,6 +363,10 @@ async fn main() {
     );
     let _ = Command::new("kill").arg(pid.to_string()).status();
     let _ = child.wait();
+    for watch in watches {
+        watch.abort();
+    }
+    makespan
 }
 
 async fn wait_done(http: &reqwest::Client, url: &str, id: &str) -> serde_json::Value {
