@@ -134,6 +134,7 @@ pub struct Application {
     progress: Arc<ProgressHub>,
     terms: TermParts,
     replicas: Option<Replicas>,
+    audit: Arc<AuditLog>,
 }
 
 /// What a term of the engine and the scheduler is built from.
@@ -397,6 +398,7 @@ impl Application {
             history: operations.history,
         };
         let (engine, scheduler) = terms.term();
+        let audit = operations.guard.audit.clone();
         let router = http::router_with_timeout(
             AppState {
                 schedules,
@@ -441,6 +443,7 @@ impl Application {
             progress,
             terms,
             replicas: None,
+            audit,
         })
     }
 
@@ -472,6 +475,7 @@ impl Application {
             progress,
             terms,
             replicas,
+            audit,
         } = self;
         let webhooks = terms.webhooks.clone();
         let scheme = if tls.is_some() { "https" } else { "http" };
@@ -556,6 +560,7 @@ impl Application {
         let (served, ran) = tokio::join!(server, work);
         // Unsent webhooks stay `pending` in the store and resume at the next start.
         webhooks.stop(WEBHOOK_STOP).await;
+        audit.flush().await;
         match (served, ran) {
             (Ok(()), Ok(())) => Ok(()),
             (Err(err), Ok(())) | (Ok(()), Err(err)) => Err(err),

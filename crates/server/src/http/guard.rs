@@ -151,6 +151,7 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
                 record,
                 ApiError::Unauthorized("a bearer token is required".to_owned()),
             )
+            .await
         }
         AuthOutcome::Unknown => {
             return refuse(
@@ -158,6 +159,7 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
                 record,
                 ApiError::Unauthorized("the bearer token is not valid".to_owned()),
             )
+            .await
         }
     };
     record.token_name = Some(identity.name.clone());
@@ -167,7 +169,7 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
             role: identity.role.as_str(),
             needed: needed.as_str(),
         };
-        return refuse(guard, record, err);
+        return refuse(guard, record, err).await;
     }
 
     let key = if guard.auth.is_open() {
@@ -185,7 +187,7 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
         let response = ApiError::RateLimited(wait).into_response();
         if mutating {
             record.result = response.status().as_u16();
-            guard.audit.write(&record);
+            guard.audit.write(&record).await;
         }
         return response;
     }
@@ -201,15 +203,15 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
         }
         record.time = AuditRecord::stamped(guard.clock.now()).time;
         record.result = response.status().as_u16();
-        guard.audit.write(&record);
+        guard.audit.write(&record).await;
     }
     response
 }
 
-fn refuse(guard: &Guard, mut record: AuditRecord, err: ApiError) -> Response {
+async fn refuse(guard: &Guard, mut record: AuditRecord, err: ApiError) -> Response {
     let response = err.into_response();
     record.result = response.status().as_u16();
-    guard.audit.write(&record);
+    guard.audit.write(&record).await;
     response
 }
 
