@@ -1,10 +1,10 @@
-//! The kube-rs implementation of `Cluster`: three watch-fed caches (Nodes,
-//! and the service's own Jobs and Pods by label) shared by every task.
+//! The kube-rs implementation of `Cluster`: three kube-runtime reflector
+//! stores (Nodes, and the service's own Jobs and Pods by label) shared by
+//! every task, their watches owned by the cluster object.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
@@ -13,9 +13,11 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Config, Resource};
 use tokio::sync::broadcast;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::metrics::{CountKubeRequests, Metrics};
 
@@ -33,11 +35,13 @@ pub struct KubeCluster {
     client: Client,
     namespace: String,
     jobs_api: Api<Job>,
-    nodes: Arc<Cache<NodeInfo>>,
-    jobs: Arc<Cache<JobObservation>>,
-    pods: Arc<Cache<PodObservation>>,
+    nodes: Store<Node>,
+    jobs: Store<Job>,
+    pods: Store<Pod>,
     events: broadcast::Sender<ClusterEvent>,
     connected: Arc<AtomicBool>,
+    /// Stops the watches when the cluster is dropped.
+    _watches: DropGuard,
 }
 
 impl KubeCluster {
@@ -78,50 +82,43 @@ impl KubeCluster {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let connected = Arc::new(AtomicBool::new(true));
         let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}");
+        let stop = CancellationToken::new();
+        let watches = Watches {
+            events: &events,
+            connected: &connected,
+            stop: &stop,
+        };
 
-        let nodes = Arc::new(Cache::default());
-        spawn_cache(
+        let nodes = watches.spawn(
             "nodes",
-            watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
-            nodes.clone(),
-            events.clone(),
-            connected.clone(),
-            |n: &Node| Some(node_info(n)),
-            |n: &Node| n.metadata.name.clone(),
-            |info: &NodeInfo| (!info.ready).then(|| ClusterEvent::NodeChanged(info.clone())),
-            |name, _| Some(ClusterEvent::NodeDeleted(name)),
+            Api::<Node>::all(client.clone()),
+            watcher::Config::default(),
+            |n: &mut Node| {
+                // Only what `node_info` reads is kept: no field history, no annotations.
+                n.metadata.managed_fields = None;
+                n.metadata.annotations = None;
+            },
+            |n| {
+                let info = node_info(n);
+                (!info.ready).then_some(ClusterEvent::NodeChanged(info))
+            },
+            |n| n.metadata.name.clone().map(ClusterEvent::NodeDeleted),
         );
-
-        let jobs = Arc::new(Cache::default());
-        spawn_cache(
+        let jobs = watches.spawn(
             "jobs",
-            watcher(
-                Api::<Job>::namespaced(client.clone(), namespace),
-                watcher::Config::default().labels(&selector),
-            ),
-            jobs.clone(),
-            events.clone(),
-            connected.clone(),
-            job_observation,
-            |j: &Job| j.metadata.name.clone(),
-            |j: &JobObservation| Some(ClusterEvent::JobChanged(j.clone())),
-            |_, j| j.map(ClusterEvent::JobDeleted),
+            Api::<Job>::namespaced(client.clone(), namespace),
+            watcher::Config::default().labels(&selector),
+            |j: &mut Job| j.metadata.managed_fields = None,
+            |j| job_observation(j).map(ClusterEvent::JobChanged),
+            |j| job_observation(j).map(ClusterEvent::JobDeleted),
         );
-
-        let pods = Arc::new(Cache::default());
-        spawn_cache(
+        let pods = watches.spawn(
             "pods",
-            watcher(
-                Api::<Pod>::namespaced(client.clone(), namespace),
-                watcher::Config::default().labels(&selector),
-            ),
-            pods.clone(),
-            events.clone(),
-            connected.clone(),
-            pod_observation,
-            |p: &Pod| p.metadata.name.clone(),
-            |p: &PodObservation| Some(ClusterEvent::PodChanged(p.clone())),
-            |_, _| None,
+            Api::<Pod>::namespaced(client.clone(), namespace),
+            watcher::Config::default().labels(&selector),
+            |p: &mut Pod| p.metadata.managed_fields = None,
+            |p| pod_observation(p).map(ClusterEvent::PodChanged),
+            |_| None,
         );
 
         KubeCluster {
@@ -133,6 +130,7 @@ impl KubeCluster {
             pods,
             events,
             connected,
+            _watches: stop.drop_guard(),
         }
     }
 
@@ -142,132 +140,79 @@ impl KubeCluster {
     }
 }
 
-/// A watch-fed map of compact observations keyed by object name. Only what the
-/// engine reads is kept (not whole objects), so memory stays small at
-/// thousands of nodes and pods.
-struct Cache<T> {
-    current: RwLock<HashMap<String, T>>,
-    /// The map being rebuilt by a (re)list, swapped in when it is complete.
-    relisting: Mutex<Option<HashMap<String, T>>>,
-    synced: tokio::sync::watch::Sender<bool>,
+/// What every watch shares: where events go, the connection flag, the stop token.
+struct Watches<'a> {
+    events: &'a broadcast::Sender<ClusterEvent>,
+    connected: &'a Arc<AtomicBool>,
+    stop: &'a CancellationToken,
 }
 
-impl<T> Default for Cache<T> {
-    fn default() -> Self {
-        Cache {
-            current: RwLock::new(HashMap::new()),
-            relisting: Mutex::new(None),
-            synced: tokio::sync::watch::channel(false).0,
-        }
-    }
-}
-
-impl<T: Clone> Cache<T> {
-    fn values(&self) -> Vec<T> {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
-    }
-
-    async fn wait_synced(&self) {
-        let mut rx = self.synced.subscribe();
-        let _ = rx.wait_for(|s| *s).await;
-    }
-}
-
-/// Runs one watch for the life of the process, keeping `cache` current and
-/// turning changes into engine events. Lists again (and says `Resynced`)
-/// after a desync; errors back off and mark the API disconnected.
-#[allow(clippy::too_many_arguments)]
-fn spawn_cache<K, T, S>(
-    kind: &'static str,
-    stream: S,
-    cache: Arc<Cache<T>>,
-    events: broadcast::Sender<ClusterEvent>,
-    connected: Arc<AtomicBool>,
-    observe: impl Fn(&K) -> Option<T> + Send + 'static,
-    key: impl Fn(&K) -> Option<String> + Send + 'static,
-    on_apply: impl Fn(&T) -> Option<ClusterEvent> + Send + 'static,
-    on_delete: impl Fn(String, Option<T>) -> Option<ClusterEvent> + Send + 'static,
-) where
-    K: Send + 'static,
-    T: Clone + Send + Sync + 'static,
-    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
-{
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream.default_backoff());
-        while let Some(item) = stream.next().await {
-            let ev = match item {
-                Ok(ev) => ev,
-                Err(e) => {
-                    connected.store(false, Ordering::Relaxed);
-                    tracing::warn!(kind, error = %e, "watch failed; retrying with backoff");
-                    continue;
-                }
-            };
-            connected.store(true, Ordering::Relaxed);
-            let out = match ev {
-                watcher::Event::Init => {
-                    *cache.relisting.lock().unwrap_or_else(|e| e.into_inner()) =
-                        Some(HashMap::new());
-                    None
-                }
-                watcher::Event::InitApply(obj) => {
-                    let (Some(k), Some(t)) = (key(&obj), observe(&obj)) else {
+impl Watches<'_> {
+    /// Runs a kube-runtime reflector over `api` until the cluster is dropped:
+    /// its store is the cache the engine reads (a relist replaces it whole,
+    /// so objects deleted meanwhile are gone from it), and its changes become
+    /// engine events (`Resynced` after every list). Errors back off with
+    /// kube-runtime's default backoff and mark the API disconnected.
+    fn spawn<K>(
+        &self,
+        kind: &'static str,
+        api: Api<K>,
+        config: watcher::Config,
+        strip: impl FnMut(&mut K) + Send + 'static,
+        on_apply: impl Fn(&K) -> Option<ClusterEvent> + Send + 'static,
+        on_delete: impl Fn(&K) -> Option<ClusterEvent> + Send + 'static,
+    ) -> Store<K>
+    where
+        K: kube::Resource<DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned
+            + Send
+            + Sync
+            + 'static,
+    {
+        let (store, writer) = reflector::store();
+        let stream = watcher(api, config)
+            .default_backoff()
+            .modify(strip)
+            .reflect(writer);
+        let (events, connected, stop) = (
+            self.events.clone(),
+            self.connected.clone(),
+            self.stop.clone(),
+        );
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            loop {
+                let item = tokio::select! {
+                    () = stop.cancelled() => break,
+                    item = stream.next() => match item {
+                        Some(item) => item,
+                        None => break,
+                    },
+                };
+                let ev = match item {
+                    Ok(ev) => ev,
+                    Err(e) => {
+                        connected.store(false, Ordering::Relaxed);
+                        tracing::warn!(kind, error = %e, "watch failed; retrying with backoff");
                         continue;
-                    };
-                    let out = on_apply(&t);
-                    if let Some(m) = cache
-                        .relisting
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .as_mut()
-                    {
-                        m.insert(k, t);
                     }
-                    out
+                };
+                connected.store(true, Ordering::Relaxed);
+                let out = match &ev {
+                    watcher::Event::Init => None,
+                    watcher::Event::InitApply(obj) | watcher::Event::Apply(obj) => on_apply(obj),
+                    watcher::Event::InitDone => Some(ClusterEvent::Resynced),
+                    watcher::Event::Delete(obj) => on_delete(obj),
+                };
+                if let Some(ev) = out {
+                    let _ = events.send(ev);
                 }
-                watcher::Event::InitDone => {
-                    let fresh = cache
-                        .relisting
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .take()
-                        .unwrap_or_default();
-                    *cache.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
-                    cache.synced.send_replace(true);
-                    Some(ClusterEvent::Resynced)
-                }
-                watcher::Event::Apply(obj) => {
-                    let (Some(k), Some(t)) = (key(&obj), observe(&obj)) else {
-                        continue;
-                    };
-                    let out = on_apply(&t);
-                    cache
-                        .current
-                        .write()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(k, t);
-                    out
-                }
-                watcher::Event::Delete(obj) => {
-                    let Some(k) = key(&obj) else { continue };
-                    let old = cache
-                        .current
-                        .write()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&k);
-                    on_delete(k, old.or_else(|| observe(&obj)))
-                }
-            };
-            if let Some(ev) = out {
-                let _ = events.send(ev);
             }
-        }
-    });
+        });
+        store
+    }
 }
 
 async fn ensure_namespace(client: &Client, namespace: &str) -> anyhow::Result<()> {
@@ -309,21 +254,30 @@ pub(super) fn map_err(e: kube::Error) -> ClusterError {
 #[async_trait]
 impl Cluster for KubeCluster {
     async fn synced(&self) {
-        self.nodes.wait_synced().await;
-        self.jobs.wait_synced().await;
-        self.pods.wait_synced().await;
+        // Err only if a watch ended, which happens only when the cluster is dropped.
+        let _ = self.nodes.wait_until_ready().await;
+        let _ = self.jobs.wait_until_ready().await;
+        let _ = self.pods.wait_until_ready().await;
     }
 
     fn nodes(&self) -> Vec<NodeInfo> {
-        self.nodes.values()
+        self.nodes.state().iter().map(|n| node_info(n)).collect()
     }
 
     fn jobs(&self) -> Vec<JobObservation> {
-        self.jobs.values()
+        self.jobs
+            .state()
+            .iter()
+            .filter_map(|j| job_observation(j))
+            .collect()
     }
 
     fn pods(&self) -> Vec<PodObservation> {
-        self.pods.values()
+        self.pods
+            .state()
+            .iter()
+            .filter_map(|p| pod_observation(p))
+            .collect()
     }
 
     fn subscribe(&self) -> broadcast::Receiver<ClusterEvent> {
