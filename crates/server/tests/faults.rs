@@ -246,3 +246,56 @@ images:
     .await;
     one_job_per_node(&jobs, 10);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_twenty_times_during_a_1000_node_task_loses_nothing_and_doubles_nothing() {
+    use rand::{Rng, SeedableRng};
+    let _sim = sim(r#"
+nodes:
+  - namePrefix: fx-kill-
+    count: 1000
+    labels: {suite: fx-kill}
+images:
+  - match: "*"
+    pullSeconds: 8
+"#);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("prewarm.db");
+    let jobs = JobLog::watch("t-fx-kill").await;
+    let mut svc = Service::start_with("t-fx-kill", &db, &[]);
+    let id = svc
+        .create(json!({
+            "images": ["nginx:1.25"],
+            "batchSize": 100,
+            "nodeSelector": {"suite": "fx-kill"}
+        }))
+        .await;
+    let seed: u64 = std::env::var("FAULTS_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("kill points: FAULTS_KILL_SEED={seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for kill in 1..=20 {
+        // A random point of the run (the first ones fall on the task's start).
+        let point = Duration::from_millis(rng.random_range(0..2000));
+        tokio::time::sleep(point).await;
+        let (_, v) = svc.get(&id).await;
+        assert!(
+            v["status"] == "pending" || v["status"] == "running",
+            "the task ended before kill {kill}; it must run longer: {v:#}"
+        );
+        svc.kill9();
+        svc = Service::start_with("t-fx-kill", &db, &[]);
+    }
+    let task = svc.wait_end(&id, Duration::from_secs(900)).await;
+    assert_eq!(status(&task), "completed", "{task:#?}");
+    assert_eq!(task.progress.total_nodes, 1000);
+    assert_eq!(task.progress.completed_nodes, 1000);
+    assert_eq!(task.progress.failed_nodes, 0);
+    wait_no_jobs("t-fx-kill", Duration::from_secs(120)).await;
+    let per_node = jobs.per_node();
+    assert_eq!(per_node.len(), 1000);
+    let doubled: Vec<_> = per_node.iter().filter(|(_, j)| j.len() > 1).collect();
+    assert!(doubled.is_empty(), "nodes with several Jobs: {doubled:#?}");
+}
