@@ -15,8 +15,13 @@ const userBox = document.getElementById('user');
 const toast = document.getElementById('toast');
 const nav = document.getElementById('nav');
 
-/** Who is using the UI: name and role ('admin', 'operator', 'viewer'), or 'open' when the server has no auth. */
-const session = { name: null, role: null, known: false };
+/**
+ * Who is using the UI: name and role ('admin', 'operator', 'viewer'), or 'open' when the server has no auth;
+ * and which replica answers and which one leads (runs the engine), when the server says.
+ */
+const session = { name: null, role: null, known: false, replica: null, leader: null };
+/** How often the replica and leader shown are looked at again. */
+const REPLICA_REFRESH_MS = 15_000;
 
 let cleanup = null;
 let toastTimer = null;
@@ -54,6 +59,8 @@ async function identify() {
     const me = await api.whoami();
     session.name = me.name || me.tokenName || me.user || 'anonymous';
     session.role = me.auth === false ? 'open' : (me.role || 'viewer');
+    session.replica = me.replica || null;
+    session.leader = me.leader || null;
   } catch (e) {
     if (!isMissingRoute(e)) throw e;
     // No whoami on this server: a read tells whether the token is good, and
@@ -71,10 +78,19 @@ async function identify() {
   renderUser();
 }
 
+/** "replica a (leader)", "replica b · leader a", or nothing when the server takes no Lease. */
+function replicaLabel() {
+  if (!session.replica) return null;
+  if (session.replica === session.leader) return `replica ${session.replica} (leader)`;
+  return `replica ${session.replica} · leader ${session.leader || 'none yet'}`;
+}
+
 function renderUser() {
   if (!session.known) { replace(userBox); return; }
   const label = session.role === 'open' ? 'no login required' : `${session.name} · ${session.role}`;
+  const replica = replicaLabel();
   replace(userBox,
+    replica ? h('span', { id: 'replica', class: 'muted', title: 'The replica that answered, and the one running the engine' }, replica) : null,
     h('span', { class: 'muted', 'data-role': session.role }, label),
     getToken() ? h('button', { type: 'button', class: 'btn btn-small', on: { click: () => ctx.logout() } }, 'Log out') : null);
 }
@@ -129,3 +145,15 @@ window.addEventListener('prewarm:unauthorized', () => {
 // error message says so, nothing else changes.
 window.addEventListener('hashchange', render);
 render();
+
+// The leader can change (a rolling update, a failover): look again now and then.
+setInterval(async () => {
+  if (!session.known || !session.replica || document.hidden) return;
+  try {
+    const me = await api.whoami();
+    if (me.replica !== session.replica || me.leader !== session.leader) {
+      Object.assign(session, { replica: me.replica || null, leader: me.leader || null });
+      renderUser();
+    }
+  } catch { /* the next screen's own requests report problems */ }
+}, REPLICA_REFRESH_MS);

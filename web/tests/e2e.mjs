@@ -3,7 +3,9 @@
 // run.sh. Every screen is saved under $ARTIFACTS/screenshots.
 //
 //   PREWARM_URL=http://127.0.0.1:8080 node web/tests/e2e.mjs
-//   (+ PREWARM_AUTH_URL, PREWARM_ADMIN_TOKEN, PREWARM_VIEWER_TOKEN for the login tests)
+//   (+ PREWARM_AUTH_URL, PREWARM_ADMIN_TOKEN, PREWARM_VIEWER_TOKEN for the login tests;
+//    + PREWARM_TLS_URL, PREWARM_TLS_SPKI and NODE_EXTRA_CA_CERTS for the HTTPS test;
+//    E2E_ONLY=<regex> for only some tests)
 
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,19 +15,24 @@ import { chromium } from 'playwright-core';
 const URL = process.env.PREWARM_URL;
 if (!URL) throw new Error('PREWARM_URL is not set (run web/tests/run.sh)');
 const AUTH_URL = process.env.PREWARM_AUTH_URL;
+const TLS_URL = process.env.PREWARM_TLS_URL;
 const SHOTS = join(process.env.ARTIFACTS || 'artifacts', 'screenshots');
 mkdirSync(SHOTS, { recursive: true });
 const TIMEOUT = 20_000;
 
-const browser = await chromium.launch({
+const launch = (extraArgs = []) => chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
+  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run', ...extraArgs],
 });
+const browser = await launch();
 
 const results = [];
-async function test(name, fn, { skip } = {}) {
+// E2E_ONLY=<regex> runs only the tests whose names match (while working on one).
+const ONLY = process.env.E2E_ONLY && new RegExp(process.env.E2E_ONLY);
+async function test(name, fn, { skip, on = browser } = {}) {
+  if (ONLY && !ONLY.test(name)) return;
   if (skip) { results.push({ name, status: 'SKIP', why: skip }); console.log(`SKIP ${name}: ${skip}`); return; }
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const context = await on.newContext({ viewport: { width: 1280, height: 900 } });
   const page = await context.newPage();
   page.setDefaultTimeout(TIMEOUT);
   const problems = [];
@@ -106,6 +113,8 @@ await test('create a task in the form and watch its bar reach 100% without reloa
   page.on('load', () => { loads += 1; });
   await page.goto(`${URL}/`);
   await page.getByRole('heading', { name: 'Tasks' }).waitFor();
+  const me = await apiCall('GET', '/api/v1/whoami');
+  assert.equal(await page.locator('#replica').textContent(), `replica ${me.json.replica} (leader)`);
   await page.click('#new-task');
   await page.getByRole('heading', { name: 'New task' }).waitFor();
 
@@ -425,6 +434,38 @@ await test('the live list mid-task (the README screenshot)', async (page) => {
   await shot(page, 'tasks-overview');
 });
 
+// Its own browser: the one that accepts the test certificate's key and no other.
+const tlsBrowser = TLS_URL && await launch([`--ignore-certificate-errors-spki-list=${process.env.PREWARM_TLS_SPKI}`]);
+await test('over HTTPS: log in, create a task in the form and follow it live to completion', async (page) => {
+  await page.goto(`${TLS_URL}/`);
+  await page.waitForURL(/#\/login$/);
+  assert.deepEqual(await page.evaluate(() => [location.protocol, window.isSecureContext]), ['https:', true]);
+  await page.getByLabel('API token').fill(process.env.PREWARM_ADMIN_TOKEN);
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.locator('#new-task').waitFor();
+  assert.match(await page.locator('#user').textContent(), /ui-admin · admin/);
+  assert.match(await page.locator('#replica').textContent(), /^replica \S+ \(leader\)$/);
+
+  await page.click('#new-task');
+  await page.fill('#images', 'https/app:1'); // on no node yet: every node pulls it
+  await page.fill('#batch-size', '2');
+  await page.click('#add-label');
+  await page.locator('.selector-key').last().fill('pool');
+  await page.locator('.selector-value').last().fill('ui');
+  await page.click('#submit-task');
+  await page.waitForURL(/#\/tasks\/task-\d{8}-[a-z0-9]{6}$/);
+  const id = decodeURIComponent(page.url().split('#/tasks/')[1]);
+  await page.locator('.live-mode', { hasText: '· live' }).waitFor();
+  await page.locator('.badge[data-status="completed"]').waitFor({ timeout: 60_000 });
+  assert.equal(await page.locator('.percent.big').textContent(), '100%');
+  assert.match(await page.locator('#chart-desc').textContent(), /^6 of 6 nodes completed, 0 failed/);
+  const task = await apiCall('GET', `/api/v1/tasks/${id}`, null, { base: TLS_URL, token: process.env.PREWARM_ADMIN_TOKEN });
+  assert.equal(task.json.status, 'completed');
+  assert.equal(task.json.createdBy, 'ui-admin');
+  await shot(page, 'task-detail-https');
+}, { on: tlsBrowser, skip: TLS_URL ? undefined : 'no HTTPS instance (this build has no bearer tokens)' });
+
+if (tlsBrowser) await tlsBrowser.close();
 await browser.close();
 const failed = results.filter((r) => r.status === 'FAIL');
 const skipped = results.filter((r) => r.status === 'SKIP');

@@ -2,7 +2,8 @@
 # Runs the web UI's browser tests against the live service: an isolated local
 # control plane, kube-sim with scenario.yaml, `prewarm serve` on free ports
 # (one open, one with tokens when this build supports them), then
-# `node e2e.mjs` in Debian's chromium. Stops everything it started, also on failure.
+# `node e2e.mjs` in Debian's chromium; with tokens, also one serving HTTPS
+# with a certificate made here by openssl. Stops everything it started, also on failure.
 #
 #   web/tests/run.sh            (after scripts/setup.sh; builds prewarm and kube-sim)
 set -euo pipefail
@@ -37,8 +38,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_healthy() {
-  for _ in $(seq 1 150); do curl -sf "$1/healthz" >/dev/null && return 0; sleep 0.2; done
+wait_healthy() { # URL [curl options…]
+  local url=$1; shift
+  for _ in $(seq 1 150); do curl -sf "$@" "$url/healthz" >/dev/null && return 0; sleep 0.2; done
   echo "prewarm at $1 did not become healthy" >&2; return 1
 }
 
@@ -81,6 +83,27 @@ if [[ $SERVE_HELP == *--auth-tokens-file* ]]; then
   serve auth "$AUTH_PORT" --auth-tokens-file "$WORK/tokens"
   export PREWARM_AUTH_URL=http://127.0.0.1:$AUTH_PORT
   wait_healthy "$PREWARM_AUTH_URL"
+
+  # The same tokens over HTTPS: a CA and a certificate for 127.0.0.1 made here.
+  TLS=$WORK/tls
+  mkdir -p "$TLS"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=prewarm-ui-test-ca \
+    -keyout "$TLS/ca.key" -out "$TLS/ca.pem" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
+    -keyout "$TLS/key.pem" -out "$TLS/req.pem" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >"$TLS/ext"
+  openssl x509 -req -in "$TLS/req.pem" -CA "$TLS/ca.pem" -CAkey "$TLS/ca.key" -CAcreateserial -days 2 \
+    -extfile "$TLS/ext" -out "$TLS/cert.pem" 2>/dev/null
+  TLS_PORT=$(free_port)
+  echo "== web: prewarm serve with tokens over HTTPS on 127.0.0.1:$TLS_PORT"
+  serve tls "$TLS_PORT" --auth-tokens-file "$WORK/tokens" --tls-cert "$TLS/cert.pem" --tls-key "$TLS/key.pem"
+  export PREWARM_TLS_URL=https://127.0.0.1:$TLS_PORT
+  # Chromium accepts the server's key (its SPKI hash; Chromium keeps no CA
+  # file of its own); node's fetch trusts the CA through NODE_EXTRA_CA_CERTS.
+  PREWARM_TLS_SPKI=$(openssl x509 -in "$TLS/cert.pem" -pubkey -noout | openssl pkey -pubin -outform der \
+    | openssl dgst -sha256 -binary | base64)
+  export PREWARM_TLS_SPKI NODE_EXTRA_CA_CERTS=$TLS/ca.pem
+  wait_healthy "$PREWARM_TLS_URL" --cacert "$TLS/ca.pem"
 fi
 
 echo "== web: unit tests of the UI modules"
