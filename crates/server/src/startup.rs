@@ -30,7 +30,7 @@ use crate::leadership::{
 use crate::metrics::Metrics;
 use crate::progress::ProgressHub;
 use crate::store::redis::{Change, Changes, RedisConfig};
-use crate::store::{MemoryStore, RedisStore, ScheduleStore, SqliteStore, TaskStore};
+use crate::store::{MemoryStore, RedisStore, ScheduleStore, SqliteStore, Storage, TaskStore};
 use crate::webhook::{WebhookConfig, Webhooks};
 
 /// How long in-flight requests may keep the server up after shutdown starts
@@ -268,37 +268,14 @@ impl Application {
             config.engine_config(),
         );
         let operations = Operations::from_config(&config, clock.clone())?;
-        let mut app = match config.store {
+        let (store, changes): (Arc<dyn Storage>, Option<Changes>) = match config.store {
             StoreKind::Sqlite => {
-                let store = Arc::new(SqliteStore::open(&config.database).with_context(|| {
+                let store = SqliteStore::open(&config.database).with_context(|| {
                     format!("opening the task database {}", config.database.display())
-                })?);
-                Application::build_with_operations(
-                    store,
-                    cluster,
-                    clock,
-                    metrics,
-                    engine_config,
-                    config.listen,
-                    operations,
-                    state.clone(),
-                )
-                .await?
+                })?;
+                (Arc::new(store), None)
             }
-            StoreKind::Memory => {
-                let store = Arc::new(MemoryStore::new());
-                Application::build_with_operations(
-                    store,
-                    cluster,
-                    clock,
-                    metrics,
-                    engine_config,
-                    config.listen,
-                    operations,
-                    state.clone(),
-                )
-                .await?
-            }
+            StoreKind::Memory => (Arc::new(MemoryStore::new()), None),
             StoreKind::Redis => {
                 let store = RedisStore::connect(&RedisConfig {
                     url: config.redis_url.0.clone(),
@@ -310,30 +287,24 @@ impl Application {
                 .context("connecting to Redis")?
                 .with_metrics(metrics.clone());
                 let changes = store.changes();
-                let mut app = Application::build_with_operations(
-                    Arc::new(store),
-                    cluster,
-                    clock,
-                    metrics,
-                    engine_config,
-                    config.listen,
-                    operations,
-                    state.clone(),
-                )
-                .await?;
-                app.replicas = Some(Replicas {
-                    leadership: leadership.clone(),
-                    changes: Some(changes),
-                });
-                app
+                (Arc::new(store), Some(changes))
             }
         };
-        if app.replicas.is_none() {
-            app.replicas = Some(Replicas {
-                leadership,
-                changes: None,
-            });
-        }
+        let mut app = Application::build_with_operations(
+            store,
+            cluster,
+            clock,
+            metrics,
+            engine_config,
+            config.listen,
+            operations,
+            state.clone(),
+        )
+        .await?;
+        app.replicas = Some(Replicas {
+            leadership,
+            changes,
+        });
         app.router = app.router.layer(axum::Extension(state));
         Ok(app)
     }
@@ -343,8 +314,8 @@ impl Application {
     /// The one store holds both tasks and scheduled tasks. Auth is open,
     /// nothing is rate limited, audit lines go to stdout, no webhooks are
     /// sent; it takes no Lease and always leads.
-    pub async fn build_with<S: TaskStore + ScheduleStore>(
-        store: Arc<S>,
+    pub async fn build_with(
+        store: Arc<dyn Storage>,
         cluster: Arc<dyn Cluster>,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
@@ -369,8 +340,8 @@ impl Application {
     /// Like [`Application::build_with`], with auth, limits, audit and webhooks
     /// as given; webhooks are sent only while `leader` leads.
     #[allow(clippy::too_many_arguments)] // the parts a caller may bring, each its own kind
-    pub async fn build_with_operations<S: TaskStore + ScheduleStore>(
-        store: Arc<S>,
+    pub async fn build_with_operations(
+        store: Arc<dyn Storage>,
         cluster: Arc<dyn Cluster>,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,

@@ -129,6 +129,12 @@ pub trait TaskStore: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
 }
 
+/// One backend holding everything the service stores: tasks and scheduled
+/// tasks. The service is built from one of these, whichever backend it is.
+pub trait Storage: TaskStore + ScheduleStore {}
+
+impl<S: TaskStore + ScheduleStore> Storage for S {}
+
 #[cfg(test)]
 pub(crate) mod contract;
 #[cfg(test)]
