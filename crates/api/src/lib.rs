@@ -188,59 +188,90 @@ pub struct ResolvedWorkload {
     pub image_pull_secrets: Vec<String>,
 }
 
-/// Body of `POST /api/v1/tasks` as sent by a client: only `images` is required.
-///
-/// This is the raw wire form; the server turns it into a validated spec.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[schema(example = json!({"images": ["nginx:1.25", "redis:7"], "batchSize": 10, "nodeSelector": {"workload": "compute"}}))]
-pub struct CreateTaskRequest {
-    /// Image references, 1..=100, no duplicates (may be empty with `fromWorkload`).
-    #[serde(default)]
-    pub images: Vec<String>,
+/// Declares [`CreateTaskRequest`] and [`TaskConfigPatch`] from one list of the
+/// task's optional settings, so the patch can set exactly what a create body
+/// can (apart from `fromWorkload`, which a stored config keeps), and
+/// [`TaskConfigPatch::apply`] merges every one of them. Each setting has the
+/// create body's doc and the patch's (as a literal: the OpenAPI derive reads
+/// only literal docs).
+macro_rules! task_request_and_patch {
+    ($( $(#[doc = $doc:literal])+ $field:ident: $ty:ty, patch: $patch_doc:literal; )+) => {
+        /// Body of `POST /api/v1/tasks` as sent by a client: only `images` is required.
+        ///
+        /// This is the raw wire form; the server turns it into a validated spec.
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+        #[serde(rename_all = "camelCase", deny_unknown_fields)]
+        #[schema(example = json!({"images": ["nginx:1.25", "redis:7"], "batchSize": 10, "nodeSelector": {"workload": "compute"}}))]
+        pub struct CreateTaskRequest {
+            /// Image references, 1..=100, no duplicates (may be empty with `fromWorkload`).
+            #[serde(default)]
+            pub images: Vec<String>,
+            $(
+                $(#[doc = $doc])+
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub $field: Option<$ty>,
+            )+
+            /// Take images (added to `images`), node constraints and pull secrets from
+            /// this workload's pod template, read when the task is created.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub from_workload: Option<WorkloadRef>,
+        }
+
+        /// Part of a task create body, for merging into a stored `taskConfig`: fields
+        /// present replace the stored ones, absent fields keep them.
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+        #[serde(rename_all = "camelCase", deny_unknown_fields)]
+        pub struct TaskConfigPatch {
+            /// Replaces the image list.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub images: Option<Vec<String>>,
+            $(
+                #[doc = $patch_doc]
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub $field: Option<$ty>,
+            )+
+        }
+
+        impl TaskConfigPatch {
+            /// `base` with every field present in the patch replaced.
+            pub fn apply(self, base: CreateTaskRequest) -> CreateTaskRequest {
+                CreateTaskRequest {
+                    images: self.images.unwrap_or(base.images),
+                    $( $field: self.$field.or(base.$field), )+
+                    from_workload: base.from_workload,
+                }
+            }
+        }
+    };
+}
+
+task_request_and_patch! {
     /// Nodes pulling at once (1..=1000, default 10).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub batch_size: Option<u32>,
+    batch_size: u32, patch: "See [`CreateTaskRequest::batch_size`].";
     /// Exact label match on nodes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_selector: Option<BTreeMap<String, String>>,
+    node_selector: BTreeMap<String, String>, patch: "See [`CreateTaskRequest::node_selector`].";
     /// Explicit node list, combined with `nodeSelector` by AND.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_names: Option<Vec<String>>,
+    node_names: Vec<String>, patch: "See [`CreateTaskRequest::node_names`].";
     /// Higher runs first (-1000..=1000, default 0).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub priority: Option<i32>,
+    priority: i32, patch: "See [`CreateTaskRequest::priority`].";
     /// Retries per failed (node, image) pair (0..=10, default 0).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_retries: Option<u32>,
+    max_retries: u32, patch: "See [`CreateTaskRequest::max_retries`].";
     /// `fixed` (default), `linear` or `exponential`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry_strategy: Option<RetryStrategy>,
+    retry_strategy: RetryStrategy, patch: "See [`CreateTaskRequest::retry_strategy`].";
     /// Base retry delay in seconds (0..=3600, default 30).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry_delay: Option<u32>,
+    retry_delay: u32, patch: "See [`CreateTaskRequest::retry_delay`].";
     /// http(s) URL notified when the task ends.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub webhook_url: Option<String>,
+    webhook_url: String, patch: "See [`CreateTaskRequest::webhook_url`].";
     /// `IfNotPresent` (default) or `Always`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pull_policy: Option<PullPolicy>,
+    pull_policy: PullPolicy, patch: "See [`CreateTaskRequest::pull_policy`].";
     /// Secret names in the service's job namespace.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_pull_secrets: Option<Vec<String>>,
+    image_pull_secrets: Vec<String>, patch: "See [`CreateTaskRequest::image_pull_secrets`].";
     /// Include nodes with NoSchedule/NoExecute taints (default true).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tolerate_taints: Option<bool>,
+    tolerate_taints: bool, patch: "See [`CreateTaskRequest::tolerate_taints`].";
     /// Whole-task limit in seconds, 0 = none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout_seconds: Option<u64>,
+    timeout_seconds: u64, patch: "See [`CreateTaskRequest::timeout_seconds`].";
     /// Priority class set on the pull pods.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub priority_class_name: Option<String>,
-    /// Take images (added to `images`), node constraints and pull secrets from
-    /// this workload's pod template, read when the task is created.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from_workload: Option<WorkloadRef>,
+    priority_class_name: String, patch: "See [`CreateTaskRequest::priority_class_name`].";
 }
 
 /// Answer of `POST /api/v1/tasks?dryRun=true`: what the task would do if it
@@ -777,78 +808,6 @@ pub struct CreateScheduledTaskRequest {
     /// Default 0 (missed fires are not run late).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub starting_deadline_seconds: Option<u64>,
-}
-
-/// Part of a task create body, for merging into a stored `taskConfig`: fields
-/// present replace the stored ones, absent fields keep them.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct TaskConfigPatch {
-    /// Replaces the image list.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub images: Option<Vec<String>>,
-    /// See [`CreateTaskRequest::batch_size`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub batch_size: Option<u32>,
-    /// See [`CreateTaskRequest::node_selector`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_selector: Option<BTreeMap<String, String>>,
-    /// See [`CreateTaskRequest::node_names`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_names: Option<Vec<String>>,
-    /// See [`CreateTaskRequest::priority`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub priority: Option<i32>,
-    /// See [`CreateTaskRequest::max_retries`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_retries: Option<u32>,
-    /// See [`CreateTaskRequest::retry_strategy`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry_strategy: Option<RetryStrategy>,
-    /// See [`CreateTaskRequest::retry_delay`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry_delay: Option<u32>,
-    /// See [`CreateTaskRequest::webhook_url`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub webhook_url: Option<String>,
-    /// See [`CreateTaskRequest::pull_policy`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pull_policy: Option<PullPolicy>,
-    /// See [`CreateTaskRequest::image_pull_secrets`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_pull_secrets: Option<Vec<String>>,
-    /// See [`CreateTaskRequest::tolerate_taints`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tolerate_taints: Option<bool>,
-    /// See [`CreateTaskRequest::timeout_seconds`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout_seconds: Option<u64>,
-    /// See [`CreateTaskRequest::priority_class_name`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub priority_class_name: Option<String>,
-}
-
-impl TaskConfigPatch {
-    /// `base` with every field present in the patch replaced.
-    pub fn apply(self, base: CreateTaskRequest) -> CreateTaskRequest {
-        CreateTaskRequest {
-            images: self.images.unwrap_or(base.images),
-            batch_size: self.batch_size.or(base.batch_size),
-            node_selector: self.node_selector.or(base.node_selector),
-            node_names: self.node_names.or(base.node_names),
-            priority: self.priority.or(base.priority),
-            max_retries: self.max_retries.or(base.max_retries),
-            retry_strategy: self.retry_strategy.or(base.retry_strategy),
-            retry_delay: self.retry_delay.or(base.retry_delay),
-            webhook_url: self.webhook_url.or(base.webhook_url),
-            pull_policy: self.pull_policy.or(base.pull_policy),
-            image_pull_secrets: self.image_pull_secrets.or(base.image_pull_secrets),
-            tolerate_taints: self.tolerate_taints.or(base.tolerate_taints),
-            timeout_seconds: self.timeout_seconds.or(base.timeout_seconds),
-            priority_class_name: self.priority_class_name.or(base.priority_class_name),
-            from_workload: base.from_workload,
-        }
-    }
 }
 
 /// Body of `PUT /api/v1/scheduled-tasks/{id}`: every field optional.
