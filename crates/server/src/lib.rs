@@ -20,4 +20,6 @@ pub mod process_metrics;
 pub mod progress;
 pub mod startup;
 pub mod store;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod webhook;

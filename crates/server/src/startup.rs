@@ -718,7 +718,8 @@ fn announce(scheme: &str, addr: SocketAddr) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::tests::FakeCluster;
+    use crate::cluster::fake::FakeCluster;
+    use crate::testing::engine_config;
 
     #[tokio::test]
     async fn serves_on_a_free_port_until_cancelled() {
@@ -727,12 +728,7 @@ mod tests {
             Arc::new(FakeCluster::new()),
             Arc::new(SystemClock),
             Arc::new(Metrics::new()),
-            EngineConfig {
-                namespace: "prewarm".into(),
-                helper_image: "helper:test".into(),
-                max_concurrent_nodes: 10,
-                pull_timeout: Duration::from_secs(60),
-            },
+            engine_config(),
             "127.0.0.1:0".parse().unwrap(),
         )
         .await

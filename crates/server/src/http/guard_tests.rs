@@ -5,27 +5,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{header, Method, Request, StatusCode};
-use axum::Router;
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
 use super::super::audit::AuditLog;
 use super::super::auth::{parse_token_file, required_role, token_digest, Authenticator, Role};
 use super::super::rate_limit::Limit;
-use super::super::{router, AppState};
 use super::Guard;
-use crate::clock::ManualClock;
-use crate::engine::{Engine, EngineConfig};
-use crate::http::tests::FakeCluster;
-use crate::store::MemoryStore;
+use crate::testing::{request, TestApp};
 
 const OFF: Limit = Limit { rps: 0.0, burst: 0 };
 
 struct Rig {
-    app: Router,
-    clock: Arc<ManualClock>,
+    app: TestApp,
     audit_path: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -42,48 +34,12 @@ fn tokens() -> String {
 fn rig(auth: Authenticator, writes: Limit) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let audit_path = dir.path().join("audit.log");
-    let clock = Arc::new(ManualClock::new("2024-01-16T10:00:00Z".parse().unwrap()));
-    let store = Arc::new(MemoryStore::new());
-    let cluster = Arc::new(FakeCluster::new());
-    let engine = Engine::new(
-        store.clone(),
-        cluster.clone(),
-        clock.clone(),
-        EngineConfig {
-            namespace: "prewarm".into(),
-            helper_image: "helper:test".into(),
-            max_concurrent_nodes: 10,
-            pull_timeout: Duration::from_secs(60),
-        },
-    );
-    let guard = Guard::new(
-        Arc::new(auth),
-        OFF,
-        writes,
-        AuditLog::file(&audit_path).unwrap(),
-        clock.clone(),
-    );
-    let scheduler = crate::engine::scheduler::Scheduler::new(
-        store.clone(),
-        store.clone(),
-        engine.handle(),
-        clock.clone(),
-    );
-    let app = router(AppState {
-        schedules: store.clone(),
-        scheduler: scheduler.handle(),
-        store,
-        cluster,
-        engine: engine.handle(),
-        clock: clock.clone(),
-        metrics: Arc::new(crate::metrics::Metrics::new()),
-        progress: Arc::new(crate::progress::ProgressHub::new()),
-        guard: Arc::new(guard),
-        webhooks: crate::webhook::Webhooks::disabled(),
-    });
+    let audit = AuditLog::file(&audit_path).unwrap();
+    let app = TestApp::builder()
+        .guard(move |clock| Guard::new(Arc::new(auth), OFF, writes, audit, clock))
+        .build();
     Rig {
         app,
-        clock,
         audit_path,
         _dir: dir,
     }
@@ -96,36 +52,13 @@ impl Rig {
         uri: &str,
         token: Option<&str>,
         body: Option<Value>,
-    ) -> (StatusCode, axum::http::HeaderMap, Value) {
-        let mut req = Request::builder().method(method).uri(uri);
-        if let Some(t) = token {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
-        }
-        let req = match body {
-            Some(b) => req
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(b.to_string())),
-            None => req.body(Body::empty()),
-        }
-        .unwrap();
-        let res = self.app.clone().oneshot(req).await.unwrap();
-        let status = res.status();
-        let headers = res.headers().clone();
-        let streaming = headers
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-        if streaming {
-            // An open event stream of a running task does not end; its head is the answer.
-            return (status, headers, Value::Null);
-        }
-        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        (
-            status,
-            headers,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+    ) -> (StatusCode, HeaderMap, Value) {
+        let reply = self
+            .app
+            .send(request(method, uri, token, body.as_ref()))
+            .await;
+        let body = reply.json_or_null();
+        (reply.status, reply.headers, body)
     }
 
     async fn new_task(&self) -> String {
@@ -375,7 +308,7 @@ async fn writes_past_the_burst_get_429_until_the_bucket_refills() {
     // Reads have their own (here unlimited) budget.
     let (s, _, _) = r.call(Method::GET, "/api/v1/tasks", None, None).await;
     assert_eq!(s, StatusCode::OK);
-    r.clock.advance(Duration::from_secs(1));
+    r.app.clock.advance(Duration::from_secs(1));
     assert_eq!(create().await.0, StatusCode::CREATED);
     assert_eq!(create().await.0, StatusCode::TOO_MANY_REQUESTS);
     // The refused write is audited too, as anonymous while auth is off.

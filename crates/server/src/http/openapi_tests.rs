@@ -2,82 +2,24 @@
 //! the served document declares for that operation and status code, and
 //! every route the router serves is documented.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use axum::body::Body;
-use axum::http::{header, Method, Request, StatusCode};
-use axum::Router;
+use axum::http::{Method, StatusCode};
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
-use super::super::guard::Guard;
-use super::super::{router, AppState};
-use crate::clock::ManualClock;
-use crate::engine::{Engine, EngineConfig};
-use crate::http::tests::FakeCluster;
-use crate::store::MemoryStore;
+use crate::testing::TestApp;
 
-fn app() -> Router {
-    let clock = Arc::new(ManualClock::new("2024-01-16T10:00:00Z".parse().unwrap()));
-    let store = Arc::new(MemoryStore::new());
-    let cluster = Arc::new(FakeCluster::new());
-    let engine = Engine::new(
-        store.clone(),
-        cluster.clone(),
-        clock.clone(),
-        EngineConfig {
-            namespace: "prewarm".into(),
-            helper_image: "helper:test".into(),
-            max_concurrent_nodes: 10,
-            pull_timeout: Duration::from_secs(60),
-        },
-    );
-    let scheduler = crate::engine::scheduler::Scheduler::new(
-        store.clone(),
-        store.clone(),
-        engine.handle(),
-        clock.clone(),
-    );
-    router(AppState {
-        schedules: store.clone(),
-        scheduler: scheduler.handle(),
-        store,
-        cluster,
-        engine: engine.handle(),
-        clock: clock.clone(),
-        metrics: Arc::new(crate::metrics::Metrics::new()),
-        progress: Arc::new(crate::progress::ProgressHub::new()),
-        guard: Arc::new(Guard::open(clock)),
-        webhooks: crate::webhook::Webhooks::disabled(),
-    })
-}
-
+/// Sends `method uri` (with `body` as JSON); the status, the content type and the body.
 async fn call(
-    app: &Router,
+    app: &TestApp,
     method: Method,
     uri: &str,
     body: Option<Value>,
 ) -> (u16, String, Vec<u8>) {
-    let req = Request::builder().method(method).uri(uri);
-    let req = match body {
-        Some(b) => req
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(b.to_string())),
-        None => req.body(Body::empty()),
-    }
-    .unwrap();
-    let res = app.clone().oneshot(req).await.unwrap();
-    let status = res.status().as_u16();
-    let ctype = res
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    (status, ctype, bytes.to_vec())
+    let reply = app.call(method, uri, body.as_ref()).await;
+    (
+        reply.status.as_u16(),
+        reply.content_type().to_owned(),
+        reply.body.to_vec(),
+    )
 }
 
 /// Checks one real response against the served document.
@@ -113,7 +55,7 @@ fn validate(doc: &Value, template: &str, method: &str, status: u16, ctype: &str,
 
 #[tokio::test]
 async fn real_responses_validate_against_the_served_document() {
-    let app = app();
+    let app = TestApp::new();
     let (s, _, bytes) = call(&app, Method::GET, "/api/v1/openapi.json", None).await;
     assert_eq!(s, 200);
     let doc: Value = serde_json::from_slice(&bytes).unwrap();
@@ -338,7 +280,7 @@ async fn real_responses_validate_against_the_served_document() {
 
 #[tokio::test]
 async fn every_served_route_is_documented() {
-    let app = app();
+    let app = TestApp::new();
     let (_, _, bytes) = call(&app, Method::GET, "/api/v1/openapi.json", None).await;
     let doc: Value = serde_json::from_slice(&bytes).unwrap();
     let paths = doc["paths"].as_object().unwrap();

@@ -2,90 +2,30 @@
 //! store for tasks and schedules, a manual clock, and the scheduler stepped
 //! by hand where a test needs executions to move.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{header, Method, Request, StatusCode};
-use axum::Router;
+use axum::http::{Method, StatusCode};
 use prewarm_api::TaskStatus;
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
-use super::tests::FakeCluster;
-use super::{router, AppState};
-use crate::clock::{Clock, ManualClock};
-use crate::engine::scheduler::Scheduler;
-use crate::engine::{Engine, EngineConfig};
-use crate::store::{MemoryStore, TaskStore};
+use crate::clock::Clock;
+use crate::testing::{TestApp, START};
 
-const START: &str = "2024-01-16T10:00:00Z";
-
+/// The shared test app with this file's shorthands.
 struct Harness {
-    app: Router,
-    clock: Arc<ManualClock>,
-    store: Arc<MemoryStore>,
-    scheduler: Scheduler,
+    app: TestApp,
 }
 
 impl Harness {
     fn new() -> Harness {
-        let store = Arc::new(MemoryStore::new());
-        let clock = Arc::new(ManualClock::new(START.parse().unwrap()));
-        let cluster = Arc::new(FakeCluster::new());
-        let engine = Engine::new(
-            store.clone(),
-            cluster.clone(),
-            clock.clone(),
-            EngineConfig {
-                namespace: "prewarm".into(),
-                helper_image: "helper:test".into(),
-                max_concurrent_nodes: 10,
-                pull_timeout: Duration::from_secs(60),
-            },
-        );
-        let scheduler =
-            Scheduler::new(store.clone(), store.clone(), engine.handle(), clock.clone());
-        let app = router(AppState {
-            store: store.clone(),
-            cluster,
-            engine: engine.handle(),
-            clock: clock.clone(),
-            metrics: Arc::new(crate::metrics::Metrics::new()),
-            progress: Arc::new(crate::progress::ProgressHub::new()),
-            schedules: store.clone(),
-            scheduler: scheduler.handle(),
-            guard: Arc::new(super::guard::Guard::open(clock.clone())),
-            webhooks: crate::webhook::Webhooks::disabled(),
-        });
         Harness {
-            app,
-            clock,
-            store,
-            scheduler,
+            app: TestApp::new(),
         }
     }
 
     async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = Request::builder().method(method).uri(uri);
-        let body = match body {
-            Some(v) => {
-                req = req.header(header::CONTENT_TYPE, "application/json");
-                Body::from(v.to_string())
-            }
-            None => Body::empty(),
-        };
-        let response = self
-            .app
-            .clone()
-            .oneshot(req.body(body).unwrap())
-            .await
-            .unwrap();
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        (status, serde_json::from_slice(&bytes).expect("JSON body"))
+        let reply = self.app.call(method, uri, body.as_ref()).await;
+        (reply.status, reply.json())
     }
 
     async fn get(&self, uri: &str) -> (StatusCode, Value) {
@@ -104,7 +44,7 @@ impl Harness {
     }
 
     fn advance(&self, secs: u64) {
-        self.clock.advance(Duration::from_secs(secs));
+        self.app.clock.advance(Duration::from_secs(secs));
     }
 }
 
@@ -407,12 +347,16 @@ async fn trigger_starts_a_task_now_whatever_the_overlap_policy() {
     assert_eq!(sched["lastExecutionAt"], "2024-01-16T10:00:10Z");
 
     // The run ends with its task.
-    let mut t = h.store.get(&first).await.unwrap().unwrap();
+    let mut t = h.app.tasks.get(&first).await.unwrap().unwrap();
     h.advance(50);
     t.status = TaskStatus::Completed;
-    t.finished_at = Some(h.clock.now());
-    h.store.update_if(&t, &[TaskStatus::Pending]).await.unwrap();
-    h.scheduler.step().await;
+    t.finished_at = Some(h.app.clock.now());
+    h.app
+        .tasks
+        .update_if(&t, &[TaskStatus::Pending])
+        .await
+        .unwrap();
+    h.app.scheduler.step().await;
     let (code, run) = h.get(&format!("{uri}/executions/1")).await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(run["status"], "success");

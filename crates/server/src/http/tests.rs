@@ -7,100 +7,52 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
-use axum::Router;
 use serde_json::{json, Value};
-use tower::ServiceExt;
-
-use super::{router_with_timeout, AppState, REQUEST_TIMEOUT};
-use crate::clock::ManualClock;
-use crate::engine::{Engine, EngineConfig};
-use crate::store::{MemoryStore, TaskStore};
-
-const START: &str = "2024-01-16T10:00:00Z";
-
-pub(crate) use crate::cluster::fake::FakeCluster;
 
 use crate::store::scripted::ScriptedStore;
+use crate::store::TaskStore;
+use crate::testing::{request, TestApp, START};
 
+/// The shared test app with this file's shorthands.
 struct Harness {
-    app: Router,
-    clock: Arc<ManualClock>,
-    cluster: Arc<FakeCluster>,
+    app: TestApp,
 }
 
 impl Harness {
     fn new() -> Self {
-        Harness::with_store(Arc::new(MemoryStore::new()))
+        Harness {
+            app: TestApp::new(),
+        }
     }
 
     fn with_store(store: Arc<dyn TaskStore>) -> Self {
-        Harness::with_timeout(store, REQUEST_TIMEOUT)
+        Harness {
+            app: TestApp::builder().tasks(store).build(),
+        }
     }
 
     fn with_timeout(store: Arc<dyn TaskStore>, request_timeout: Duration) -> Self {
-        let clock = Arc::new(ManualClock::new(START.parse().unwrap()));
-        let cluster = Arc::new(FakeCluster::new());
-        let engine = Engine::new(
-            store.clone(),
-            cluster.clone(),
-            clock.clone(),
-            EngineConfig {
-                namespace: "prewarm".into(),
-                helper_image: "helper:test".into(),
-                max_concurrent_nodes: 10,
-                pull_timeout: Duration::from_secs(60),
-            },
-        );
-        let schedules = Arc::new(MemoryStore::new());
-        let scheduler = crate::engine::scheduler::Scheduler::new(
-            schedules.clone(),
-            store.clone(),
-            engine.handle(),
-            clock.clone(),
-        );
-        let state = AppState {
-            schedules,
-            scheduler: scheduler.handle(),
-            store,
-            cluster: cluster.clone(),
-            engine: engine.handle(),
-            clock: clock.clone(),
-            metrics: Arc::new(crate::metrics::Metrics::new()),
-            progress: Arc::new(crate::progress::ProgressHub::new()),
-            guard: Arc::new(super::guard::Guard::open(clock.clone())),
-            webhooks: crate::webhook::Webhooks::disabled(),
-        };
-        let app = router_with_timeout(state, request_timeout);
         Harness {
-            app,
-            clock,
-            cluster,
+            app: TestApp::builder()
+                .tasks(store)
+                .request_timeout(request_timeout)
+                .build(),
         }
     }
 
     async fn send(&self, req: Request<Body>) -> (StatusCode, HeaderMap, Value) {
-        let response = self.app.clone().oneshot(req).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-            panic!(
-                "{status}: body is not JSON: {:?}",
-                String::from_utf8_lossy(&bytes)
-            )
-        });
-        (status, headers, body)
+        let reply = self.app.send(req).await;
+        let body = reply.json();
+        (reply.status, reply.headers, body)
     }
 
     async fn get(&self, uri: &str) -> (StatusCode, Value) {
-        let (status, _, body) = self.send(request(Method::GET, uri)).await;
+        let (status, _, body) = self.send(request(Method::GET, uri, None, None)).await;
         (status, body)
     }
 
     async fn delete(&self, uri: &str) -> (StatusCode, Value) {
-        let (status, _, body) = self.send(request(Method::DELETE, uri)).await;
+        let (status, _, body) = self.send(request(Method::DELETE, uri, None, None)).await;
         (status, body)
     }
 
@@ -123,14 +75,6 @@ impl Harness {
         assert_eq!(status, StatusCode::CREATED, "{body}");
         body["taskId"].as_str().unwrap().to_owned()
     }
-}
-
-fn request(method: Method, uri: &str) -> Request<Body> {
-    Request::builder()
-        .method(method)
-        .uri(uri)
-        .body(Body::empty())
-        .unwrap()
 }
 
 fn details(body: &Value) -> &str {
@@ -339,7 +283,7 @@ async fn list_pages_newest_first_and_filters_by_status() {
     let mut ids = Vec::new();
     for image in ["a", "b", "c"] {
         ids.push(h.create(&[image]).await);
-        h.clock.advance(Duration::from_secs(1));
+        h.app.clock.advance(Duration::from_secs(1));
     }
 
     let (status, page) = h.get("/api/v1/tasks?limit=2").await;
@@ -412,7 +356,7 @@ async fn an_unknown_task_is_a_404_with_its_id() {
 async fn cancel_then_cancel_again_conflicts() {
     let h = Harness::new();
     let id = h.create(&["nginx"]).await;
-    h.clock.advance(Duration::from_secs(5));
+    h.app.clock.advance(Duration::from_secs(5));
 
     let (status, body) = h.delete(&format!("/api/v1/tasks/{id}")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -464,7 +408,7 @@ async fn readyz_is_503_naming_the_failing_dependency() {
         json!({"status": "ready", "store": "ok", "kubernetes": "ok"})
     );
 
-    h.cluster.probe_ok.store(false, Ordering::SeqCst);
+    h.app.cluster.probe_ok.store(false, Ordering::SeqCst);
     let (status, body) = h.get("/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["error"], "Not ready");
@@ -496,7 +440,9 @@ async fn unknown_routes_and_methods_answer_json() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"], "Not found");
 
-    let (status, headers, body) = h.send(request(Method::PUT, "/api/v1/tasks")).await;
+    let (status, headers, body) = h
+        .send(request(Method::PUT, "/api/v1/tasks", None, None))
+        .await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(body["error"], "Method not allowed");
     assert!(headers.contains_key(header::ALLOW), "{headers:?}");

@@ -10,10 +10,11 @@ use prewarm_api::{
 
 use super::*;
 use crate::clock::ManualClock;
+use crate::cluster::fake::FakeCluster;
 use crate::domain::schedule::new_scheduled_task;
-use crate::engine::{Engine, EngineConfig};
-use crate::http::tests::FakeCluster;
+use crate::engine::Engine;
 use crate::store::MemoryStore;
+use crate::testing::engine_config;
 
 struct World {
     store: Arc<MemoryStore>,
@@ -34,12 +35,7 @@ impl World {
             store.clone(),
             Arc::new(FakeCluster::new()),
             clock.clone(),
-            EngineConfig {
-                namespace: "prewarm".into(),
-                helper_image: "helper:test".into(),
-                max_concurrent_nodes: 10,
-                pull_timeout: std::time::Duration::from_secs(60),
-            },
+            engine_config(),
         )
         .handle();
         World {
