@@ -8,6 +8,9 @@
 # PREWARM_DEMO_PORT (default 8080) is the service's port; LOCAL_CLUSTER_DIR
 # (default <repo>/.local-cluster) holds the control plane's state and the logs.
 # On exit the demo stops exactly what it started, by PID, and nothing else.
+# When it fails, the logs of the control plane, kube-sim and prewarm are kept
+# in PREWARM_DEMO_LOGS (default: a new directory under ${TMPDIR:-/tmp}) and
+# the demo says where.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
@@ -29,8 +32,17 @@ export LOCAL_CLUSTER_DIR=${LOCAL_CLUSTER_DIR:-$REPO/.local-cluster}
 PIDS=()
 CLUSTER_STARTED=0
 cleanup() {
+  local status=$?
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  # Stopping the control plane deletes its directory: keep the logs of a
+  # failed run first (an interrupt, 130, is how the demo is meant to end).
+  if [ "$status" -ne 0 ] && [ "$status" -ne 130 ] && [ -d "$LOCAL_CLUSTER_DIR/logs" ]; then
+    local kept=${PREWARM_DEMO_LOGS:-}
+    if [ -z "$kept" ]; then kept=$(mktemp -d "${TMPDIR:-/tmp}/prewarm-demo-logs.XXXXXX"); fi
+    mkdir -p "$kept" && cp -a "$LOCAL_CLUSTER_DIR/logs/." "$kept/" &&
+      echo "demo: failed (exit $status); logs of the control plane, kube-sim and prewarm kept in $kept" >&2
+  fi
   if [ $CLUSTER_STARTED -eq 1 ]; then
     "$REPO/scripts/local-cluster.sh" down >/dev/null 2>&1 || true
   fi

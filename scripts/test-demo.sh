@@ -3,7 +3,8 @@
 # from a clean clone of this repository (HEAD, committed files only), on a
 # free port and with its own control-plane directory, so it collides with
 # nothing else running. Passes when the demo's task completes, the demo exits
-# 0, and nothing the demo started is still running afterwards.
+# 0, and nothing the demo started is still running afterwards. When it fails,
+# the demo's output and its logs are kept and the test says where.
 #
 #   scripts/test-demo.sh
 #
@@ -16,7 +17,18 @@
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/prewarm-demo-test.XXXXXX")
-cleanup() { rm -rf "$WORK"; }
+# Outside $WORK, which goes at exit: the demo's output and logs of a failed run.
+KEPT=$(mktemp -d "${TMPDIR:-/tmp}/prewarm-demo-test-logs.XXXXXX")
+PASSED=0
+cleanup() {
+  if [ $PASSED -eq 1 ]; then
+    rm -rf "$KEPT"
+  else
+    if [ -f "$WORK/demo.out" ]; then cp "$WORK/demo.out" "$KEPT/"; fi
+    echo "demo test: the demo's output (demo.out) and its logs are kept in $KEPT" >&2
+  fi
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
 
 fail() { echo "demo test: $*" >&2; exit 1; }
@@ -38,7 +50,7 @@ set +e
 (
   cd "$WORK/prewarm"
   export CARGO_TARGET_DIR=$WORK/target
-  export PREWARM_DEMO_PORT=$PORT LOCAL_CLUSTER_DIR=$WORK/cluster TMPDIR=$WORK
+  export PREWARM_DEMO_PORT=$PORT LOCAL_CLUSTER_DIR=$WORK/cluster TMPDIR=$WORK PREWARM_DEMO_LOGS=$KEPT
   scripts/demo.sh --once
 ) >"$WORK/demo.out" 2>&1
 status=$?
@@ -57,4 +69,5 @@ left=$(ps -eo pid=,args= | awk -v w="$WORK" 'index($0, w) && !/awk/ {print}')
 $left"
 if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then fail "port $PORT still answers after the demo"; fi
 [ ! -e "$WORK/cluster" ] || fail "the demo left its control-plane state in $WORK/cluster"
+PASSED=1
 echo "demo test: passed (port $PORT; nothing left running)"
