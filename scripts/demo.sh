@@ -37,7 +37,7 @@ cleanup() {
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   # Stopping the control plane deletes its directory: keep the logs of a
   # failed run first (an interrupt, 130, is how the demo is meant to end).
-  if [ "$status" -ne 0 ] && [ "$status" -ne 130 ] && [ -d "$LOCAL_CLUSTER_DIR/logs" ]; then
+  if [ $CLUSTER_STARTED -eq 1 ] && [ "$status" -ne 0 ] && [ "$status" -ne 130 ] && [ -d "$LOCAL_CLUSTER_DIR/logs" ]; then
     local kept=${PREWARM_DEMO_LOGS:-}
     if [ -z "$kept" ]; then kept=$(mktemp -d "${TMPDIR:-/tmp}/prewarm-demo-logs.XXXXXX"); fi
     mkdir -p "$kept" && cp -a "$LOCAL_CLUSTER_DIR/logs/." "$kept/" &&
