@@ -10,7 +10,7 @@ use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use serde_json::{json, Value};
 
 use crate::store::scripted::ScriptedStore;
-use crate::store::TaskStore;
+use crate::store::{MemoryStore, TaskStore};
 use crate::testing::{request, TestApp, START};
 
 /// The shared test app with this file's shorthands.
