@@ -21,9 +21,11 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 
 QUICK_GROUPS=(fmt clippy unit)
-SLOW_GROUPS=(integration real_node go_sdk monitoring_rules schemathesis web demo)
+SLOW_GROUPS=(integration faults real_node go_sdk monitoring_rules schemathesis web demo)
 # Test binaries that need no control plane; every other tests/*.rs is in `integration`.
 QUICK_TEST_BINARIES=(prewarm:openapi prewarm:hostile_input kube-sim:cli prewarm-cli:plugin)
+# Slow test binaries with a group of their own, so they run beside `integration`.
+OWN_GROUP_TEST_BINARIES=(prewarm:faults)
 THREADS=${TEST_THREADS:-4}
 
 # --- groups ------------------------------------------------------------------
@@ -46,7 +48,7 @@ group_build() {
   cargo test --workspace --no-run
 }
 
-# Every test binary not in QUICK_TEST_BINARIES, and the doc tests.
+# Every test binary not in QUICK_TEST_BINARIES or OWN_GROUP_TEST_BINARIES, and the doc tests.
 group_integration() {
   local dir pkg name args
   for dir in crates/*/; do
@@ -55,12 +57,16 @@ group_integration() {
     for f in "$dir"tests/*.rs; do
       [ -f "$f" ] || continue
       name=$(basename "$f" .rs)
-      if [[ " ${QUICK_TEST_BINARIES[*]} " != *" $pkg:$name "* ]]; then args+=(--test "$name"); fi
+      if [[ " ${QUICK_TEST_BINARIES[*]} ${OWN_GROUP_TEST_BINARIES[*]} " != *" $pkg:$name "* ]]; then args+=(--test "$name"); fi
     done
     # --no-fail-fast: one failing binary must not hide how the others fare.
     if [ ${#args[@]} -gt 0 ]; then cargo test --no-fail-fast -p "$pkg" "${args[@]}" -- --test-threads "$THREADS"; fi
   done
   cargo test --workspace --doc
+}
+
+group_faults() { # the engine under API faults, an API server restart and kill -9 (tests/faults.rs)
+  cargo test -p prewarm --test faults -- --test-threads "$THREADS"
 }
 
 group_go_sdk() { # gofmt and vet (its tests run against the live service in `integration`)
