@@ -27,6 +27,11 @@ use kube::api::Api;
 use kube::runtime::watcher;
 use kube_sim::testing::{LocalCluster, Sim};
 
+#[path = "../tests/common/redis_server.rs"]
+#[allow(dead_code)] // restart and stop are for the tests
+mod redis_server;
+use redis_server::Redis;
+
 /// The task's images (tagged per store run); each node pulls them one after another.
 const BENCH_IMAGES: [&str; 2] = ["bench/app", "bench/sidecar"];
 
@@ -88,11 +93,7 @@ async fn main() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let redis = args
-        .stores
-        .iter()
-        .any(|s| s == "redis")
-        .then(|| Redis::start(dir.path()));
+    let redis = args.stores.iter().any(|s| s == "redis").then(Redis::start);
     let mut makespans = Vec::new();
     for store in &args.stores {
         let mut store_args = vec!["--store".to_owned(), store.clone()];
@@ -117,53 +118,6 @@ async fn main() {
                 makespan / base
             );
         }
-    }
-}
-
-/// A `redis-server` of the benchmark on a unix socket, stopped by PID when dropped.
-struct Redis {
-    child: std::process::Child,
-    socket: std::path::PathBuf,
-}
-
-impl Redis {
-    /// With the append-only file on (`appendfsync everysec`, as `deploy/ha` runs it).
-    fn start(dir: &std::path::Path) -> Redis {
-        let socket = dir.join("redis.sock");
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                "0",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "everysec",
-            ])
-            .args(["--save", ""])
-            .arg("--unixsocket")
-            .arg(&socket)
-            .arg("--dir")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server runs (scripts/setup.sh installs it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Redis { child, socket }
-    }
-
-    fn url(&self) -> String {
-        format!("unix://{}", self.socket.display())
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

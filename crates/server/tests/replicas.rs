@@ -8,11 +8,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::redis_server::Redis;
 use common::*;
 use futures::StreamExt;
 use prewarm_api::TaskStatus;
@@ -22,78 +22,6 @@ const LONG: Duration = Duration::from_secs(180);
 /// Short Lease timings keep the failover test quick; production defaults are 15 s / 5 s.
 const LEASE: &[&str] = &["--lease-duration", "4", "--lease-renew", "1"];
 const LEASE_DURATION: Duration = Duration::from_secs(4);
-
-/// A `redis-server` of this test on a unix socket, stopped by PID when dropped.
-struct Redis {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-}
-
-impl Redis {
-    /// Starts with the append-only file on (`appendfsync everysec`, as documented).
-    fn start() -> Redis {
-        let mut redis = Redis {
-            child: None,
-            dir: tempfile::tempdir().unwrap(),
-        };
-        redis.restart();
-        redis
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("redis.sock")
-    }
-
-    fn url(&self) -> String {
-        format!("unix://{}", self.socket().display())
-    }
-
-    /// Starts (again) on the same directory and socket.
-    fn restart(&mut self) {
-        let _ = std::fs::remove_file(self.socket());
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                "0",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "everysec",
-                "--save",
-                "",
-            ])
-            .arg("--unixsocket")
-            .arg(self.socket())
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/setup.sh installs it)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.socket().exists() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// SIGTERM (Redis writes its append-only file and exits), and wait.
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg(c.id().to_string()).status();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 /// One replica on `redis` in `namespace`, with the short [`LEASE`] unless
 /// `extra` sets its own.

@@ -21,6 +21,7 @@ use serde_json::Value;
 pub use kube_sim::testing::{LocalCluster, Sim};
 
 pub mod fault_proxy;
+pub mod redis_server;
 
 /// The control plane shared by every test of this binary.
 pub fn cluster() -> &'static LocalCluster {
