@@ -32,6 +32,10 @@ use kube_sim::testing::{LocalCluster, Sim};
 mod redis_server;
 use redis_server::Redis;
 
+#[path = "../tests/common/fault_proxy.rs"]
+#[allow(dead_code)]
+mod fault_proxy;
+
 /// The task's images (tagged per store run); each node pulls them one after another.
 const BENCH_IMAGES: [&str; 2] = ["bench/app", "bench/sidecar"];
 
@@ -55,6 +59,10 @@ struct Args {
     /// Stores to measure, one after another: `sqlite`, `redis`, `memory`.
     #[arg(long, value_delimiter = ',', default_value = "sqlite")]
     stores: Vec<String>,
+    /// Shares of Job creates answered `429` with `Retry-After: 1` by a fault
+    /// proxy in front of the API server, one run each (0: no proxy).
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    throttle: Vec<f64>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long = "bench", hide = true)]
     _bench: bool,
@@ -108,34 +116,68 @@ async fn main() {
             ]),
             _ => {}
         }
-        let makespan = measure(&args, &cluster, store, &store_args).await;
-        makespans.push((store.clone(), makespan));
+        for &throttle in &args.throttle {
+            let run = Run { store, throttle };
+            let makespan = measure(&args, &cluster, run, &store_args).await;
+            makespans.push((run.label(), makespan));
+        }
     }
     if let [(first, base), rest @ ..] = makespans.as_slice() {
-        for (store, makespan) in rest {
+        for (run, makespan) in rest {
             println!(
-                "makespan {store} / {first}: {:.3} ({makespan:.1}s / {base:.1}s, one run, same nodes)",
+                "makespan {run} / {first}: {:.3} ({makespan:.1}s / {base:.1}s, one run, same nodes)",
                 makespan / base
             );
         }
     }
 }
 
-/// One service on `store` (its own namespace), the probes and the big task;
-/// prints the figures and returns the makespan in seconds.
-async fn measure(args: &Args, cluster: &LocalCluster, store: &str, store_args: &[String]) -> f64 {
+/// One measured run: a store, and the share of Job creates throttled.
+#[derive(Clone, Copy)]
+struct Run<'a> {
+    store: &'a str,
+    throttle: f64,
+}
+
+impl Run<'_> {
+    /// `sqlite`, or `sqlite-429x5%` with throttling; names the run's namespace and image tags.
+    fn label(&self) -> String {
+        if self.throttle > 0.0 {
+            format!("{}-429x{}pct", self.store, (self.throttle * 100.0).round())
+        } else {
+            self.store.to_owned()
+        }
+    }
+}
+
+/// One service on the run's store (its own namespace), the probes and the big
+/// task, behind a fault proxy if the run throttles; prints the figures and
+/// returns the makespan in seconds.
+async fn measure(args: &Args, cluster: &LocalCluster, run: Run<'_>, store_args: &[String]) -> f64 {
+    let store = run.label();
+    let store = store.as_str();
     let namespace = format!("bench-{store}");
     let images: Vec<String> = BENCH_IMAGES
         .iter()
         .map(|image| format!("{image}:{store}"))
         .collect();
+    let proxy = if run.throttle > 0.0 {
+        let proxy = fault_proxy::FaultProxy::start(cluster.kubeconfig_path()).await;
+        proxy.throttle_share(run.throttle, Duration::from_secs(1));
+        Some(proxy)
+    } else {
+        None
+    };
+    let kubeconfig = proxy
+        .as_ref()
+        .map_or(cluster.kubeconfig_path(), |p| p.kubeconfig());
     let mut child = Command::new(env!("CARGO_BIN_EXE_prewarm"))
         .args([
             "serve",
             "--listen",
             "127.0.0.1:0",
             "--kubeconfig",
-            cluster.kubeconfig_path().to_str().unwrap(),
+            kubeconfig.to_str().unwrap(),
             "--namespace",
             &namespace,
             "--replica-name",
@@ -274,13 +316,27 @@ async fn measure(args: &Args, cluster: &LocalCluster, store: &str, store_args: &
     let writes: f64 = after.0 - before.0;
     let reads: f64 = after.1 - before.1;
     println!(
-        "command: cargo bench -p prewarm --bench engine -- --nodes {} --batch {} --pull-seconds {} --stores {}",
+        "command: cargo bench -p prewarm --bench engine -- --nodes {} --batch {} --pull-seconds {} --stores {} --throttle {}",
         args.nodes,
         args.batch,
         args.pull_seconds,
-        args.stores.join(",")
+        args.stores.join(","),
+        args.throttle
+            .iter()
+            .map(f64::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
     );
-    println!("store: {store}");
+    println!("run: {store}");
+    if let Some(proxy) = &proxy {
+        println!(
+            "creates answered 429 by the fault proxy: {} of {} ({:.1}%)",
+            proxy.throttled(),
+            proxy.throttled() + proxy.creates_forwarded(),
+            proxy.throttled() as f64 * 100.0
+                / (proxy.throttled() + proxy.creates_forwarded()).max(1) as f64
+        );
+    }
     println!("task status: {}", task["status"]);
     println!(
         "nodes: {}  batch: {}  pull: {}s  images: {}",
