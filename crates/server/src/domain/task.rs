@@ -360,6 +360,22 @@ fn in_range(field: &str, v: i64, lo: i64, hi: i64) -> Result<(), ValidationError
     Ok(())
 }
 
+/// Cancels `task` at `at`, the change every store makes in one atomic write:
+/// status `cancelled`, `finishedAt`, no ETA, and its webhook owed if it has
+/// an address. A task that already ended stays as it is: `Err(its status)`.
+pub fn cancel(task: &mut Task, at: DateTime<Utc>) -> Result<(), TaskStatus> {
+    if task.status.is_terminal() {
+        return Err(task.status);
+    }
+    task.status = TaskStatus::Cancelled;
+    task.finished_at = Some(at);
+    task.estimated_completion = None;
+    if task.webhook_url.is_some() {
+        task.webhook_status = Some(prewarm_api::WebhookStatus::Pending);
+    }
+    Ok(())
+}
+
 /// Checks that a webhook URL is an absolute http(s) URL with a host.
 pub fn validate_webhook_url(url: &str) -> Result<(), ValidationError> {
     let err = |m: &str| ValidationError::new("webhookUrl", m.to_owned());

@@ -49,6 +49,12 @@ impl MemoryStore {
     }
 }
 
+/// The page `offset..offset + limit` of `items` (already in order), cloned.
+fn page<'a, T: Clone + 'a>(items: impl Iterator<Item = &'a T>, limit: u32, offset: u64) -> Vec<T> {
+    let offset = usize::try_from(offset).unwrap_or(usize::MAX);
+    items.skip(offset).take(limit as usize).cloned().collect()
+}
+
 /// Newest first: `createdAt` descending, then task id descending.
 fn newest_first(a: &Task, b: &Task) -> std::cmp::Ordering {
     b.created_at
@@ -85,14 +91,7 @@ impl TaskStore for MemoryStore {
             .collect();
         let total = matching.len() as u64;
         matching.sort_by(|a, b| newest_first(a, b));
-        let offset = usize::try_from(offset).unwrap_or(usize::MAX);
-        let page = matching
-            .into_iter()
-            .skip(offset)
-            .take(limit as usize)
-            .cloned()
-            .collect();
-        Ok((page, total))
+        Ok((page(matching.into_iter(), limit, offset), total))
     }
 
     async fn list_with_status(&self, statuses: &[TaskStatus]) -> StoreResult<Vec<Task>> {
@@ -121,14 +120,8 @@ impl TaskStore for MemoryStore {
         let Some(stored) = inner.tasks.get_mut(id) else {
             return Ok(CancelOutcome::NotFound);
         };
-        if stored.status.is_terminal() {
-            return Ok(CancelOutcome::AlreadyEnded(stored.status));
-        }
-        stored.status = TaskStatus::Cancelled;
-        stored.finished_at = Some(at);
-        stored.estimated_completion = None;
-        if stored.webhook_url.is_some() {
-            stored.webhook_status = Some(prewarm_api::WebhookStatus::Pending);
+        if let Err(ended) = crate::domain::task::cancel(stored, at) {
+            return Ok(CancelOutcome::AlreadyEnded(ended));
         }
         Ok(CancelOutcome::Cancelled(stored.clone()))
     }
@@ -250,14 +243,7 @@ impl ScheduleStore for MemoryStore {
                 .then_with(|| b.task.id.cmp(&a.task.id))
         });
         let total = all.len() as u64;
-        let offset = usize::try_from(offset).unwrap_or(usize::MAX);
-        let page = all
-            .into_iter()
-            .skip(offset)
-            .take(limit as usize)
-            .cloned()
-            .collect();
-        Ok((page, total))
+        Ok((page(all.into_iter(), limit, offset), total))
     }
 
     async fn all_schedules(&self) -> StoreResult<Vec<StoredSchedule>> {
@@ -357,15 +343,7 @@ impl ScheduleStore for MemoryStore {
         let Some(all) = inner.executions.get(schedule_id) else {
             return Ok((Vec::new(), 0));
         };
-        let offset = usize::try_from(offset).unwrap_or(usize::MAX);
-        let page = all
-            .values()
-            .rev()
-            .skip(offset)
-            .take(limit as usize)
-            .cloned()
-            .collect();
-        Ok((page, all.len() as u64))
+        Ok((page(all.values().rev(), limit, offset), all.len() as u64))
     }
 
     async fn get_execution(&self, schedule_id: &str, id: u64) -> StoreResult<Option<Execution>> {

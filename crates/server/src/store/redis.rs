@@ -522,20 +522,26 @@ impl RedisStore {
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| self.failed(e))?;
-        let mut values = reply.into_iter();
-        let total: u64 = match values.next() {
-            Some(v) => redis::from_redis_value(v).map_err(|e| self.failed(e.into()))?,
-            None => 0,
-        };
-        let strings: Vec<String> = values
-            .map(redis::from_redis_value)
-            .collect::<Result<_, _>>()
-            .map_err(|e| self.failed(e.into()))?;
+        let (total, strings) = self.counted_strings(reply)?;
         let rows = strings
             .chunks(fields.len())
             .map(<[String]>::to_vec)
             .collect();
         Ok((total, rows))
+    }
+
+    /// A page script's reply: the total first, then the page's strings.
+    fn counted_strings(&self, reply: Vec<redis::Value>) -> StoreResult<(u64, Vec<String>)> {
+        let mut values = reply.into_iter();
+        let total: u64 = match values.next() {
+            Some(v) => redis::from_redis_value(v).map_err(|e| self.failed(e.into()))?,
+            None => 0,
+        };
+        let strings = values
+            .map(redis::from_redis_value)
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.failed(e.into()))?;
+        Ok((total, strings))
     }
 
     async fn publish(&self, channel: String, message: &str) -> StoreResult<()> {
@@ -673,14 +679,8 @@ impl TaskStore for RedisStore {
             let Some((mut task, rev)) = self.read_task(id).await? else {
                 return Ok(CancelOutcome::NotFound);
             };
-            if task.status.is_terminal() {
-                return Ok(CancelOutcome::AlreadyEnded(task.status));
-            }
-            task.status = TaskStatus::Cancelled;
-            task.finished_at = Some(at);
-            task.estimated_completion = None;
-            if task.webhook_url.is_some() {
-                task.webhook_status = Some(prewarm_api::WebhookStatus::Pending);
+            if let Err(ended) = crate::domain::task::cancel(&mut task, at) {
+                return Ok(CancelOutcome::AlreadyEnded(ended));
             }
             if self.write_task(&task, TaskGuard::Rev(&rev)).await? {
                 self.publish(self.keys.wake_channel(), id).await?;

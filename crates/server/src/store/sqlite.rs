@@ -368,14 +368,8 @@ impl TaskStore for SqliteStore {
                 return Ok(CancelOutcome::NotFound);
             };
             let mut task = decode_task(&id, &body)?;
-            if task.status.is_terminal() {
-                return Ok(CancelOutcome::AlreadyEnded(task.status));
-            }
-            task.status = TaskStatus::Cancelled;
-            task.finished_at = Some(at);
-            task.estimated_completion = None;
-            if task.webhook_url.is_some() {
-                task.webhook_status = Some(prewarm_api::WebhookStatus::Pending);
+            if let Err(ended) = crate::domain::task::cancel(&mut task, at) {
+                return Ok(CancelOutcome::AlreadyEnded(ended));
             }
             let body = encode_task(&task)?;
             tx.prepare_cached(

@@ -386,15 +386,7 @@ impl ScheduleStore for RedisStore {
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| self.failed(e))?;
-        let mut values = reply.into_iter();
-        let total: u64 = match values.next() {
-            Some(v) => redis::from_redis_value(v).map_err(|e| self.failed(e.into()))?,
-            None => 0,
-        };
-        let strings: Vec<String> = values
-            .map(redis::from_redis_value)
-            .collect::<Result<_, _>>()
-            .map_err(|e| self.failed(e.into()))?;
+        let (total, strings) = self.counted_strings(reply)?;
         let page = strings
             .chunks(2)
             .map(|pair| decode_execution(schedule_id, &pair[0], &pair[1]))
