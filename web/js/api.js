@@ -92,5 +92,8 @@ export const api = {
   disableSchedule: (id) => request('PUT', `/api/v1/scheduled-tasks/${enc(id)}/disable`),
   triggerSchedule: (id) => request('POST', `/api/v1/scheduled-tasks/${enc(id)}/trigger`),
   coverage: ({ images, nodeSelector, groupBy }) => request('GET', `/api/v1/coverage${query({ images, nodeSelector, groupBy })}`),
+  listPolicies: ({ limit = 10, offset = 0 } = {}) => request('GET', `/api/v1/keep-warm${query({ limit, offset })}`),
+  enablePolicy: (id) => request('PUT', `/api/v1/keep-warm/${enc(id)}/enable`),
+  disablePolicy: (id) => request('PUT', `/api/v1/keep-warm/${enc(id)}/disable`),
   listExecutions: (id, { limit = 10, offset = 0 } = {}) => request('GET', `/api/v1/scheduled-tasks/${enc(id)}/executions${query({ limit, offset })}`),
 };

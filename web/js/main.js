@@ -1,4 +1,4 @@
-// The single-page app: a hash router (#/tasks, #/tasks/{id}, #/schedules …),
+// The single-page app: a hash router (#/tasks, #/tasks/{id}, #/schedules, #/keep-warm …),
 // who the user is (token + role), and the frame around every screen.
 
 import { api, getToken, setToken, isMissingRoute, ApiError } from './api.js';
@@ -9,6 +9,7 @@ import * as newTask from './views/new-task.js';
 import * as taskDetail from './views/task-detail.js';
 import * as schedules from './views/schedules.js';
 import * as coverage from './views/coverage.js';
+import * as keepWarm from './views/keep-warm.js';
 
 const main = document.getElementById('main');
 const userBox = document.getElementById('user');
@@ -102,6 +103,7 @@ const ROUTES = [
   [/^#\/(?:tasks)?$/, tasks, 'Tasks'],
   [/^#\/schedules(?:\/([^/?]+))?(?:\/(edit))?$/, schedules, 'Schedules'],
   [/^#\/coverage$/, coverage, 'Coverage'],
+  [/^#\/keep-warm$/, keepWarm, 'Keep-warm'],
 ];
 
 async function render() {

@@ -423,6 +423,31 @@ await test('the coverage page draws a nodes x images grid and a per-label summar
   await page.locator('#coverage-result .error-box').waitFor();
 });
 
+await test('the keep-warm list shows coverage, the last run and switches a policy off', async (page) => {
+  const created = await apiCall('POST', '/api/v1/keep-warm',
+    { name: 'ui pool', images: ['keepwarm/app:1'], nodeSelector: { pool: 'ui' }, batchSize: 6 });
+  assert.equal(created.status, 201, JSON.stringify(created.json));
+  const id = created.json.id;
+  try {
+    await page.goto(`${URL}/#/keep-warm`);
+    const row = page.locator(`#policy-table tr[data-policy-id="${id}"]`);
+    await row.waitFor();
+    assert.match(await row.locator('th').textContent(), /ui pool/);
+    // The policy warms its nodes at creation; the list follows without a reload.
+    await page.waitForFunction((pid) => {
+      const cell = document.querySelector(`#policy-table tr[data-policy-id="${pid}"] .policy-warm`);
+      return cell && cell.textContent === '6/6 nodes warm';
+    }, id, { polling: 200, timeout: 60_000 });
+    await row.locator('a[href^="#/tasks/task-"]').waitFor();
+    await shot(page, 'keep-warm');
+    await row.locator('input.enabled-toggle').uncheck();
+    await page.locator('.toast', { hasText: 'ui pool disabled.' }).waitFor();
+    assert.equal((await apiCall('GET', `/api/v1/keep-warm/${id}`)).json.enabled, false);
+  } finally {
+    await apiCall('DELETE', `/api/v1/keep-warm/${id}`);
+  }
+});
+
 await test('the live list mid-task (the README screenshot)', async (page) => {
   const id = await createTask({ images: ['busybox:1.36', 'alpine:3.20'], batchSize: 1 });
   await page.goto(`${URL}/#/tasks`);

@@ -450,3 +450,45 @@ func (c *Client) GetExecution(ctx context.Context, id string, executionID Execut
 	var e Execution
 	return &e, c.do(ctx, http.MethodGet, "/api/v1/scheduled-tasks/"+seg(id)+"/executions/"+seg(string(executionID)), nil, nil, &e)
 }
+
+// CreateKeepWarmPolicy creates a keep-warm policy; its first run starts at once.
+func (c *Client) CreateKeepWarmPolicy(ctx context.Context, req KeepWarmPolicyRequest) (*KeepWarmPolicy, error) {
+	var p KeepWarmPolicy
+	return &p, c.do(ctx, http.MethodPost, "/api/v1/keep-warm", nil, req, &p)
+}
+
+// ListKeepWarmPolicies returns a page of policies, newest first.
+func (c *Client) ListKeepWarmPolicies(ctx context.Context, limit int, offset int64) (*KeepWarmPolicyList, error) {
+	var l KeepWarmPolicyList
+	return &l, c.do(ctx, http.MethodGet, "/api/v1/keep-warm", page(limit, offset), nil, &l)
+}
+
+// GetKeepWarmPolicy returns one policy with its coverage and last runs.
+func (c *Client) GetKeepWarmPolicy(ctx context.Context, id string) (*KeepWarmPolicy, error) {
+	var p KeepWarmPolicy
+	return &p, c.do(ctx, http.MethodGet, "/api/v1/keep-warm/"+seg(id), nil, nil, &p)
+}
+
+// UpdateKeepWarmPolicy changes the fields set in req.
+func (c *Client) UpdateKeepWarmPolicy(ctx context.Context, id string, req KeepWarmPolicyRequest) (*KeepWarmPolicy, error) {
+	var p KeepWarmPolicy
+	return &p, c.do(ctx, http.MethodPut, "/api/v1/keep-warm/"+seg(id), nil, req, &p)
+}
+
+// DeleteKeepWarmPolicy deletes a policy (a run still going finishes).
+func (c *Client) DeleteKeepWarmPolicy(ctx context.Context, id string) (*ActionResponse, error) {
+	var a ActionResponse
+	return &a, c.do(ctx, http.MethodDelete, "/api/v1/keep-warm/"+seg(id), nil, nil, &a)
+}
+
+// EnableKeepWarmPolicy enables a policy and returns it.
+func (c *Client) EnableKeepWarmPolicy(ctx context.Context, id string) (*KeepWarmPolicy, error) {
+	var p KeepWarmPolicy
+	return &p, c.do(ctx, http.MethodPut, "/api/v1/keep-warm/"+seg(id)+"/enable", nil, nil, &p)
+}
+
+// DisableKeepWarmPolicy disables a policy and returns it.
+func (c *Client) DisableKeepWarmPolicy(ctx context.Context, id string) (*KeepWarmPolicy, error) {
+	var p KeepWarmPolicy
+	return &p, c.do(ctx, http.MethodPut, "/api/v1/keep-warm/"+seg(id)+"/disable", nil, nil, &p)
+}

@@ -235,3 +235,43 @@ func TestLivePlanAndCoverage(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+func TestLiveKeepWarmPolicy(t *testing.T) {
+	c := liveClient(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	p, err := c.CreateKeepWarmPolicy(ctx, KeepWarmPolicyRequest{
+		Name: "go-sdk", Images: []string{"go-keep/app:1"}, NodeSelector: selector(), BatchSize: 4,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _, _ = c.DeleteKeepWarmPolicy(context.Background(), p.ID) }()
+	for {
+		got, err := c.GetKeepWarmPolicy(ctx, p.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cov := got.Coverage; cov != nil && cov.TotalNodes > 0 && cov.WarmNodes == cov.TotalNodes {
+			run, err := c.GetTask(ctx, got.LastRuns[len(got.LastRuns)-1].TaskID)
+			if err != nil || run.Trigger != "keep-warm" || run.KeepWarmPolicyID != p.ID {
+				t.Fatalf("run: %v %+v", err, run)
+			}
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("policy never warmed its nodes: %+v", got)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	off, err := c.DisableKeepWarmPolicy(ctx, p.ID)
+	if err != nil || off.Enabled {
+		t.Fatalf("disable: %v %+v", err, off)
+	}
+	if _, err := c.DeleteKeepWarmPolicy(ctx, p.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GetKeepWarmPolicy(ctx, p.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("after delete: %v", err)
+	}
+}

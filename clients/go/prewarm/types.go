@@ -98,6 +98,10 @@ type Task struct {
 	StartedAt           *time.Time          `json:"startedAt"`
 	FinishedAt          *time.Time          `json:"finishedAt"`
 	EstimatedCompletion *time.Time          `json:"estimatedCompletion"`
+	// Trigger says what created the task: "api", "schedule" or "keep-warm".
+	Trigger string `json:"trigger"`
+	// KeepWarmPolicyID is the policy behind a "keep-warm" task.
+	KeepWarmPolicyID string `json:"keepWarmPolicyId,omitempty"`
 	// Message is set on the answer of CreateTask only.
 	Message string `json:"message,omitempty"`
 }
@@ -276,4 +280,78 @@ type CoverageGroup struct {
 	Nodes      int     `json:"nodes"`
 	WarmNodes  int     `json:"warmNodes"`
 	Percentage float64 `json:"percentage"`
+}
+
+// KeepWarmPolicyRequest creates a keep-warm policy (Name and Images or
+// FromWorkload required) or updates one (only non-nil/non-empty fields are
+// sent; RemoveTaint "" turns gating off).
+type KeepWarmPolicyRequest struct {
+	Name             string            `json:"name,omitempty"`
+	Enabled          *bool             `json:"enabled,omitempty"`
+	Images           []string          `json:"images,omitempty"`
+	NodeSelector     map[string]string `json:"nodeSelector,omitempty"`
+	NodeNames        []string          `json:"nodeNames,omitempty"`
+	TolerateTaints   *bool             `json:"tolerateTaints,omitempty"`
+	PullPolicy       string            `json:"pullPolicy,omitempty"`
+	ImagePullSecrets []string          `json:"imagePullSecrets,omitempty"`
+	BatchSize        int               `json:"batchSize,omitempty"`
+	Priority         *int              `json:"priority,omitempty"`
+	FromWorkload     *WorkloadRef      `json:"fromWorkload,omitempty"`
+	RemoveTaint      *string           `json:"removeTaint,omitempty"`
+}
+
+// WorkloadRef names a workload whose pod template gives images and node constraints.
+type WorkloadRef struct {
+	Kind      string `json:"kind"`
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+}
+
+// KeepWarmPolicy keeps images on every matching node, including nodes that join later.
+type KeepWarmPolicy struct {
+	ID               string            `json:"id"`
+	Name             string            `json:"name"`
+	Enabled          bool              `json:"enabled"`
+	Images           []string          `json:"images"`
+	NodeSelector     map[string]string `json:"nodeSelector"`
+	NodeNames        []string          `json:"nodeNames"`
+	TolerateTaints   bool              `json:"tolerateTaints"`
+	PullPolicy       string            `json:"pullPolicy"`
+	ImagePullSecrets []string          `json:"imagePullSecrets"`
+	BatchSize        int               `json:"batchSize"`
+	Priority         int               `json:"priority"`
+	FromWorkload     *WorkloadRef      `json:"fromWorkload,omitempty"`
+	RemoveTaint      *string           `json:"removeTaint"`
+	CreatedBy        string            `json:"createdBy"`
+	CreatedAt        time.Time         `json:"createdAt"`
+	UpdatedAt        time.Time         `json:"updatedAt"`
+	Coverage         *PolicyCoverage   `json:"coverage"`
+	LastRuns         []PolicyRun       `json:"lastRuns"`
+}
+
+// PolicyCoverage says how many of a policy's nodes hold all of its images.
+type PolicyCoverage struct {
+	TotalNodes int      `json:"totalNodes"`
+	WarmNodes  int      `json:"warmNodes"`
+	Percentage float64  `json:"percentage"`
+	ColdNodes  []string `json:"coldNodes"`
+	GatedNodes []string `json:"gatedNodes"`
+}
+
+// PolicyRun is one task a policy started, with its status when read.
+type PolicyRun struct {
+	TaskID         string    `json:"taskId"`
+	CreatedAt      time.Time `json:"createdAt"`
+	Nodes          int       `json:"nodes"`
+	Status         *string   `json:"status"`
+	CompletedNodes int       `json:"completedNodes"`
+	FailedNodes    int       `json:"failedNodes"`
+}
+
+// KeepWarmPolicyList is a page of policies, newest first.
+type KeepWarmPolicyList struct {
+	Policies []KeepWarmPolicy `json:"policies"`
+	Total    int64            `json:"total"`
+	Limit    int              `json:"limit"`
+	Offset   int64            `json:"offset"`
 }

@@ -78,6 +78,21 @@ _SCHEDULE_FIELDS = {
     "starting_deadline_seconds": "startingDeadlineSeconds",
 }
 
+_POLICY_FIELDS = {
+    "name": "name",
+    "enabled": "enabled",
+    "images": "images",
+    "node_selector": "nodeSelector",
+    "node_names": "nodeNames",
+    "tolerate_taints": "tolerateTaints",
+    "pull_policy": "pullPolicy",
+    "image_pull_secrets": "imagePullSecrets",
+    "batch_size": "batchSize",
+    "priority": "priority",
+    "from_workload": "fromWorkload",
+    "remove_taint": "removeTaint",
+}
+
 
 def _camel(fields: Mapping[str, Any], names: Mapping[str, str]) -> Json:
     """Drops ``None`` values and renames snake_case keywords to the API's camelCase
@@ -391,6 +406,48 @@ class PrewarmClient:
             "GET",
             "/api/v1/scheduled-tasks/%s/executions/%s" % (_seg(scheduled_task_id), _seg(str(execution_id))),
         )
+
+    # -- keep-warm policies ---------------------------------------------------
+
+    def create_keep_warm_policy(self, name: str, images: List[str], **options: Any) -> Json:
+        """Keeps ``images`` on every matching node, including nodes that join later.
+
+        ``options`` are the other policy fields, in snake_case (``enabled``,
+        ``node_selector``, ``node_names``, ``tolerate_taints``, ``pull_policy``,
+        ``image_pull_secrets``, ``batch_size``, ``priority``, ``from_workload``,
+        ``remove_taint``). Returns the policy with its ``coverage`` and ``lastRuns``.
+        """
+        unknown = set(options) - set(_POLICY_FIELDS)
+        if unknown:
+            raise TypeError("unknown policy option(s): %s" % ", ".join(sorted(unknown)))
+        body = _camel(dict(name=name, images=list(images), **options), _POLICY_FIELDS)
+        return self._request("POST", "/api/v1/keep-warm", json=body)
+
+    def list_keep_warm_policies(self, limit: int = 10, offset: int = 0) -> Json:
+        """A page of keep-warm policies: ``{policies, total, limit, offset}``."""
+        return self._request("GET", "/api/v1/keep-warm", params={"limit": limit, "offset": offset})
+
+    def get_keep_warm_policy(self, policy_id: str) -> Json:
+        """One policy, with its coverage and last runs."""
+        return self._request("GET", "/api/v1/keep-warm/%s" % _seg(policy_id))
+
+    def update_keep_warm_policy(self, policy_id: str, **fields: Any) -> Json:
+        """Changes the given fields (snake_case or camelCase); ``remove_taint=""``
+        turns gating off. Returns the updated policy."""
+        body = _camel(fields, _POLICY_FIELDS)
+        return self._request("PUT", "/api/v1/keep-warm/%s" % _seg(policy_id), json=body)
+
+    def delete_keep_warm_policy(self, policy_id: str) -> Json:
+        """Deletes a policy (a run still going finishes)."""
+        return self._request("DELETE", "/api/v1/keep-warm/%s" % _seg(policy_id))
+
+    def enable_keep_warm_policy(self, policy_id: str) -> Json:
+        """Enables a policy; returns it."""
+        return self._request("PUT", "/api/v1/keep-warm/%s/enable" % _seg(policy_id))
+
+    def disable_keep_warm_policy(self, policy_id: str) -> Json:
+        """Disables a policy; returns it."""
+        return self._request("PUT", "/api/v1/keep-warm/%s/disable" % _seg(policy_id))
 
 
 #: The original design's name for the client.

@@ -188,3 +188,30 @@ def test_plan_creates_nothing_and_coverage_follows_a_run(client):
     while client.coverage([image], node_selector=selector())["percentage"] != 100.0:
         assert time.monotonic() < deadline, "coverage never reached 100%"
         time.sleep(0.2)
+
+
+def test_keep_warm_policy_warms_its_nodes_and_is_managed(client):
+    image = "python-keep/app:1"
+    policy = client.create_keep_warm_policy("python-sdk", [image], node_selector=selector(), batch_size=4)
+    pid = policy["id"]
+    try:
+        assert policy["enabled"] is True and policy["images"] == [image]
+        deadline = time.monotonic() + 60
+        while True:
+            current = client.get_keep_warm_policy(pid)
+            coverage = current["coverage"]
+            if coverage["totalNodes"] > 0 and coverage["warmNodes"] == coverage["totalNodes"]:
+                break
+            assert time.monotonic() < deadline, "policy never warmed its nodes: %r" % current
+            time.sleep(0.2)
+        run = current["lastRuns"][-1]
+        assert client.get_task(run["taskId"])["trigger"] == "keep-warm"
+        assert client.disable_keep_warm_policy(pid)["enabled"] is False
+        assert client.update_keep_warm_policy(pid, batch_size=2)["batchSize"] == 2
+        assert any(p["id"] == pid for p in client.list_keep_warm_policies(limit=100)["policies"])
+        with pytest.raises(ValidationError):
+            client.update_keep_warm_policy(pid, images=[])
+    finally:
+        client.delete_keep_warm_policy(pid)
+    with pytest.raises(TaskNotFound):
+        client.get_keep_warm_policy(pid)

@@ -10,6 +10,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+mod keep_warm;
+
+pub use keep_warm::{
+    CreateKeepWarmPolicyRequest, KeepWarmPolicy, KeepWarmPolicyList, PolicyCoverage, PolicyRun,
+    TaskTrigger, UpdateKeepWarmPolicyRequest,
+};
+
 /// Lifecycle of a prewarm task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -496,6 +503,12 @@ pub struct Task {
     /// What `fromWorkload` resolved to when the task was created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_workload: Option<ResolvedWorkload>,
+    /// What created it: `api`, `schedule` or `keep-warm`.
+    #[serde(default)]
+    pub trigger: TaskTrigger,
+    /// The keep-warm policy that started it (`trigger: keep-warm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_warm_policy_id: Option<String>,
     /// Node counts and window position.
     pub progress: Progress,
     /// (node, image) pairs that failed for good: the first 100 (oldest

@@ -1,4 +1,4 @@
-//! The prewarm client: `task`, `schedule` and `coverage` commands over the HTTP API,
+//! The prewarm client: `task`, `schedule`, `keep-warm` and `coverage` commands over the HTTP API,
 //! live progress from the task's event stream, shell completions.
 //!
 //! The commands are a clap `Subcommand` ([`ClientCommand`]) so that they can
@@ -17,6 +17,7 @@ use clap::{Args, Parser, Subcommand};
 pub mod client;
 pub mod coverage;
 pub mod follow;
+pub mod keep_warm;
 pub mod output;
 pub mod schedule;
 pub mod task;
@@ -63,6 +64,8 @@ pub enum ClientCommand {
     Task(task::TaskArgs),
     /// Manage scheduled (cron) prewarm tasks and their executions.
     Schedule(schedule::ScheduleArgs),
+    /// Keep images on every matching node, including nodes that join later.
+    KeepWarm(keep_warm::KeepWarmArgs),
     /// Show how many matching nodes hold IMAGE…; with --min, exit 1 when below (a CI gate).
     Coverage(coverage::CoverageArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -107,6 +110,7 @@ pub fn run(command: ClientCommand, cli: impl FnOnce() -> clap::Command, bin: &st
         match command {
             ClientCommand::Task(args) => task::run(args).await,
             ClientCommand::Schedule(args) => schedule::run(args).await,
+            ClientCommand::KeepWarm(args) => keep_warm::run(args).await,
             ClientCommand::Coverage(args) => coverage::run(args).await,
             ClientCommand::Completions { .. } => Ok(client::EXIT_OK),
         }

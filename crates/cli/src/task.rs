@@ -293,7 +293,7 @@ fn task_table(page: &Value) -> String {
     out
 }
 
-fn plan_details(p: &Value) -> String {
+pub(crate) fn plan_details(p: &Value) -> String {
     let list = |v: &Value| -> Vec<Value> { v.as_array().cloned().unwrap_or_default() };
     let selected = list(&p["selectedNodeNames"]);
     let names: Vec<String> = selected.iter().map(cell).collect();

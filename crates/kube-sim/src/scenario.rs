@@ -46,6 +46,9 @@ pub struct NodeSpec {
     pub memory: String,
     /// Pod capacity.
     pub pods: u32,
+    /// Registered this long (real time) after the others are ready, instead
+    /// of at start: a node joining mid-run.
+    pub join_after: Option<Duration>,
 }
 
 /// A node taint as written in the scenario.
@@ -119,6 +122,8 @@ pub enum EventAction {
     DeleteNodes(GlobMatcher),
     /// Set the `Ready` condition of the matching nodes.
     SetReady(GlobMatcher, bool),
+    /// Register these nodes (a group with `joinAfter`).
+    AddNodes(Vec<String>),
 }
 
 impl PartialEq for EventAction {
@@ -128,6 +133,7 @@ impl PartialEq for EventAction {
             (EventAction::SetReady(a, x), EventAction::SetReady(b, y)) => {
                 a.glob() == b.glob() && x == y
             }
+            (EventAction::AddNodes(a), EventAction::AddNodes(b)) => a == b,
             _ => false,
         }
     }
@@ -188,6 +194,7 @@ struct NodeGroupFile {
     cpu: Option<String>,
     memory: Option<String>,
     pods: Option<u32>,
+    join_after: Option<DurationText>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -253,7 +260,9 @@ impl Scenario {
             )));
         }
         let mut nodes = Vec::new();
+        let mut joins = Vec::new();
         for (i, g) in file.nodes.into_iter().enumerate() {
+            let join_after = g.join_after.map(duration).transpose()?;
             let names: Vec<String> = match (g.names, g.count) {
                 (Some(_), Some(_)) | (Some(_), None) if g.name_prefix.is_some() => {
                     return Err(Error::Scenario(format!(
@@ -274,6 +283,7 @@ impl Scenario {
                     return Err(Error::Scenario(format!("nodes[{i}]: needs names or count")))
                 }
             };
+            let names_len = names.len();
             for name in names {
                 nodes.push(NodeSpec {
                     name,
@@ -284,6 +294,17 @@ impl Scenario {
                     cpu: g.cpu.clone().unwrap_or_else(|| "4".to_string()),
                     memory: g.memory.clone().unwrap_or_else(|| "16Gi".to_string()),
                     pods: g.pods.unwrap_or(110),
+                    join_after,
+                });
+            }
+            if let Some(after) = join_after {
+                let group = nodes[nodes.len() - names_len..]
+                    .iter()
+                    .map(|n| n.name.clone())
+                    .collect();
+                joins.push(TimedEvent {
+                    after,
+                    action: EventAction::AddNodes(group),
                 });
             }
         }
@@ -359,13 +380,7 @@ impl Scenario {
             .into_iter()
             .enumerate()
             .map(|(i, e)| {
-                let after = match e.after {
-                    DurationText::Seconds(s) if s.is_finite() && s >= 0.0 => {
-                        Duration::from_secs_f64(s)
-                    }
-                    DurationText::Seconds(s) => return Err(Error::Duration(s.to_string())),
-                    DurationText::Text(t) => parse_duration(&t)?,
-                };
+                let after = duration(e.after)?;
                 let action = match (e.delete_nodes, e.set_ready) {
                     (Some(n), None) => EventAction::DeleteNodes(glob(&n)?),
                     (None, Some(s)) => EventAction::SetReady(glob(&s.nodes)?, s.ready),
@@ -378,6 +393,7 @@ impl Scenario {
                 Ok(TimedEvent { after, action })
             })
             .collect::<Result<Vec<_>>>()?;
+        events.extend(joins);
         events.sort_by_key(|e| e.after);
         Ok(Scenario {
             time_scale: file.time_scale,
@@ -441,6 +457,15 @@ fn glob(pattern: &str) -> Result<GlobMatcher> {
             pattern: pattern.to_string(),
             source,
         })
+}
+
+/// A duration as written: a number of seconds or text for [`parse_duration`].
+fn duration(text: DurationText) -> Result<Duration> {
+    match text {
+        DurationText::Seconds(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s)),
+        DurationText::Seconds(s) => Err(Error::Duration(s.to_string())),
+        DurationText::Text(t) => parse_duration(&t),
+    }
 }
 
 /// Parses `500ms`, `10s`, `1.5s`, `2m`, `1h` (a bare number is seconds).

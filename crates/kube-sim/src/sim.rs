@@ -98,8 +98,8 @@ pub async fn run(
 
     // Watch before registering, so pods bound while nodes are created are not missed.
     let watch = tokio::spawn(watch_pods(ctx.clone()));
-    register_nodes(&ctx, config.create_concurrency.max(1)).await?;
-    on_ready(ctx.nodes.len());
+    let registered = register_nodes(&ctx, config.create_concurrency.max(1)).await?;
+    on_ready(registered);
 
     let flusher = tokio::spawn(flush_images(ctx.clone(), dirty_rx));
     let events = tokio::spawn(run_events(ctx.clone()));
@@ -118,10 +118,25 @@ pub async fn run(
     result
 }
 
-async fn register_nodes(ctx: &Context, concurrency: usize) -> Result<()> {
+/// Registers the nodes that exist from the start (not those with
+/// `joinAfter`); returns how many.
+async fn register_nodes(ctx: &Context, concurrency: usize) -> Result<usize> {
+    let initial: Vec<Arc<SimNode>> = ctx
+        .nodes
+        .values()
+        .filter(|n| n.spec.join_after.is_none())
+        .cloned()
+        .collect();
+    let count = initial.len();
+    register(ctx, initial, concurrency).await?;
+    Ok(count)
+}
+
+/// Creates the Node objects of `nodes`, `concurrency` at a time.
+async fn register(ctx: &Context, nodes: Vec<Arc<SimNode>>, concurrency: usize) -> Result<()> {
     let api: Api<Node> = Api::all(ctx.client.clone());
     let now = Timestamp::now();
-    futures::stream::iter(ctx.nodes.values())
+    futures::stream::iter(nodes)
         .map(|n| {
             let obj = {
                 let state = n.state.lock().expect("node state lock");
@@ -240,6 +255,16 @@ async fn run_events(ctx: Arc<Context>) {
     for event in &ctx.scenario.events {
         tokio::time::sleep_until(start + event.after).await;
         match &event.action {
+            EventAction::AddNodes(names) => {
+                tracing::info!(nodes = names.len(), "event: adding nodes");
+                let joining = names
+                    .iter()
+                    .filter_map(|n| ctx.nodes.get(n).cloned())
+                    .collect();
+                if let Err(e) = register(&ctx, joining, 64).await {
+                    tracing::warn!(error = %e, "adding nodes");
+                }
+            }
             EventAction::DeleteNodes(glob) => {
                 tracing::info!(nodes = %glob.glob(), "event: deleting nodes");
                 delete_nodes(&ctx, |n| glob.is_match(n)).await;

@@ -202,6 +202,10 @@ impl Cluster for Fenced {
     async fn secret_exists(&self, name: &str) -> ClusterResult<bool> {
         self.inner.secret_exists(name).await
     }
+    async fn remove_node_taint(&self, node: &str, key: &str, effect: &str) -> ClusterResult<bool> {
+        self.check()?;
+        self.inner.remove_node_taint(node, key, effect).await
+    }
 }
 
 /// Why a term ended.

@@ -15,6 +15,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::cluster::kube::{client_config, KubeCluster};
 use crate::cluster::Cluster;
 use crate::config::{ServeConfig, StoreKind};
+use crate::engine::keep_warm::{KeepWarm, KeepWarmHandle};
 use crate::engine::scheduler::{Scheduler, SchedulerHandle};
 use crate::engine::{Engine, EngineConfig, EngineHandle};
 use crate::history::{trim_history, HistoryLimits};
@@ -30,7 +31,9 @@ use crate::leadership::{
 use crate::metrics::Metrics;
 use crate::progress::ProgressHub;
 use crate::store::redis::{Change, Changes, RedisConfig};
-use crate::store::{MemoryStore, RedisStore, ScheduleStore, SqliteStore, Storage, TaskStore};
+use crate::store::{
+    MemoryStore, PolicyStore, RedisStore, ScheduleStore, SqliteStore, Storage, TaskStore,
+};
 use crate::webhook::{WebhookConfig, Webhooks};
 
 /// How long in-flight requests may keep the server up after shutdown starts
@@ -129,8 +132,7 @@ pub struct Application {
     limits: ConnectionLimits,
     tls: Option<Tls>,
     metrics: Arc<Metrics>,
-    engine: Engine,
-    scheduler: Scheduler,
+    term: Term,
     progress: Arc<ProgressHub>,
     terms: TermParts,
     replicas: Option<Replicas>,
@@ -142,6 +144,7 @@ pub struct Application {
 struct TermParts {
     store: Arc<dyn TaskStore>,
     schedules: Arc<dyn ScheduleStore>,
+    policies: Arc<dyn PolicyStore>,
     cluster: Arc<dyn Cluster>,
     clock: Arc<dyn Clock>,
     engine_config: EngineConfig,
@@ -149,7 +152,13 @@ struct TermParts {
     progress: Arc<ProgressHub>,
     webhooks: Arc<Webhooks>,
     history: HistoryLimits,
+    /// Shared by every term's keep-warm controller, so the API's handle stays live.
+    keep_warm: KeepWarmHandle,
 }
+
+/// What runs while this replica leads: the engine, the cron scheduler and
+/// the keep-warm controller.
+type Term = (Engine, Scheduler, KeepWarm);
 
 impl TermParts {
     /// The history trim of a term (runs until `stop`).
@@ -163,8 +172,8 @@ impl TermParts {
         )
     }
 
-    /// A fresh engine and scheduler (nothing runs until their `run`).
-    fn term(&self) -> (Engine, Scheduler) {
+    /// A fresh engine, scheduler and keep-warm controller (nothing runs until their `run`).
+    fn term(&self) -> Term {
         let engine = Engine::new(
             self.store.clone(),
             self.cluster.clone(),
@@ -180,8 +189,17 @@ impl TermParts {
             engine.handle(),
             self.clock.clone(),
         )
-        .with_metrics(self.metrics.clone());
-        (engine, scheduler)
+        .with_metrics(self.metrics.clone())
+        .with_cluster(self.cluster.clone());
+        let keep_warm = KeepWarm::new(
+            self.policies.clone(),
+            self.store.clone(),
+            self.cluster.clone(),
+            engine.handle(),
+            self.clock.clone(),
+        )
+        .with_handle(&self.keep_warm);
+        (engine, scheduler, keep_warm)
     }
 }
 
@@ -352,6 +370,7 @@ impl Application {
     ) -> anyhow::Result<Application> {
         let progress = Arc::new(ProgressHub::new());
         let schedules: Arc<dyn ScheduleStore> = store.clone();
+        let policies: Arc<dyn PolicyStore> = store.clone();
         let store: Arc<dyn TaskStore> = store;
         let webhooks = match operations.webhooks {
             Some(config) => Webhooks::start(config, store.clone(), metrics.clone(), leader),
@@ -367,16 +386,20 @@ impl Application {
             progress: progress.clone(),
             webhooks: webhooks.clone(),
             history: operations.history,
+            keep_warm: KeepWarmHandle::new(),
+            policies: policies.clone(),
         };
-        let (engine, scheduler) = terms.term();
+        let term = terms.term();
         let audit = operations.guard.audit.clone();
         let router = http::router_with_timeout(
             AppState {
                 schedules,
-                scheduler: scheduler.handle(),
+                scheduler: term.1.handle(),
+                policies,
+                keep_warm: terms.keep_warm.clone(),
                 store,
                 cluster,
-                engine: engine.handle(),
+                engine: term.0.handle(),
                 clock,
                 metrics: metrics.clone(),
                 progress: progress.clone(),
@@ -409,8 +432,7 @@ impl Application {
             limits: operations.serving.limits,
             tls,
             metrics,
-            engine,
-            scheduler,
+            term,
             progress,
             terms,
             replicas: None,
@@ -441,8 +463,7 @@ impl Application {
             limits,
             tls,
             metrics,
-            engine,
-            scheduler,
+            term,
             progress,
             terms,
             replicas,
@@ -510,17 +531,10 @@ impl Application {
                 let result = match replicas {
                     None => {
                         let trim = terms.trim_history(stop.clone());
-                        run_term(engine, scheduler, trim, stop.clone()).await
+                        run_term(term, trim, stop.clone()).await
                     }
                     Some(replicas) => {
-                        lead_while_holding(
-                            replicas,
-                            (engine, scheduler),
-                            terms,
-                            progress,
-                            stop.clone(),
-                        )
-                        .await
+                        lead_while_holding(replicas, term, terms, progress, stop.clone()).await
                     }
                 };
                 stop.cancel();
@@ -543,11 +557,10 @@ impl Application {
     }
 }
 
-/// Runs an engine, a scheduler and the history trim until `stop` (or until
-/// the engine fails).
+/// Runs an engine, a scheduler, a keep-warm controller and the history
+/// trim until `stop` (or until the engine fails).
 async fn run_term(
-    engine: Engine,
-    scheduler: Scheduler,
+    (engine, scheduler, keep_warm): Term,
     trim: impl std::future::Future<Output = ()>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -567,9 +580,20 @@ async fn run_term(
             result
         }
     };
-    let (ran, scheduled, ()) = tokio::join!(engine, scheduler, trim);
+    let keep_warm = {
+        let stop = stop.clone();
+        async move {
+            let result = keep_warm.run(stop.clone()).await.context("keep-warm");
+            stop.cancel();
+            result
+        }
+    };
+    let (ran, scheduled, kept, ()) = tokio::join!(engine, scheduler, keep_warm, trim);
     if let Err(err) = scheduled {
         tracing::error!(error = format!("{err:#}"), "scheduler failed");
+    }
+    if let Err(err) = kept {
+        tracing::error!(error = format!("{err:#}"), "keep-warm controller failed");
     }
     ran
 }
@@ -582,7 +606,7 @@ async fn run_term(
 /// process, and a failed renewal only ends the term.
 async fn lead_while_holding(
     replicas: Replicas,
-    first: (Engine, Scheduler),
+    first: Term,
     terms: TermParts,
     progress: Arc<ProgressHub>,
     stop: CancellationToken,
@@ -608,15 +632,10 @@ async fn lead_while_holding(
         let Some(term) = leadership.acquire(&stop).await else {
             break Ok(());
         };
-        let (engine, scheduler) = first.take().unwrap_or_else(|| terms.term());
+        let next = first.take().unwrap_or_else(|| terms.term());
         *handles.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((engine.handle(), scheduler.handle()));
-        let run = run_term(
-            engine,
-            scheduler,
-            terms.trim_history(term.clone()),
-            term.clone(),
-        );
+            Some((next.0.handle(), next.1.handle()));
+        let run = run_term(next, terms.trim_history(term.clone()), term.clone());
         tokio::pin!(run);
         let end = tokio::select! {
             ran = &mut run => {

@@ -14,6 +14,7 @@ use tower::ServiceExt;
 
 use crate::clock::ManualClock;
 use crate::cluster::fake::FakeCluster;
+use crate::engine::keep_warm::KeepWarmHandle;
 use crate::engine::scheduler::Scheduler;
 use crate::engine::{Engine, EngineConfig};
 use crate::http::guard::Guard;
@@ -109,6 +110,8 @@ impl TestAppBuilder {
                 progress: Arc::new(ProgressHub::new()),
                 schedules: schedules.clone(),
                 scheduler: scheduler.handle(),
+                policies: schedules.clone(),
+                keep_warm: KeepWarmHandle::new(),
                 guard: Arc::new(guard),
                 webhooks: Webhooks::disabled(),
             },

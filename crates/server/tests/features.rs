@@ -529,4 +529,64 @@ nodes:
     assert_eq!(code, 400, "{err}");
     let (_, list) = get(&svc, "/api/v1/tasks", &[]).await;
     assert_eq!(list["total"], 1, "only the real run was stored: {list}");
+
+    // Coverage of a workload: its images over the nodes its pods could land on.
+    let web = format!("Deployment/{apps}/web");
+    let by_workload = [("fromWorkload", web.as_str())];
+    let cov = eventually(
+        "the workload's coverage follows the run",
+        || get(&svc, "/api/v1/coverage", &by_workload),
+        |c| c["percentage"] == 100.0,
+    )
+    .await;
+    assert_eq!(cov["totalNodes"], 3, "{cov}");
+    assert_eq!(cov["images"][0]["image"], digest, "{cov}");
+    let missing = format!("Deployment/{apps}/nope");
+    let (code, err) = get(
+        &svc,
+        "/api/v1/coverage",
+        &[("fromWorkload", missing.as_str())],
+    )
+    .await;
+    assert_eq!(code, 404, "{err}");
+    let (code, err) = get(&svc, "/api/v1/coverage", &[("fromWorkload", "Pod/x/y")]).await;
+    assert_eq!(code, 400, "{err}");
+
+    // A schedule reads its workload at each run and records it on the task.
+    let (code, schedule) = post(
+        &svc,
+        "/api/v1/scheduled-tasks",
+        &[],
+        &json!({"name": "wl", "cronExpr": "@yearly", "taskConfig": {"fromWorkload": from("Deployment", "web")}}),
+    )
+    .await;
+    assert_eq!(code, 201, "{schedule}");
+    let (code, fired) = post(
+        &svc,
+        &format!(
+            "/api/v1/scheduled-tasks/{}/trigger",
+            schedule["id"].as_str().unwrap()
+        ),
+        &[],
+        &json!({}),
+    )
+    .await;
+    assert_eq!(code, 200, "{fired}");
+    let run = svc.wait_end(fired["taskId"].as_str().unwrap(), LONG).await;
+    assert_eq!(status(&run), "completed", "{run:#?}");
+    assert_eq!(run.progress.total_nodes, 3);
+    let (_, view) = svc.get(&run.task_id).await;
+    assert_eq!(view["trigger"], "schedule");
+    assert_eq!(
+        view["resolvedWorkload"]["images"],
+        json!([digest, "wl/app:1"])
+    );
+    let (code, err) = post(
+        &svc,
+        "/api/v1/scheduled-tasks",
+        &[],
+        &json!({"name": "wl", "cronExpr": "@yearly", "taskConfig": {"fromWorkload": from("Deployment", "nope")}}),
+    )
+    .await;
+    assert_eq!(code, 404, "{err}");
 }

@@ -489,7 +489,10 @@ async fn deploy_rbac_is_enough_for_a_task_and_no_more() {
         ("create", "pods", "prewarm", false),
         ("create", "jobs", "default", false),
         ("create", "namespaces", "", false),
-        ("patch", "nodes", "", false),
+        ("delete", "nodes", "", false),
+        ("update", "nodes/status", "", false),
+        // Only to remove a keep-warm policy's gating taint from a warm node.
+        ("patch", "nodes", "", true),
         ("create", "jobs", "prewarm", true),
         ("deletecollection", "jobs", "prewarm", true),
         ("watch", "pods", "prewarm", true),

@@ -335,6 +335,10 @@ impl Cluster for KubeCluster {
         super::workload::secret_exists(&self.client, &self.namespace, name).await
     }
 
+    async fn remove_node_taint(&self, node: &str, key: &str, effect: &str) -> ClusterResult<bool> {
+        super::node_taint::remove_taint(&self.client, node, key, effect).await
+    }
+
     async fn probe(&self) -> ClusterResult<()> {
         match self.client.apiserver_version().await {
             Ok(_) => {

@@ -12,6 +12,7 @@ use tokio::sync::broadcast;
 #[cfg(test)]
 pub(crate) mod fake;
 pub mod kube;
+pub mod node_taint;
 pub mod pull_job;
 pub mod workload;
 
@@ -222,6 +223,12 @@ pub trait Cluster: Send + Sync + 'static {
     async fn secret_exists(&self, name: &str) -> ClusterResult<bool> {
         Err(ClusterError::Unreachable(format!(
             "this cluster cannot read Secret {name}"
+        )))
+    }
+    /// Removes the taint `key` with `effect` from `node`; whether one was removed.
+    async fn remove_node_taint(&self, node: &str, key: &str, effect: &str) -> ClusterResult<bool> {
+        Err(ClusterError::Unreachable(format!(
+            "this cluster cannot remove taint {key}:{effect} from node {node}"
         )))
     }
 }

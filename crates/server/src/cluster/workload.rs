@@ -37,6 +37,92 @@ pub async fn pod_spec(client: &Client, workload: &WorkloadRef) -> ClusterResult<
     Ok(spec)
 }
 
+/// Why a `fromWorkload` reference could not be resolved.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WorkloadError {
+    /// No such workload.
+    #[error("{0} does not exist")]
+    NotFound(String),
+    /// The service may not read it (or a secret it names).
+    #[error("the service may not read {what}: {message}")]
+    Forbidden {
+        /// What was read.
+        what: String,
+        /// The API server's message.
+        message: String,
+    },
+    /// The Kubernetes API did not answer.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Pull secrets it names are missing from the service's namespace.
+    #[error("{what} names imagePullSecrets {missing:?}, missing from the service's namespace")]
+    MissingSecrets {
+        /// The workload.
+        what: String,
+        /// The missing names.
+        missing: Vec<String>,
+    },
+    /// Its pod template cannot make a task (bad or too many images).
+    #[error("{what}: {message}")]
+    NotUsable {
+        /// The workload.
+        what: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// `spec` with its `fromWorkload` resolved (unchanged without one): reads
+/// the workload through `cluster`, checks its pull secrets exist in the
+/// service's namespace, and folds it into the spec.
+pub async fn resolve_spec(
+    cluster: &dyn super::Cluster,
+    spec: crate::domain::task::TaskSpec,
+) -> Result<crate::domain::task::TaskSpec, WorkloadError> {
+    let Some(reference) = spec.from_workload.clone() else {
+        return Ok(spec);
+    };
+    let what = format!(
+        "{:?} {}/{}",
+        reference.kind, reference.namespace, reference.name
+    );
+    let resolved = cluster
+        .read_workload(&reference)
+        .await
+        .map_err(|e| read_error(&what, e))?
+        .ok_or_else(|| WorkloadError::NotFound(what.clone()))?;
+    let mut missing = Vec::new();
+    for secret in &resolved.image_pull_secrets {
+        let exists = cluster
+            .secret_exists(secret)
+            .await
+            .map_err(|e| read_error(&format!("Secret {secret}"), e))?;
+        if !exists {
+            missing.push(secret.clone());
+        }
+    }
+    if !missing.is_empty() {
+        return Err(WorkloadError::MissingSecrets { what, missing });
+    }
+    spec.with_workload(resolved)
+        .map_err(|e| WorkloadError::NotUsable {
+            what,
+            message: e.message,
+        })
+}
+
+fn read_error(what: &str, err: super::ClusterError) -> WorkloadError {
+    match err {
+        super::ClusterError::Api {
+            code: 403, message, ..
+        } => WorkloadError::Forbidden {
+            what: what.to_owned(),
+            message,
+        },
+        other => WorkloadError::Unavailable(format!("reading {what}: {other}")),
+    }
+}
+
 /// Whether Secret `name` exists in `namespace`.
 pub async fn secret_exists(client: &Client, namespace: &str, name: &str) -> ClusterResult<bool> {
     Ok(

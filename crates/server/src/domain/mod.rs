@@ -3,6 +3,7 @@
 
 pub mod coverage;
 pub mod image_ref;
+pub mod keep_warm;
 pub mod labels;
 pub mod node_pull;
 pub mod placement;

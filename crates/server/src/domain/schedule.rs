@@ -264,10 +264,10 @@ pub fn apply_update(
     validate(task, now)
 }
 
-/// Checks every field and spells out the task config's defaults.
-fn validate(mut task: ScheduledTask, now: DateTime<Utc>) -> Result<ScheduledTask, ValidationError> {
-    let name_len = task.name.chars().count();
-    if task.name.trim().is_empty() {
+/// A `name` of a schedule or policy: not blank, at most [`MAX_NAME_LEN`] characters.
+pub fn validate_name(name: &str) -> Result<(), ValidationError> {
+    let name_len = name.chars().count();
+    if name.trim().is_empty() {
         return Err(ValidationError::new("name", "must not be empty"));
     }
     if name_len > MAX_NAME_LEN {
@@ -276,6 +276,12 @@ fn validate(mut task: ScheduledTask, now: DateTime<Utc>) -> Result<ScheduledTask
             format!("at most {MAX_NAME_LEN} characters, got {name_len}"),
         ));
     }
+    Ok(())
+}
+
+/// Checks every field and spells out the task config's defaults.
+fn validate(mut task: ScheduledTask, now: DateTime<Utc>) -> Result<ScheduledTask, ValidationError> {
+    validate_name(&task.name)?;
     if task.description.chars().count() > MAX_DESCRIPTION_LEN {
         return Err(ValidationError::new(
             "description",
@@ -295,12 +301,6 @@ fn validate(mut task: ScheduledTask, now: DateTime<Utc>) -> Result<ScheduledTask
             format!("must be between 0 and {MAX_STARTING_DEADLINE_SECONDS}"),
         ));
     }
-    if task.task_config.from_workload.is_some() {
-        return Err(ValidationError::new(
-            "taskConfig.fromWorkload",
-            "scheduled tasks do not take their targets from a workload yet; list the images and nodeSelector",
-        ));
-    }
     let spec = task_spec(&task)?;
     task.task_config = spec.to_request();
     Ok(task)
@@ -309,8 +309,10 @@ fn validate(mut task: ScheduledTask, now: DateTime<Utc>) -> Result<ScheduledTask
 /// The validated task spec of a scheduled task's `taskConfig`; errors name
 /// the field as `taskConfig.<field>`.
 pub fn task_spec(task: &ScheduledTask) -> Result<TaskSpec, ValidationError> {
-    TaskSpec::from_request(task.task_config.clone())
-        .map_err(|e| ValidationError::new(format!("taskConfig.{}", e.field), e.message))
+    let mut spec = TaskSpec::from_request(task.task_config.clone())
+        .map_err(|e| ValidationError::new(format!("taskConfig.{}", e.field), e.message))?;
+    spec.trigger = prewarm_api::TaskTrigger::Schedule;
+    Ok(spec)
 }
 
 /// The schedule of a stored scheduled task (validated when it was stored).

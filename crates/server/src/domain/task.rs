@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use chrono::{DateTime, Utc};
 use prewarm_api::{
     CreateTaskRequest, Progress, PullPolicy, ResolvedWorkload, RetryStrategy, Task, TaskStatus,
-    WorkloadRef,
+    TaskTrigger, WorkloadRef,
 };
 use rand::Rng;
 
@@ -88,6 +88,10 @@ pub struct TaskSpec {
     /// What it resolved to (set by [`TaskSpec::with_workload`]); its node
     /// constraints and tolerations narrow the selection.
     pub workload: Option<ResolvedWorkload>,
+    /// What creates the task (recorded on it; the engine ignores it).
+    pub trigger: TaskTrigger,
+    /// The keep-warm policy behind a `keep-warm` task.
+    pub keep_warm_policy_id: Option<String>,
 }
 
 impl TaskSpec {
@@ -207,6 +211,8 @@ impl TaskSpec {
             priority_class_name: req.priority_class_name,
             from_workload: req.from_workload,
             workload: None,
+            trigger: TaskTrigger::Api,
+            keep_warm_policy_id: None,
         })
     }
 
@@ -290,6 +296,8 @@ impl TaskSpec {
             from_workload: task.from_workload.clone(),
         })?;
         spec.workload = task.resolved_workload.clone();
+        spec.trigger = task.trigger;
+        spec.keep_warm_policy_id = task.keep_warm_policy_id.clone();
         Ok(spec)
     }
 
@@ -325,6 +333,8 @@ impl TaskSpec {
             priority_class_name: self.priority_class_name.clone(),
             from_workload: self.from_workload.clone(),
             resolved_workload: self.workload.clone(),
+            trigger: self.trigger,
+            keep_warm_policy_id: self.keep_warm_policy_id.clone(),
             progress: Progress::default(),
             failed_node_details: Vec::new(),
             failed_node_details_total: 0,

@@ -36,6 +36,7 @@ use crate::webhook::Webhooks;
 
 mod cluster_events;
 mod job_calls;
+pub mod keep_warm;
 mod recovery;
 pub mod scheduler;
 mod store_check;

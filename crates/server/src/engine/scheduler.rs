@@ -32,6 +32,8 @@ use tokio_util::sync::CancellationToken;
 use super::submit::submit_task_with_id;
 use super::EngineHandle;
 use crate::clock::Clock;
+use crate::cluster::workload::resolve_spec;
+use crate::cluster::Cluster;
 use crate::domain::schedule::{cron_of, task_spec};
 use crate::domain::task::{TaskId, TaskSpec};
 use crate::metrics::{Metrics, StatusLabels};
@@ -66,6 +68,8 @@ impl SchedulerHandle {
 /// The cron scheduler loop.
 pub struct Scheduler {
     schedules: Arc<dyn ScheduleStore>,
+    /// Reads the workload of a `fromWorkload` task config at each run.
+    cluster: Option<Arc<dyn Cluster>>,
     tasks: Arc<dyn TaskStore>,
     engine: EngineHandle,
     clock: Arc<dyn Clock>,
@@ -83,6 +87,7 @@ impl Scheduler {
     ) -> Scheduler {
         Scheduler {
             schedules,
+            cluster: None,
             tasks,
             engine,
             clock,
@@ -94,6 +99,13 @@ impl Scheduler {
     /// Counts executions into `metrics` (`prewarm_scheduled_executions_total`).
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Scheduler {
         self.metrics = metrics;
+        self
+    }
+
+    /// Reads the workloads of `fromWorkload` task configs through `cluster`
+    /// (without one, such runs fail saying so).
+    pub fn with_cluster(mut self, cluster: Arc<dyn Cluster>) -> Scheduler {
+        self.cluster = Some(cluster);
         self
     }
 
@@ -349,6 +361,7 @@ impl Scheduler {
         let started = start_run(
             self.schedules.as_ref(),
             self.tasks.as_ref(),
+            self.cluster.as_deref(),
             &self.engine,
             schedule,
             fire,
@@ -407,16 +420,27 @@ pub enum Started {
 
 /// Starts a run of `schedule`: records the execution together with `fire`
 /// (one compare-and-set), then creates the task the way `POST /api/v1/tasks`
-/// does. Shared by the scheduler and `POST /scheduled-tasks/{id}/trigger`.
+/// does, a `fromWorkload` read now through `cluster`. Shared by the
+/// scheduler and `POST /scheduled-tasks/{id}/trigger`.
 pub async fn start_run(
     schedules: &dyn ScheduleStore,
     tasks: &dyn TaskStore,
+    cluster: Option<&dyn Cluster>,
     engine: &EngineHandle,
     schedule: &StoredSchedule,
     fire: Fire,
     run: RunStart,
 ) -> StoreResult<Started> {
-    let spec: Option<TaskSpec> = task_spec(&schedule.task).ok();
+    let spec: Result<TaskSpec, String> = match task_spec(&schedule.task) {
+        Ok(spec) if spec.from_workload.is_some() => match cluster {
+            Some(cluster) => resolve_spec(cluster, spec)
+                .await
+                .map_err(|e| format!("taskConfig.fromWorkload: {e}")),
+            None => Err("taskConfig.fromWorkload: this scheduler cannot read workloads".to_owned()),
+        },
+        Ok(spec) => Ok(spec),
+        Err(_) => Err("the stored taskConfig is no longer valid".to_owned()),
+    };
     let task_id = TaskId::generate(run.now);
     let execution = Execution {
         id: 0,
@@ -440,14 +464,14 @@ pub async fn start_run(
             return Ok(Started::Lost)
         }
     };
-    let created = match &spec {
-        Some(spec) => submit_task_with_id(tasks, engine, spec, task_id, &run.created_by, run.now)
+    let created = match spec {
+        Ok(spec) => submit_task_with_id(tasks, engine, &spec, task_id, &run.created_by, run.now)
             .await
             .map_err(|e| match e {
                 StoreError::Duplicate(id) => format!("task id {id} already taken"),
                 other => other.to_string(),
             }),
-        None => Err("the stored taskConfig is no longer valid".to_owned()),
+        Err(why) => Err(why),
     };
     match created {
         Ok(task) => Ok(Started::Task(recorded, Box::new(task))),

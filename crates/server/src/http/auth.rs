@@ -20,7 +20,8 @@ use subtle::ConstantTimeEq;
 pub enum Role {
     /// Reads tasks, schedules and executions.
     Viewer,
-    /// Also creates and cancels tasks, creates, edits and triggers schedules.
+    /// Also creates and cancels tasks, creates, edits and triggers schedules,
+    /// creates and edits keep-warm policies.
     Operator,
     /// Everything.
     Admin,
@@ -107,6 +108,17 @@ pub const ROUTE_ROLES: &[(Method, &str, Role)] = &[
         Method::GET,
         "/api/v1/scheduled-tasks/{id}/executions/{execution_id}",
         Role::Viewer,
+    ),
+    (Method::GET, "/api/v1/keep-warm", Role::Viewer),
+    (Method::POST, "/api/v1/keep-warm", Role::Operator),
+    (Method::GET, "/api/v1/keep-warm/{id}", Role::Viewer),
+    (Method::PUT, "/api/v1/keep-warm/{id}", Role::Operator),
+    (Method::DELETE, "/api/v1/keep-warm/{id}", Role::Admin),
+    (Method::PUT, "/api/v1/keep-warm/{id}/enable", Role::Operator),
+    (
+        Method::PUT,
+        "/api/v1/keep-warm/{id}/disable",
+        Role::Operator,
     ),
 ];
 

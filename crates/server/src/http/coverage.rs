@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use axum::extract::State;
 use axum::Json;
-use prewarm_api::{Coverage, ErrorBody};
+use prewarm_api::{Coverage, CreateTaskRequest, ErrorBody, WorkloadKind, WorkloadRef};
 
 use super::error::ApiError;
 use super::extract::QueryParams;
@@ -12,35 +12,36 @@ use super::AppState;
 use crate::domain::coverage::coverage;
 use crate::domain::image_ref::ImageRef;
 use crate::domain::labels::{validate_label_key, validate_label_value};
-use crate::domain::task::MAX_IMAGES;
+use crate::domain::placement;
+use crate::domain::task::{TaskSpec, MAX_IMAGES};
 
-/// `GET /api/v1/coverage?images=a,b&nodeSelector=k=v,k2=v2&groupBy=label`.
+/// `GET /api/v1/coverage?images=a,b&nodeSelector=k=v,k2=v2&groupBy=label`
+/// (or `fromWorkload=Kind/namespace/name` instead of, or besides, `images`).
 #[utoipa::path(
     get,
     path = "/api/v1/coverage",
     operation_id = "getCoverage",
     tag = "coverage",
     params(
-        ("images" = String, Query, description = "Comma-separated image references (1..=100); a digest matches only that digest"),
+        ("images" = Option<String>, Query, description = "Comma-separated image references (1..=100; required without fromWorkload); a digest matches only that digest"),
+        ("fromWorkload" = Option<String>, Query, description = "`Kind/namespace/name` of a Deployment, StatefulSet, DaemonSet, Job or CronJob: its pod template's images (before `images`) over the nodes its pods could be scheduled on"),
         ("nodeSelector" = Option<String>, Query, description = "Comma-separated `key=value` node labels, all must match"),
         ("groupBy" = Option<String>, Query, description = "A node label key: also summarize the nodes per value of it"),
     ),
     responses(
         (status = 200, description = "Coverage from the nodes' reported images (the kubelet lists at most 50 per node)", body = Coverage),
-        (status = 400, description = "Missing or bad images, selector or groupBy", body = ErrorBody),
+        (status = 400, description = "Missing or bad images, selector, groupBy or fromWorkload", body = ErrorBody),
+        (status = 404, description = "`fromWorkload` names no existing workload", body = ErrorBody),
+        (status = 422, description = "The workload cannot be used", body = ErrorBody),
+        (status = 503, description = "The Kubernetes API did not answer the workload read", body = ErrorBody),
     )
 )]
 pub async fn get(
     State(state): State<AppState>,
     params: QueryParams,
 ) -> Result<Json<Coverage>, ApiError> {
-    let images =
-        params
-            .parse("images", parse_images)?
-            .ok_or_else(|| ApiError::InvalidParameter {
-                name: "images".to_owned(),
-                message: "at least one image is required".to_owned(),
-            })?;
+    let workload = params.parse("fromWorkload", parse_workload)?;
+    let images = params.parse("images", parse_images)?;
     let selector = params
         .parse("nodeSelector", parse_selector)?
         .unwrap_or_default();
@@ -49,12 +50,69 @@ pub async fn get(
             .map(|()| raw.to_owned())
             .map_err(|e| e.to_string())
     })?;
+    let nodes = state.cluster.nodes();
+    let Some(reference) = workload else {
+        let images = images.ok_or_else(|| ApiError::InvalidParameter {
+            name: "images".to_owned(),
+            message: "at least one image is required".to_owned(),
+        })?;
+        return Ok(Json(coverage(
+            &nodes,
+            &images,
+            &selector,
+            group_by.as_deref(),
+        )));
+    };
+    let spec = TaskSpec::from_request(CreateTaskRequest {
+        images: images
+            .unwrap_or_default()
+            .iter()
+            .map(|i| i.as_str().to_owned())
+            .collect(),
+        from_workload: Some(reference),
+        ..CreateTaskRequest::default()
+    })?;
+    let spec = super::workload::resolve(&state, spec).await?;
+    let Some(w) = &spec.workload else {
+        return Err(ApiError::Internal(anyhow::anyhow!("workload not resolved")));
+    };
+    // The nodes its pods could be scheduled on (Ready or not; coverage counts Ready ones).
+    let placeable: Vec<_> = nodes
+        .into_iter()
+        .filter(|n| placement::affinity_admits(w, n) && placement::tolerates(w, n))
+        .collect();
     Ok(Json(coverage(
-        &state.cluster.nodes(),
-        &images,
+        &placeable,
+        &spec.images,
         &selector,
         group_by.as_deref(),
     )))
+}
+
+/// `Kind/namespace/name` → a workload reference.
+pub fn parse_workload(raw: &str) -> Result<WorkloadRef, String> {
+    let mut parts = raw.splitn(3, '/');
+    let (Some(kind), Some(namespace), Some(name)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(format!("expected Kind/namespace/name, got {raw:?}"));
+    };
+    let kind = match kind {
+        "Deployment" => WorkloadKind::Deployment,
+        "StatefulSet" => WorkloadKind::StatefulSet,
+        "DaemonSet" => WorkloadKind::DaemonSet,
+        "Job" => WorkloadKind::Job,
+        "CronJob" => WorkloadKind::CronJob,
+        other => {
+            return Err(format!(
+                "unknown kind {other:?}; use Deployment, StatefulSet, DaemonSet, Job or CronJob"
+            ))
+        }
+    };
+    Ok(WorkloadRef {
+        kind,
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+    })
 }
 
 /// `a,b,c` → distinct image references.
@@ -107,6 +165,14 @@ mod tests {
             ])
         );
         assert!(parse_selector("novalue").is_err());
+        assert_eq!(
+            parse_workload("DaemonSet/kube-system/agent").unwrap().kind,
+            WorkloadKind::DaemonSet
+        );
+        assert!(parse_workload("Pod/default/x")
+            .unwrap_err()
+            .contains("unknown kind"));
+        assert!(parse_workload("Deployment/x").is_err());
         assert!(parse_selector("a=b c").is_err());
     }
 }

@@ -49,6 +49,9 @@ pub enum ApiError {
     /// No scheduled task with this id.
     #[error("scheduled task {0} not found")]
     ScheduleNotFound(String),
+    /// No keep-warm policy with this id.
+    #[error("keep-warm policy {0} not found")]
+    PolicyNotFound(String),
     /// The scheduled task has no execution with this id.
     #[error("execution {execution_id} of scheduled task {scheduled_task_id} not found")]
     ExecutionNotFound {
@@ -194,6 +197,14 @@ impl IntoResponse for ApiError {
                     details: Some(format!("no scheduled task with id {id}")),
                     task_id: Some(id),
                     ..body("Scheduled task not found", None)
+                },
+            ),
+            ApiError::PolicyNotFound(id) => (
+                StatusCode::NOT_FOUND,
+                ErrorBody {
+                    details: Some(format!("no keep-warm policy with id {id}")),
+                    task_id: Some(id),
+                    ..body("Keep-warm policy not found", None)
                 },
             ),
             ApiError::ExecutionNotFound {

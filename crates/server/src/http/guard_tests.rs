@@ -97,6 +97,19 @@ impl Rig {
         id
     }
 
+    async fn new_policy(&self) -> String {
+        let (s, _, v) = self
+            .call(
+                Method::POST,
+                "/api/v1/keep-warm",
+                Some("admin-token"),
+                body_for(&Method::POST, "/api/v1/keep-warm"),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        v["id"].as_str().unwrap().to_owned()
+    }
+
     fn audit(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.audit_path)
             .unwrap_or_default()
@@ -115,6 +128,8 @@ fn body_for(method: &Method, route: &str) -> Option<Value> {
             "taskConfig": {"images": ["nginx:1.25"]}
         })),
         ("PUT", "/api/v1/scheduled-tasks/{id}") => Some(json!({"description": "x"})),
+        ("POST", "/api/v1/keep-warm") => Some(json!({"name": "pool", "images": ["nginx:1.25"]})),
+        ("PUT", "/api/v1/keep-warm/{id}") => Some(json!({"batchSize": 3})),
         _ => None,
     }
 }
@@ -146,6 +161,8 @@ async fn every_route_by_every_caller() {
         for (token, role) in callers {
             let id = if route.starts_with("/api/v1/scheduled-tasks/") {
                 r.new_schedule().await
+            } else if route.starts_with("/api/v1/keep-warm/") {
+                r.new_policy().await
             } else {
                 r.new_task().await
             };

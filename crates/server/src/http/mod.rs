@@ -20,11 +20,12 @@ use tracing::Level;
 
 use crate::clock::Clock;
 use crate::cluster::Cluster;
+use crate::engine::keep_warm::KeepWarmHandle;
 use crate::engine::scheduler::SchedulerHandle;
 use crate::engine::EngineHandle;
 use crate::metrics::{HttpLabels, Metrics, RouteLabels};
 use crate::progress::ProgressHub;
-use crate::store::{ScheduleStore, TaskStore};
+use crate::store::{PolicyStore, ScheduleStore, TaskStore};
 
 pub mod audit;
 pub mod auth;
@@ -34,6 +35,7 @@ pub mod error;
 pub mod extract;
 pub mod guard;
 pub mod health;
+pub mod keep_warm;
 pub mod openapi;
 pub mod rate_limit;
 pub mod schedules;
@@ -74,6 +76,10 @@ pub struct AppState {
     pub schedules: Arc<dyn ScheduleStore>,
     /// Tells the cron scheduler a schedule changed.
     pub scheduler: SchedulerHandle,
+    /// Where keep-warm policies and their runs live.
+    pub policies: Arc<dyn PolicyStore>,
+    /// Tells the keep-warm controller a policy changed.
+    pub keep_warm: KeepWarmHandle,
     /// Authentication, rate limits and the audit log.
     pub guard: Arc<guard::Guard>,
     /// End-of-task webhooks (and their create-time address check).
@@ -104,6 +110,7 @@ pub fn router_with_timeout(state: AppState, request_timeout: Duration) -> Router
         .route("/api/v1/tasks/{id}/events", get(stream::events))
         .route("/api/v1/coverage", get(coverage::get))
         .merge(schedules::routes())
+        .merge(keep_warm::routes())
         .route("/api/v1/openapi.json", get(openapi::openapi_json))
         .merge(openapi::swagger_ui())
         .route("/api/v1/whoami", get(whoami::whoami))

@@ -18,7 +18,7 @@ use utoipa::openapi::{ContentBuilder, HttpMethod, OpenApi as OpenApiDoc, Ref};
 use utoipa::{Modify, OpenApi};
 
 use super::auth::required_role;
-use super::{coverage, health, schedules, tasks, whoami};
+use super::{coverage, health, keep_warm, schedules, tasks, whoami};
 
 /// The API description; paths come from the handlers named here.
 #[derive(OpenApi)]
@@ -47,6 +47,13 @@ use super::{coverage, health, schedules, tasks, whoami};
         schedules::trigger,
         schedules::executions,
         schedules::execution,
+        keep_warm::create,
+        keep_warm::list,
+        keep_warm::get_one,
+        keep_warm::update,
+        keep_warm::delete,
+        keep_warm::enable,
+        keep_warm::disable,
         health::healthz,
         whoami::whoami,
         health::readyz,
@@ -59,6 +66,7 @@ use super::{coverage, health, schedules, tasks, whoami};
         (name = "tasks", description = "Prewarm tasks"),
         (name = "coverage", description = "How many nodes hold which images"),
         (name = "scheduled-tasks", description = "Cron schedules that create tasks, and their executions"),
+        (name = "keep-warm", description = "Policies keeping images on every matching node, including nodes that join later"),
         (name = "operations", description = "Health, readiness, metrics, API description")
     )
 )]

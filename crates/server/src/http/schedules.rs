@@ -18,7 +18,7 @@ use super::extract::{AppJson, PathId, QueryParams};
 use super::guard::{AuditTarget, Caller};
 use super::AppState;
 use crate::domain::schedule::{
-    apply_update, generate_schedule_id, new_scheduled_task, next_execution_at,
+    apply_update, generate_schedule_id, new_scheduled_task, next_execution_at, task_spec,
 };
 use crate::engine::scheduler::{start_run, RunStart, Started};
 use crate::engine::submit::ID_ATTEMPTS;
@@ -80,6 +80,8 @@ pub async fn create(
         state.webhooks.check_url(url)?;
     }
     let task = new_scheduled_task(request, generate_schedule_id(now), &caller.name, now)?;
+    // A workload named now must exist now (it is read again at each run).
+    super::workload::resolve(&state, task_spec(&task)?).await?;
     let mut stored = StoredSchedule {
         task,
         fire_cursor: now,
@@ -295,6 +297,7 @@ pub async fn trigger(
     let started = start_run(
         state.schedules.as_ref(),
         state.store.as_ref(),
+        Some(state.cluster.as_ref()),
         &state.engine,
         &schedule,
         Fire::default(),

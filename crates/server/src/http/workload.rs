@@ -1,9 +1,8 @@
-//! Resolving `fromWorkload` for a request: read the workload through the
-//! `Cluster`, check its pull secrets exist in the service's namespace, and
-//! fold it into the task spec. Every failure is a 4xx (or 503 when the
-//! Kubernetes API cannot answer), never a 500.
+//! Resolving `fromWorkload` for a request (see
+//! [`crate::cluster::workload::resolve_spec`]): every failure is a 4xx (or
+//! 503 when the Kubernetes API cannot answer), never a 500.
 
-use crate::cluster::ClusterError;
+use crate::cluster::workload::{resolve_spec, WorkloadError};
 use crate::domain::task::TaskSpec;
 
 use super::error::ApiError;
@@ -11,54 +10,29 @@ use super::AppState;
 
 /// `spec` with its `fromWorkload` resolved (unchanged without one).
 pub async fn resolve(state: &AppState, spec: TaskSpec) -> Result<TaskSpec, ApiError> {
-    let Some(reference) = spec.from_workload.clone() else {
-        return Ok(spec);
-    };
-    let what = format!(
-        "{:?} {}/{}",
-        reference.kind, reference.namespace, reference.name
-    );
-    let resolved = state
-        .cluster
-        .read_workload(&reference)
+    resolve_spec(state.cluster.as_ref(), spec)
         .await
-        .map_err(|e| cluster_error(&what, e))?
-        .ok_or_else(|| ApiError::WorkloadNotFound(what.clone()))?;
-    let mut missing = Vec::new();
-    for secret in &resolved.image_pull_secrets {
-        let exists = state
-            .cluster
-            .secret_exists(secret)
-            .await
-            .map_err(|e| cluster_error(&format!("Secret {secret}"), e))?;
-        if !exists {
-            missing.push(secret.clone());
-        }
-    }
-    if !missing.is_empty() {
-        return Err(ApiError::Unprocessable {
+        .map_err(api_error)
+}
+
+fn api_error(err: WorkloadError) -> ApiError {
+    match err {
+        WorkloadError::NotFound(what) => ApiError::WorkloadNotFound(what),
+        WorkloadError::Forbidden { what, message } => ApiError::Unprocessable {
+            title: "Workload not readable".to_owned(),
+            details: format!("the service may not read {what}: {message}"),
+        },
+        WorkloadError::Unavailable(details) => ApiError::KubernetesUnavailable(details),
+        WorkloadError::MissingSecrets { what, missing } => ApiError::Unprocessable {
             title: "Pull secret missing".to_owned(),
             details: format!(
                 "{what} names imagePullSecrets {missing:?}, which do not exist in the service's namespace; \
                  create them there under the same names (secrets are never read across namespaces)"
             ),
-        });
-    }
-    spec.with_workload(resolved)
-        .map_err(|e| ApiError::Unprocessable {
-            title: "Workload not usable".to_owned(),
-            details: format!("{what}: {}", e.message),
-        })
-}
-
-fn cluster_error(what: &str, err: ClusterError) -> ApiError {
-    match err {
-        ClusterError::Api {
-            code: 403, message, ..
-        } => ApiError::Unprocessable {
-            title: "Workload not readable".to_owned(),
-            details: format!("the service may not read {what}: {message}"),
         },
-        other => ApiError::KubernetesUnavailable(format!("reading {what}: {other}")),
+        WorkloadError::NotUsable { what, message } => ApiError::Unprocessable {
+            title: "Workload not usable".to_owned(),
+            details: format!("{what}: {message}"),
+        },
     }
 }

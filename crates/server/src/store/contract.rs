@@ -110,6 +110,8 @@ pub(crate) fn sample_task(id: &str, status: TaskStatus, created_at: DateTime<Utc
         priority_class_name: Some("system-node-critical".to_owned()),
         from_workload: None,
         resolved_workload: None,
+        trigger: prewarm_api::TaskTrigger::KeepWarm,
+        keep_warm_policy_id: Some("keep-warm-20240116-abc123".to_owned()),
         progress: Progress {
             total_nodes: 120,
             completed_nodes: 40,
@@ -189,6 +191,8 @@ pub(crate) fn minimal_task(id: &str, status: TaskStatus, created_at: DateTime<Ut
         priority_class_name: None,
         from_workload: None,
         resolved_workload: None,
+        trigger: prewarm_api::TaskTrigger::Api,
+        keep_warm_policy_id: None,
         progress: Progress::default(),
         failed_node_details: vec![],
         failed_node_details_total: 0,

@@ -1,15 +1,19 @@
 //! In-memory `TaskStore`: maps behind one mutex. Nothing survives a restart;
 //! meant for tests and for running without a database file.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use prewarm_api::{Execution, ExecutionStatus, ScheduledTask, Task, TaskStatus};
+use prewarm_api::{
+    Execution, ExecutionStatus, KeepWarmPolicy, PolicyRun, ScheduledTask, Task, TaskStatus,
+};
 
 use super::schedules::{may_finish, Fire, FireOutcome, ScheduleStore, StoredSchedule};
 use super::{CancelOutcome, NodeRecord, Retention, StoreError, StoreResult, TaskStore};
+
+mod policy_store;
 
 /// A `TaskStore` kept in process memory.
 ///
@@ -32,6 +36,10 @@ struct Inner {
     executions: HashMap<String, BTreeMap<u64, Execution>>,
     /// Last execution id handed out per scheduled task.
     execution_ids: HashMap<String, u64>,
+    /// Keep-warm policies by id.
+    policies: HashMap<String, KeepWarmPolicy>,
+    /// Their kept runs, newest first.
+    policy_runs: HashMap<String, VecDeque<PolicyRun>>,
 }
 
 impl MemoryStore {

@@ -10,12 +10,14 @@ use chrono::{DateTime, Utc};
 use prewarm_api::{Task, TaskStatus};
 
 pub mod memory;
+pub mod policies;
 pub mod redis;
 pub mod schedules;
 pub mod sqlite;
 
 pub use self::redis::RedisStore;
 pub use memory::MemoryStore;
+pub use policies::PolicyStore;
 pub use schedules::{Fire, FireOutcome, ScheduleStore, StoredSchedule};
 pub use sqlite::SqliteStore;
 
@@ -129,14 +131,17 @@ pub trait TaskStore: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
 }
 
-/// One backend holding everything the service stores: tasks and scheduled
-/// tasks. The service is built from one of these, whichever backend it is.
-pub trait Storage: TaskStore + ScheduleStore {}
+/// One backend holding everything the service stores: tasks, scheduled
+/// tasks and keep-warm policies. The service is built from one of these,
+/// whichever backend it is.
+pub trait Storage: TaskStore + ScheduleStore + PolicyStore {}
 
-impl<S: TaskStore + ScheduleStore> Storage for S {}
+impl<S: TaskStore + ScheduleStore + PolicyStore> Storage for S {}
 
 #[cfg(test)]
 pub(crate) mod contract;
+#[cfg(test)]
+pub(crate) mod policy_contract;
 #[cfg(test)]
 pub(crate) mod schedule_contract;
 #[cfg(test)]

@@ -32,6 +32,7 @@ use redis::{AsyncCommands, Script};
 use super::{CancelOutcome, NodeRecord, Retention, StoreError, StoreResult, TaskStore};
 
 mod changes;
+mod policy_store;
 mod schedule_store;
 
 pub use changes::{Change, Changes};
@@ -133,6 +134,18 @@ impl Keys {
     }
     fn running_executions(&self) -> String {
         format!("{}executions-running", self.prefix)
+    }
+    fn policy(&self, id: &str) -> String {
+        format!("{}keep-warm:{id}", self.prefix)
+    }
+    fn policy_prefix(&self) -> String {
+        format!("{}keep-warm:", self.prefix)
+    }
+    fn policies(&self) -> String {
+        format!("{}keep-warm-policies", self.prefix)
+    }
+    fn policy_runs(&self, id: &str) -> String {
+        format!("{}keep-warm-runs:{id}", self.prefix)
     }
     /// New and cancelled task ids.
     pub(crate) fn wake_channel(&self) -> String {
@@ -340,6 +353,10 @@ pub(crate) struct Scripts {
     pub(crate) finish_execution: Script,
     pub(crate) executions_page: Script,
     pub(crate) running_executions: Script,
+    pub(crate) insert_policy: Script,
+    pub(crate) update_policy: Script,
+    pub(crate) delete_policy: Script,
+    pub(crate) record_run: Script,
 }
 
 impl Scripts {
@@ -356,6 +373,10 @@ impl Scripts {
             finish_execution: Script::new(schedule_store::FINISH_EXECUTION),
             executions_page: Script::new(schedule_store::EXECUTIONS_PAGE),
             running_executions: Script::new(schedule_store::RUNNING_EXECUTIONS),
+            insert_policy: Script::new(policy_store::INSERT_POLICY),
+            update_policy: Script::new(policy_store::UPDATE_POLICY),
+            delete_policy: Script::new(policy_store::DELETE_POLICY),
+            record_run: Script::new(policy_store::RECORD_RUN),
         }
     }
 }
@@ -788,6 +809,7 @@ mod tests {
 
     crate::store::contract::store_contract_tests!(guarded: RedisServer::with_store().await);
     crate::store::schedule_contract::schedule_contract_tests!(guarded: RedisServer::with_store().await);
+    crate::store::policy_contract::policy_contract_tests!(guarded: RedisServer::with_store().await);
 
     use std::time::Duration;
 

@@ -70,6 +70,19 @@ const MIGRATIONS: &[&str] = &[
         SET finished_at = strftime('%Y-%m-%dT%H:%M:%f', json_extract(body, '$.finishedAt')) || '000000Z'
       WHERE json_extract(body, '$.finishedAt') IS NOT NULL;
      CREATE INDEX tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL;",
+    // 5: keep-warm policies and their kept runs.
+    "CREATE TABLE keep_warm_policies (
+         id         TEXT PRIMARY KEY NOT NULL,
+         created_at TEXT NOT NULL,
+         body       TEXT NOT NULL
+     );
+     CREATE INDEX keep_warm_policies_created ON keep_warm_policies (created_at, id);
+     CREATE TABLE keep_warm_runs (
+         policy_id TEXT NOT NULL REFERENCES keep_warm_policies (id) ON DELETE CASCADE,
+         seq       INTEGER NOT NULL,
+         body      TEXT NOT NULL,
+         PRIMARY KEY (policy_id, seq)
+     ) WITHOUT ROWID;",
 ];
 
 /// A `TaskStore` in an SQLite database file.
@@ -506,6 +519,7 @@ impl TaskStore for SqliteStore {
     }
 }
 
+mod policy_store;
 mod schedule_store;
 
 #[cfg(test)]
@@ -529,6 +543,7 @@ mod tests {
 
     crate::store::contract::store_contract_tests!(guarded: temp_store());
     crate::store::schedule_contract::schedule_contract_tests!(guarded: temp_store());
+    crate::store::policy_contract::policy_contract_tests!(guarded: temp_store());
 
     mod in_memory {
         use super::SqliteStore;
