@@ -78,6 +78,7 @@ export const api = {
   whoami: () => request('GET', '/api/v1/whoami'),
   listTasks: ({ status, limit = 10, offset = 0 } = {}) => request('GET', `/api/v1/tasks${query({ status, limit, offset })}`),
   getTask: (id) => request('GET', `/api/v1/tasks/${enc(id)}`),
+  listTaskNodes: (id, { status, image, limit = 100, offset = 0 } = {}) => request('GET', `/api/v1/tasks/${enc(id)}/nodes${query({ status, image, limit, offset })}`),
   createTask: (body) => request('POST', '/api/v1/tasks', body),
   cancelTask: (id) => request('DELETE', `/api/v1/tasks/${enc(id)}`),
   /** Cancels a task id that cannot exist: 403 means the caller may only read, 404 that it may act. */

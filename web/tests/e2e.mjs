@@ -201,6 +201,24 @@ await test('a failing image shows its failed nodes with reasons, filterable', as
   await shot(page, 'task-failed');
 });
 
+await test('more than 100 failed pairs page through the nodes endpoint', async (page) => {
+  // 6 nodes × 17 failing images = 102 pairs; a node pulls its images one after another.
+  const images = Array.from({ length: 17 }, (_, i) => `registry.example.com/missing/paged-${i}:1`);
+  const id = await createTask({ images, batchSize: 6 });
+  await waitStatus(id, ['failed']);
+  await page.goto(`${URL}/#/tasks/${id}`);
+  const rows = page.locator('#failed-table tr.failed-row');
+  await page.waitForFunction(() => /1–100 of 102/.test(document.querySelector('#failed-title').textContent));
+  assert.equal(await rows.count(), 100);
+  await page.click('#failed-next');
+  await page.waitForFunction(() => /101–102 of 102/.test(document.querySelector('#failed-title').textContent));
+  assert.equal(await rows.count(), 2);
+  assert.match(await rows.last().locator('td').first().textContent(), /^ui-node-5$/);
+  assert.match(await rows.last().locator('td').nth(1).textContent(), /paged-16:1$/);
+  await page.click('#failed-prev');
+  await page.waitForFunction(() => /1–100 of 102/.test(document.querySelector('#failed-title').textContent));
+});
+
 await test('cancel a running task from its page after confirming', async (page) => {
   const id = await createTask({ images: ['slow/big:1'], batchSize: 2 });
   await waitStatus(id, ['running']);

@@ -207,6 +207,35 @@ func (c *Client) ListTasks(ctx context.Context, opts ListOptions) (*TaskList, er
 	return &l, c.do(ctx, http.MethodGet, "/api/v1/tasks", q, nil, &l)
 }
 
+// ListTaskNodes returns a page of the task's (node, image) results.
+func (c *Client) ListTaskNodes(ctx context.Context, id string, opts NodeResultOptions) (*NodeResultList, error) {
+	q := page(opts.Limit, opts.Offset)
+	if opts.Status != "" {
+		q.Set("status", opts.Status)
+	}
+	if opts.Image != "" {
+		q.Set("image", opts.Image)
+	}
+	var l NodeResultList
+	return &l, c.do(ctx, http.MethodGet, "/api/v1/tasks/"+seg(id)+"/nodes", q, nil, &l)
+}
+
+// AllTaskNodes returns every (node, image) result of the task matching
+// status and image (empty: any), fetched 1,000 at a time.
+func (c *Client) AllTaskNodes(ctx context.Context, id, status, image string) ([]NodeResult, error) {
+	var all []NodeResult
+	for {
+		l, err := c.ListTaskNodes(ctx, id, NodeResultOptions{Status: status, Image: image, Limit: 1000, Offset: int64(len(all))})
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, l.Nodes...)
+		if len(l.Nodes) == 0 || int64(len(all)) >= l.Total {
+			return all, nil
+		}
+	}
+}
+
 // CancelTask cancels a pending or running task (ErrConflict if it ended).
 func (c *Client) CancelTask(ctx context.Context, id string) (*ActionResponse, error) {
 	var a ActionResponse

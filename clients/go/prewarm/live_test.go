@@ -98,6 +98,22 @@ func TestLiveFailedTaskIsATaskFailedError(t *testing.T) {
 	if !errors.As(err, &failed) || failed.Task.Status != StatusFailed || len(failed.Task.FailedNodeDetails) == 0 {
 		t.Fatalf("want TaskFailedError with nodes, got %v", err)
 	}
+	results, err := c.AllTaskNodes(ctx, task.TaskID, "failed", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int64(len(results)) != failed.Task.FailedNodeDetailsTotal || len(results) == 0 {
+		t.Fatalf("%d failed results, the view counts %d", len(results), failed.Task.FailedNodeDetailsTotal)
+	}
+	for _, r := range results {
+		if r.Status != "failed" || r.Reason == nil || r.Image != "registry.example.com/missing/go:1" {
+			t.Fatalf("unexpected result %+v", r)
+		}
+	}
+	one, err := c.ListTaskNodes(ctx, task.TaskID, NodeResultOptions{Limit: 1})
+	if err != nil || len(one.Nodes) != 1 || one.Total != int64(failed.Task.Progress.TotalNodes) {
+		t.Fatalf("first page of one: %+v, %v", one, err)
+	}
 }
 
 func TestLiveCancelConflictNotFoundValidation(t *testing.T) {

@@ -71,33 +71,36 @@ type ImageStatus struct {
 
 // Task is the task view of GET /api/v1/tasks/{id}.
 type Task struct {
-	TaskID              string              `json:"taskId"`
-	Status              string              `json:"status"`
-	Images              []string            `json:"images"`
-	BatchSize           int                 `json:"batchSize"`
-	NodeSelector        map[string]string   `json:"nodeSelector"`
-	NodeNames           []string            `json:"nodeNames"`
-	Priority            int                 `json:"priority"`
-	MaxRetries          int                 `json:"maxRetries"`
-	RetryStrategy       string              `json:"retryStrategy"`
-	RetryDelay          int                 `json:"retryDelay"`
-	WebhookURL          *string             `json:"webhookUrl"`
-	PullPolicy          string              `json:"pullPolicy"`
-	ImagePullSecrets    []string            `json:"imagePullSecrets"`
-	TolerateTaints      bool                `json:"tolerateTaints"`
-	TimeoutSeconds      int64               `json:"timeoutSeconds"`
-	PriorityClassName   *string             `json:"priorityClassName"`
-	Progress            Progress            `json:"progress"`
-	FailedNodeDetails   []FailedNodeDetail  `json:"failedNodeDetails"`
-	SkippedNodeDetails  []SkippedNodeDetail `json:"skippedNodeDetails"`
-	ImageStatuses       []ImageStatus       `json:"imageStatuses"`
-	Reason              *string             `json:"reason"`
-	ErrorMessage        *string             `json:"errorMessage"`
-	CreatedBy           string              `json:"createdBy"`
-	CreatedAt           time.Time           `json:"createdAt"`
-	StartedAt           *time.Time          `json:"startedAt"`
-	FinishedAt          *time.Time          `json:"finishedAt"`
-	EstimatedCompletion *time.Time          `json:"estimatedCompletion"`
+	TaskID            string            `json:"taskId"`
+	Status            string            `json:"status"`
+	Images            []string          `json:"images"`
+	BatchSize         int               `json:"batchSize"`
+	NodeSelector      map[string]string `json:"nodeSelector"`
+	NodeNames         []string          `json:"nodeNames"`
+	Priority          int               `json:"priority"`
+	MaxRetries        int               `json:"maxRetries"`
+	RetryStrategy     string            `json:"retryStrategy"`
+	RetryDelay        int               `json:"retryDelay"`
+	WebhookURL        *string           `json:"webhookUrl"`
+	PullPolicy        string            `json:"pullPolicy"`
+	ImagePullSecrets  []string          `json:"imagePullSecrets"`
+	TolerateTaints    bool              `json:"tolerateTaints"`
+	TimeoutSeconds    int64             `json:"timeoutSeconds"`
+	PriorityClassName *string           `json:"priorityClassName"`
+	Progress          Progress          `json:"progress"`
+	// FailedNodeDetails holds the first 100 failures; ListTaskNodes pages them all.
+	FailedNodeDetails []FailedNodeDetail `json:"failedNodeDetails"`
+	// FailedNodeDetailsTotal counts every failed (node, image) pair.
+	FailedNodeDetailsTotal int64               `json:"failedNodeDetailsTotal"`
+	SkippedNodeDetails     []SkippedNodeDetail `json:"skippedNodeDetails"`
+	ImageStatuses          []ImageStatus       `json:"imageStatuses"`
+	Reason                 *string             `json:"reason"`
+	ErrorMessage           *string             `json:"errorMessage"`
+	CreatedBy              string              `json:"createdBy"`
+	CreatedAt              time.Time           `json:"createdAt"`
+	StartedAt              *time.Time          `json:"startedAt"`
+	FinishedAt             *time.Time          `json:"finishedAt"`
+	EstimatedCompletion    *time.Time          `json:"estimatedCompletion"`
 	// Trigger says what created the task: "api", "schedule" or "keep-warm".
 	Trigger string `json:"trigger"`
 	// KeepWarmPolicyID is the policy behind a "keep-warm" task.
@@ -117,6 +120,35 @@ type TaskList struct {
 	Total  int64  `json:"total"`
 	Limit  int    `json:"limit"`
 	Offset int64  `json:"offset"`
+}
+
+// NodeResult is one (node, image) pair of a task.
+type NodeResult struct {
+	NodeName string `json:"nodeName"`
+	Image    string `json:"image"`
+	// Status is pending, pulled, present, failed or skipped.
+	Status    string     `json:"status"`
+	Reason    *string    `json:"reason"`
+	Message   *string    `json:"message"`
+	Digest    *string    `json:"digest"`
+	Timestamp *time.Time `json:"timestamp"`
+}
+
+// NodeResultList is a page of a task's (node, image) results, by node name.
+type NodeResultList struct {
+	Nodes  []NodeResult `json:"nodes"`
+	Total  int64        `json:"total"`
+	Limit  int          `json:"limit"`
+	Offset int64        `json:"offset"`
+}
+
+// NodeResultOptions filters and pages ListTaskNodes; zero values use the
+// server's defaults (every result, 100 per page).
+type NodeResultOptions struct {
+	Status string
+	Image  string
+	Limit  int
+	Offset int64
 }
 
 // ListOptions selects a page; zero values use the server's defaults.

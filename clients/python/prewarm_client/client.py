@@ -253,6 +253,43 @@ class PrewarmClient:
             params["status"] = status
         return self._request("GET", "/api/v1/tasks", params=params)
 
+    def list_task_nodes(
+        self,
+        task_id: str,
+        status: Optional[str] = None,
+        image: Optional[str] = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> Json:
+        """A page of the task's (node, image) results, by node name:
+        ``{nodes, total, limit, offset}``. ``status`` is one of pending,
+        pulled, present, failed, skipped; ``limit`` is 1..=1000."""
+        params: Json = {"limit": limit, "offset": offset}
+        if status:
+            params["status"] = status
+        if image:
+            params["image"] = image
+        return self._request("GET", "/api/v1/tasks/%s/nodes" % _seg(task_id), params=params)
+
+    def iter_task_nodes(
+        self,
+        task_id: str,
+        status: Optional[str] = None,
+        image: Optional[str] = None,
+        page_size: int = 1000,
+    ) -> Iterator[Json]:
+        """Every (node, image) result of the task matching the filters,
+        fetched ``page_size`` at a time."""
+        offset = 0
+        while True:
+            page = self.list_task_nodes(task_id, status=status, image=image, limit=page_size, offset=offset)
+            results = page.get("nodes") or []
+            for result in results:
+                yield result
+            offset += len(results)
+            if not results or offset >= page.get("total", 0):
+                return
+
     def cancel_task(self, task_id: str) -> Json:
         """Cancels a pending or running task; :class:`Conflict` if it already ended."""
         return self._request("DELETE", "/api/v1/tasks/%s" % _seg(task_id))

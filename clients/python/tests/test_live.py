@@ -70,9 +70,20 @@ def test_failed_task_raises_task_failed_with_nodes(client):
     )
     with pytest.raises(TaskFailed) as info:
         client.wait_for_completion(task["taskId"], timeout=120, poll_interval=0.5)
-    assert info.value.task["status"] == "failed"
-    assert info.value.task["failedNodeDetails"]
+    failed_task = info.value.task
+    assert failed_task["status"] == "failed"
+    assert failed_task["failedNodeDetails"]
     assert "failed nodes" in str(info.value)
+    # Every (node, image) result, one per page: the failed ones are all there.
+    results = list(client.iter_task_nodes(task["taskId"], page_size=1))
+    assert len(results) == failed_task["progress"]["totalNodes"]
+    failed = [r for r in results if r["status"] == "failed"]
+    assert len(failed) == failed_task["failedNodeDetailsTotal"] > 0
+    assert [r["nodeName"] for r in results] == sorted(r["nodeName"] for r in results)
+    page = client.list_task_nodes(task["taskId"], status="failed", limit=1)
+    assert page["total"] == len(failed) and len(page["nodes"]) == 1
+    with pytest.raises(ValidationError):
+        client.list_task_nodes(task["taskId"], status="done")
     with pytest.raises(TaskFailed):
         client.wait_with_watch(task["taskId"])
 

@@ -65,6 +65,26 @@ pub enum TaskCommand {
         /// Task id.
         id: String,
     },
+    /// Per-node results of a task, one row per (node, image), by node name.
+    Nodes {
+        /// Task id.
+        id: String,
+        /// Only results with this status (pending, pulled, present, failed, skipped).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this image (as given in the task).
+        #[arg(long)]
+        image: Option<String>,
+        /// Page size (1..=1000).
+        #[arg(long, default_value_t = 100, conflicts_with = "all")]
+        limit: u32,
+        /// Results to skip.
+        #[arg(long, default_value_t = 0, conflicts_with = "all")]
+        offset: u64,
+        /// Every matching result, fetched page by page.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 /// The settings of a task body, shared by `task create` and `schedule create|update`.
@@ -235,7 +255,77 @@ pub async fn run(args: TaskArgs) -> Result<u8, CliError> {
             Ok(EXIT_OK)
         }
         TaskCommand::Watch { id } => follow_to_end(&client, &id, out).await,
+        TaskCommand::Nodes {
+            id,
+            status,
+            image,
+            limit,
+            offset,
+            all,
+        } => {
+            let path = format!("/api/v1/tasks/{}/nodes", segment(&id));
+            let mut filters = Vec::new();
+            if let Some(status) = status {
+                filters.push(("status", status));
+            }
+            if let Some(image) = image {
+                filters.push(("image", image));
+            }
+            let page = |limit: u32, offset: u64| {
+                let mut query = filters.clone();
+                query.push(("limit", limit.to_string()));
+                query.push(("offset", offset.to_string()));
+                let (client, path) = (&client, &path);
+                async move { client.get(path, &query).await }
+            };
+            let mut answer = page(if all { NODES_PAGE } else { limit }, offset).await?;
+            if all {
+                let total = answer["total"].as_u64().unwrap_or(0);
+                let mut results = answer["nodes"].as_array().cloned().unwrap_or_default();
+                while (results.len() as u64) < total {
+                    let next = page(NODES_PAGE, results.len() as u64).await?;
+                    let more = next["nodes"].as_array().cloned().unwrap_or_default();
+                    if more.is_empty() {
+                        break;
+                    }
+                    results.extend(more);
+                }
+                answer["nodes"] = Value::Array(results);
+                answer["limit"] = Value::from(total);
+            }
+            output::print(out, &answer, node_table);
+            Ok(EXIT_OK)
+        }
     }
+}
+
+/// Results per request of `task nodes --all` (the server's largest page).
+const NODES_PAGE: u32 = 1_000;
+
+fn node_table(page: &Value) -> String {
+    let rows: Vec<Vec<String>> = page["nodes"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            vec![
+                cell(&r["nodeName"]),
+                cell(&r["image"]),
+                cell(&r["status"]),
+                cell(&r["reason"]),
+                cell(&r["message"]),
+            ]
+        })
+        .collect();
+    let mut out = table(&["NODE", "IMAGE", "STATUS", "REASON", "MESSAGE"], &rows);
+    out.push_str(&format!(
+        "({} of {} results, offset {})\n",
+        rows.len(),
+        cell(&page["total"]),
+        cell(&page["offset"])
+    ));
+    out
 }
 
 /// Follows a task to its end, prints the final view, and maps its status to the exit code.
@@ -391,6 +481,14 @@ fn task_details(t: &Value) -> String {
             })
             .collect();
         out.push_str(&table(&["NODE", "IMAGE", "REASON", "MESSAGE"], &rows));
+        let total = t["failedNodeDetailsTotal"].as_u64().unwrap_or(0);
+        if total > failed.len() as u64 {
+            out.push_str(&format!(
+                "(the first {} of {total}; all: prewarm task nodes {} --status failed --all)\n",
+                failed.len(),
+                cell(&t["taskId"])
+            ));
+        }
     }
     let skipped = t["skippedNodeDetails"]
         .as_array()

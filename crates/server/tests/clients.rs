@@ -94,6 +94,40 @@ images:
             show(&out)
         );
     }
+
+    // Every (node, image) result, paged by the CLI: here one failed pair per node.
+    let id = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Task:"))
+        .map(str::trim)
+        .expect("task id in the output")
+        .to_owned();
+    let out = prewarm(
+        &svc,
+        &[
+            "task", "nodes", &id, "--status", "failed", "--all", "-o", "json",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let page: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(page["total"], 2, "{page}");
+    let nodes: Vec<&str> = page["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["nodeName"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes, ["cliwait-1", "cliwait-4"]);
+    let out = prewarm(&svc, &["task", "nodes", &id, "--limit", "1"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let table = text(&out.stdout);
+    assert!(table.starts_with("NODE"), "{}", show(&out));
+    assert!(
+        table.contains("(1 of 2 results, offset 0)"),
+        "{}",
+        show(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,6 +27,9 @@ export function render(root, { match }, ctx) {
   const failedBody = h('tbody');
   const failedFilter = h('input', { id: 'failed-filter', type: 'search', placeholder: 'node, image, reason or message', autocomplete: 'off' });
   const failedCount = h('span', { class: 'muted' });
+  const failedPrev = h('button', { type: 'button', class: 'btn', id: 'failed-prev', on: { click: () => pageFailed(-1) } }, '← Previous');
+  const failedNext = h('button', { type: 'button', class: 'btn', id: 'failed-next', on: { click: () => pageFailed(1) } }, 'Next →');
+  const failedPager = h('div', { class: 'toolbar', hidden: true }, failedPrev, failedNext);
   const skippedBody = h('tbody');
   const skippedSection = h('section', { class: 'card', hidden: true, 'aria-labelledby': 'skipped-title' },
     h('h2', { id: 'skipped-title' }, 'Skipped nodes'),
@@ -56,10 +59,14 @@ export function render(root, { match }, ctx) {
       h('div', { class: 'toolbar' }, h('label', { for: 'failed-filter' }, 'Filter'), failedFilter),
       h('div', { class: 'table-wrap' }, h('table', { id: 'failed-table' },
         h('thead', {}, h('tr', {}, ['Node', 'Image', 'Reason', 'Message', 'Time'].map((t) => h('th', { scope: 'col' }, t)))),
-        failedBody))),
+        failedBody)),
+      failedPager),
     skippedSection);
 
   let task = null;
+  // The failed (node, image) pairs shown: a page of the nodes endpoint.
+  const FAILED_PAGE = 100;
+  let failed = { rows: [], total: 0, offset: 0, loadedFor: null };
   let samples = loadSamples(id);
   let stopFollow = null;
   let stopped = false;
@@ -130,18 +137,48 @@ export function render(root, { match }, ctx) {
         h('td', {}, String(st.failedNodes)),
         h('td', { class: 'digests' }, st.digests.length ? st.digests.map((d) => h('code', { class: 'digest', title: d }, d)) : h('span', { class: 'muted' }, '—')));
     }));
-    renderFailed();
+    loadFailed();
     skippedSection.hidden = !(t.skippedNodeDetails || []).length;
     replace(skippedBody, (t.skippedNodeDetails || []).map((s) => h('tr', {},
       h('td', { class: 'mono' }, s.nodeName), h('td', {}, s.reason), h('td', {}, s.message), h('td', {}, fmtTime(s.timestamp)))));
   }
 
-  function renderFailed() {
+  // Fetches the current page of failed pairs when the task's failure count
+  // or the page changed; the filter then narrows that page.
+  async function loadFailed(force = false) {
     if (!task) return;
+    const key = `${task.failedNodeDetailsTotal ?? (task.failedNodeDetails || []).length}@${failed.offset}`;
+    if (!force && key === failed.loadedFor) return renderFailed();
+    failed.loadedFor = key;
+    try {
+      const page = await api.listTaskNodes(id, { status: 'failed', limit: FAILED_PAGE, offset: failed.offset });
+      if (stopped || key !== failed.loadedFor) return;
+      failed = { ...failed, rows: page.nodes, total: page.total };
+    } catch (e) {
+      // An older service without the endpoint: the view's own (first 100) failures.
+      const own = task.failedNodeDetails || [];
+      failed = { ...failed, rows: own, total: own.length };
+    }
+    renderFailed();
+  }
+
+  function pageFailed(step) {
+    const offset = Math.max(0, failed.offset + step * FAILED_PAGE);
+    if (offset >= failed.total && step > 0) return;
+    failed.offset = offset;
+    loadFailed(true);
+  }
+
+  function renderFailed() {
     const needle = failedFilter.value.trim().toLowerCase();
-    const all = task.failedNodeDetails || [];
+    const all = failed.rows;
     const rows = all.filter((f) => !needle || [f.nodeName, f.image, f.reason, f.message].some((x) => String(x).toLowerCase().includes(needle)));
-    failedCount.textContent = needle ? `(${rows.length} of ${all.length})` : `(${all.length})`;
+    const paged = failed.total > all.length;
+    const span = paged ? `${failed.offset + 1}–${failed.offset + all.length} of ${failed.total}` : String(all.length);
+    failedCount.textContent = needle ? `(${rows.length} of ${span})` : `(${span})`;
+    failedPager.hidden = !paged && failed.offset === 0;
+    failedPrev.disabled = failed.offset === 0;
+    failedNext.disabled = failed.offset + all.length >= failed.total;
     replace(failedBody, rows.length
       ? rows.map((f) => h('tr', { class: 'failed-row' },
         h('td', { class: 'mono' }, f.nodeName), h('td', { class: 'mono' }, f.image), h('td', {}, h('span', { class: 'reason' }, f.reason)),

@@ -621,3 +621,88 @@ async fn bad_node_result_parameters_are_named_and_unknown_tasks_are_404() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["taskId"], "task-20240116-zzzzzz");
 }
+
+/// 5,000 nodes × 3 images, every pair failed with a kubelet-sized message,
+/// stored in a SQLite file the way the engine leaves it: the task view stays
+/// under 64 KiB, and the nodes endpoint pages all 15,000 pairs exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_failed_task_has_a_small_view_and_pages_every_pair() {
+    use crate::domain::node_pull::{summarize, NodePull};
+    use crate::domain::task::{TaskId, TaskSpec};
+    use crate::store::{NodeRecord, SqliteStore};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("prewarm.db")).unwrap());
+    let images: Vec<String> = (0..3)
+        .map(|i| format!("registry.example.com/team/service-{i}:2024.01.16"))
+        .collect();
+    let spec = TaskSpec::from_request(prewarm_api::CreateTaskRequest {
+        images: images.clone(),
+        batch_size: Some(1000),
+        ..Default::default()
+    })
+    .unwrap();
+    let at: chrono::DateTime<chrono::Utc> = START.parse().unwrap();
+    let nodes: Vec<NodePull> = (0..5_000)
+        .map(|i| {
+            let mut node = NodePull::new(format!("pool-a-node-{i:05}"), vec![false; 3]);
+            node.start(at);
+            let message = format!(
+                "Failed to pull image: rpc error: code = Unknown desc = failed to resolve reference: \
+                 pulling from host registry.example.com failed with status code 401 Unauthorized (node {i})"
+            );
+            node.fail_attempt("ErrImagePull", &message, &spec, at + chrono::Duration::milliseconds(i));
+            node
+        })
+        .collect();
+    let mut task = spec.new_task(TaskId::generate(at), "bench", at);
+    let summary = summarize(&images, 1000, &nodes);
+    task.status = prewarm_api::TaskStatus::Failed;
+    task.progress = summary.progress;
+    task.failed_node_details = summary.failed;
+    task.failed_node_details_total = summary.failed_total;
+    task.image_statuses = summary.images;
+    task.finished_at = Some(at + chrono::Duration::seconds(30));
+    store.insert(&task).await.unwrap();
+    let records: Vec<NodeRecord> = nodes
+        .iter()
+        .map(|n| NodeRecord {
+            node: n.node.clone(),
+            body: serde_json::to_value(n).unwrap(),
+        })
+        .collect();
+    store.put_nodes(&task.task_id, &records).await.unwrap();
+
+    let h = Harness::with_store(store);
+    let id = &task.task_id;
+    let (status, view) = h.get(&format!("/api/v1/tasks/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    let size = serde_json::to_vec(&view).unwrap().len();
+    assert!(size <= 64 * 1024, "view is {size} bytes");
+    assert_eq!(view["failedNodeDetailsTotal"], 15_000);
+    assert_eq!(view["failedNodeDetails"].as_array().unwrap().len(), 100);
+    assert_eq!(view["progress"]["failedNodes"], 5_000);
+
+    let mut seen = std::collections::BTreeSet::new();
+    for page in 0..15 {
+        let (status, body) = h
+            .get(&format!(
+                "/api/v1/tasks/{id}/nodes?status=failed&limit=1000&offset={}",
+                page * 1000
+            ))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["total"], 15_000);
+        let results = body["nodes"].as_array().unwrap();
+        assert_eq!(results.len(), 1000);
+        for r in results {
+            assert_eq!(r["reason"], "ErrImagePull");
+            assert!(seen.insert((r["nodeName"].to_string(), r["image"].to_string())));
+        }
+    }
+    assert_eq!(seen.len(), 15_000);
+    let (_, past) = h
+        .get(&format!("/api/v1/tasks/{id}/nodes?offset=15000"))
+        .await;
+    assert_eq!(past["nodes"], json!([]));
+}
