@@ -18,7 +18,7 @@ fn ended_task(i: usize, now: DateTime<Utc>, age: chrono::Duration) -> Task {
     let created = now - age;
     serde_json::from_value(json!({
         "taskId": format!("task-20260101-{i:06}"),
-        "status": if i % 3 == 0 { "failed" } else { "completed" },
+        "status": if i.is_multiple_of(3) { "failed" } else { "completed" },
         "images": ["nginx:1.25"],
         "batchSize": 10,
         "nodeSelector": {},
