@@ -79,14 +79,7 @@ impl Engine {
                     if let Some(&i) = run.index.get(&job.node) {
                         let node = &run.nodes[i];
                         if node.is_started() && node.attempt == job.attempt {
-                            let spec = run.spec.clone();
-                            run.nodes[i].fail_attempt(
-                                "JobDeleted",
-                                "the pull Job was deleted outside the service",
-                                &spec,
-                                now,
-                            );
-                            run.attempt_ended(i);
+                            run.job_deleted(i, now);
                         }
                     }
                 }
@@ -165,14 +158,7 @@ impl Engine {
                 .map(|(&i, _)| i)
                 .collect();
             for i in gone {
-                let spec = run.spec.clone();
-                run.nodes[i].fail_attempt(
-                    "JobDeleted",
-                    "the pull Job was deleted outside the service",
-                    &spec,
-                    now,
-                );
-                run.attempt_ended(i);
+                run.job_deleted(i, now);
             }
         }
     }

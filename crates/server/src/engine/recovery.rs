@@ -79,14 +79,8 @@ impl Engine {
     /// is bad ends `Unrecoverable` instead.
     async fn take_up(&mut self, view: Task, jobs: Vec<JobObservation>) -> Result<(), ()> {
         let now = self.clock.now();
-        let spec = match TaskSpec::from_view(&view) {
-            Ok(s) => s,
-            Err(e) => {
-                let message = format!("the stored task no longer validates: {e}");
-                self.end_unrecoverable(&view.task_id, Some(view.clone()), &message)
-                    .await;
-                return Ok(());
-            }
+        let Some(spec) = self.spec_or_unrecoverable(&view).await else {
+            return Ok(());
         };
         let records = match self.store.nodes(&view.task_id).await {
             Ok(r) => r,
@@ -156,6 +150,20 @@ impl Engine {
             .delete_jobs(stale.into_iter().map(|j| (None, j)).collect());
         self.runs.insert(view.task_id.clone(), run);
         Ok(())
+    }
+
+    /// The validated spec of a stored task; `None` if it no longer validates,
+    /// and then the task has ended `Unrecoverable`.
+    pub(super) async fn spec_or_unrecoverable(&mut self, view: &Task) -> Option<TaskSpec> {
+        match TaskSpec::from_view(view) {
+            Ok(spec) => Some(spec),
+            Err(e) => {
+                let message = format!("the stored task no longer validates: {e}");
+                self.end_unrecoverable(&view.task_id, Some(view.clone()), &message)
+                    .await;
+                None
+            }
+        }
     }
 
     /// Ends a running or pending task whose stored form the engine cannot

@@ -80,6 +80,18 @@ pub fn to_monotonic(wall_at: DateTime<Utc>, wall: DateTime<Utc>, mono: Instant) 
 }
 
 impl TaskRun {
+    /// Node `i`'s current Job was deleted by someone else: its attempt fails
+    /// (and is retried if the task allows).
+    pub fn job_deleted(&mut self, i: usize, now: DateTime<Utc>) {
+        self.nodes[i].fail_attempt(
+            "JobDeleted",
+            "the pull Job was deleted outside the service",
+            &self.spec,
+            now,
+        );
+        self.attempt_ended(i);
+    }
+
     /// A run over `nodes` (already in the order they will be started).
     pub fn new(view: Task, spec: TaskSpec, nodes: Vec<NodePull>) -> TaskRun {
         let index = nodes

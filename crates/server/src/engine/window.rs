@@ -37,14 +37,8 @@ impl Engine {
     /// Starts a pending task: selects its nodes and stores them.
     async fn start_task(&mut self, mut view: Task) {
         let now = self.clock.now();
-        let spec = match TaskSpec::from_view(&view) {
-            Ok(s) => s,
-            Err(e) => {
-                let message = format!("the stored task no longer validates: {e}");
-                self.end_unrecoverable(&view.task_id, Some(view.clone()), &message)
-                    .await;
-                return;
-            }
+        let Some(spec) = self.spec_or_unrecoverable(&view).await else {
+            return;
         };
         let all_nodes = self.cluster.nodes();
         let selected = select_nodes(&all_nodes, &spec);
