@@ -16,6 +16,20 @@ use serde_json::json;
 
 const LONG: Duration = Duration::from_secs(180);
 
+/// The service on a fresh database in `namespace`, reaching the API server
+/// through a fault proxy of its own (no faults until the test sets them).
+async fn behind_proxy(namespace: &str, extra: &[&str]) -> (FaultProxy, Service, tempfile::TempDir) {
+    let proxy = FaultProxy::start(cluster().kubeconfig_path()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::start_against(
+        proxy.kubeconfig(),
+        namespace,
+        &dir.path().join("prewarm.db"),
+        extra,
+    );
+    (proxy, svc, dir)
+}
+
 /// Every node got exactly one Job.
 fn one_job_per_node(jobs: &JobLog, nodes: usize) {
     let per_node = jobs.per_node();
@@ -36,17 +50,10 @@ images:
   - match: "*"
     pullSeconds: 1
 "#);
-    let proxy = FaultProxy::start(cluster().kubeconfig_path()).await;
+    let (proxy, svc, _dir) = behind_proxy("t-fx-throttle", &[]).await;
     proxy.throttle_creates(6, Duration::from_secs(2));
     proxy.fail_creates(4);
     proxy.delay(Duration::from_millis(30));
-    let dir = tempfile::tempdir().unwrap();
-    let svc = Service::start_against(
-        proxy.kubeconfig(),
-        "t-fx-throttle",
-        &dir.path().join("prewarm.db"),
-        &[],
-    );
     let jobs = JobLog::watch("t-fx-throttle").await;
     let id = svc
         .create(json!({
@@ -85,14 +92,7 @@ images:
   - match: "*"
     pullSeconds: 2
 "#);
-    let proxy = FaultProxy::start(cluster().kubeconfig_path()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let svc = Service::start_against(
-        proxy.kubeconfig(),
-        "t-fx-cut",
-        &dir.path().join("prewarm.db"),
-        &[],
-    );
+    let (proxy, svc, _dir) = behind_proxy("t-fx-cut", &[]).await;
     let jobs = JobLog::watch("t-fx-cut").await;
     let id = svc
         .create(json!({
@@ -130,14 +130,7 @@ images:
   - match: "*"
     pullSeconds: 15
 "#);
-    let proxy = FaultProxy::start(cluster().kubeconfig_path()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let svc = Service::start_against(
-        proxy.kubeconfig(),
-        "t-fx-gap",
-        &dir.path().join("prewarm.db"),
-        &["--pull-timeout", "900"],
-    );
+    let (proxy, svc, _dir) = behind_proxy("t-fx-gap", &["--pull-timeout", "900"]).await;
     let jobs = JobLog::watch("t-fx-gap").await;
     let id = svc
         .create(json!({
