@@ -94,9 +94,25 @@ impl KubeCluster {
             Api::<Node>::all(client.clone()),
             watcher::Config::default(),
             |n: &mut Node| {
-                // Only what `node_info` reads is kept: no field history, no annotations.
+                // Only what `node_info` reads is kept: labels, the Ready
+                // condition, taints, cordon and image names.
                 n.metadata.managed_fields = None;
                 n.metadata.annotations = None;
+                if let Some(status) = n.status.as_mut() {
+                    status.addresses = None;
+                    status.allocatable = None;
+                    status.capacity = None;
+                    status.daemon_endpoints = None;
+                    status.node_info = None;
+                    status.volumes_attached = None;
+                    status.volumes_in_use = None;
+                    if let Some(conditions) = status.conditions.as_mut() {
+                        conditions.retain(|c| c.type_ == "Ready");
+                    }
+                    for image in status.images.iter_mut().flatten() {
+                        image.size_bytes = None;
+                    }
+                }
             },
             |n| {
                 let info = node_info(n);
