@@ -124,12 +124,7 @@ impl PolicyFlags {
             body.insert(k.to_owned(), v);
         };
         if !self.selectors.is_empty() {
-            let selector: Map<String, Value> = self
-                .selectors
-                .iter()
-                .map(|(k, v)| (k.clone(), json!(v)))
-                .collect();
-            put("nodeSelector", Value::Object(selector));
+            put("nodeSelector", crate::selector_json(&self.selectors));
         }
         if !self.nodes.is_empty() {
             put("nodeNames", json!(self.nodes));

@@ -132,6 +132,16 @@ pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// `--selector` pairs as a `nodeSelector` JSON object.
+pub(crate) fn selector_json(selectors: &[(String, String)]) -> serde_json::Value {
+    serde_json::Value::Object(
+        selectors
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect(),
+    )
+}
+
 /// Percent-encodes one path segment (ids come from users).
 pub(crate) fn segment(id: &str) -> String {
     let mut out = String::with_capacity(id.len());

@@ -140,12 +140,7 @@ impl TaskConfigFlags {
             put("batchSize", json!(v));
         }
         if !self.selectors.is_empty() {
-            let selector: Map<String, Value> = self
-                .selectors
-                .iter()
-                .map(|(k, v)| (k.clone(), json!(v)))
-                .collect();
-            put("nodeSelector", Value::Object(selector));
+            put("nodeSelector", crate::selector_json(&self.selectors));
         }
         if !self.nodes.is_empty() {
             put("nodeNames", json!(self.nodes));
