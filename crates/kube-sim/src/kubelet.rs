@@ -1027,33 +1027,13 @@ preloaded:
         .map(|(t, s)| (*t, s.to_string()))
         .collect();
         assert_eq!(log, expect);
-        let c = &h.log[1].1.container_statuses.as_ref().unwrap()[0];
-        let msg = c
-            .state
-            .as_ref()
-            .unwrap()
-            .waiting
-            .as_ref()
-            .unwrap()
-            .message
-            .clone()
-            .unwrap();
+        let msg = waiting(&h, 1).message.unwrap();
         assert_eq!(
             msg,
             "rpc error: code = NotFound desc = failed to pull and unpack image \"docker.io/missing/app:1\": \
              failed to resolve reference \"docker.io/missing/app:1\": manifest unknown"
         );
-        let c = &h.log[2].1.container_statuses.as_ref().unwrap()[0];
-        let msg = c
-            .state
-            .as_ref()
-            .unwrap()
-            .waiting
-            .as_ref()
-            .unwrap()
-            .message
-            .clone()
-            .unwrap();
+        let msg = waiting(&h, 2).message.unwrap();
         assert_eq!(msg, "Back-off pulling image \"missing/app:1\"");
         assert_eq!(h.log[2].1.phase.as_deref(), Some("Pending"));
     }
@@ -1105,21 +1085,21 @@ preloaded:
         let mut h = Harness::new(SCENARIO, pod(&[("Bad Image", None)], &[], "Never", None));
         let log = h.run_until(Duration::from_secs(600));
         assert_eq!(log, [(0, "InvalidImageName".to_string())]);
-        let c = &h.log[0].1.container_statuses.as_ref().unwrap()[0];
-        let msg = c
-            .state
-            .as_ref()
-            .unwrap()
-            .waiting
-            .as_ref()
-            .unwrap()
-            .message
-            .clone()
-            .unwrap();
+        let msg = waiting(&h, 0).message.unwrap();
         assert_eq!(
             msg,
             "Failed to apply default image tag \"Bad Image\": couldn't parse image reference \"Bad Image\": invalid reference format"
         );
+    }
+
+    /// The waiting state of container 0 in the `i`-th status the harness logged.
+    fn waiting(h: &Harness, i: usize) -> ContainerStateWaiting {
+        h.log[i].1.container_statuses.as_ref().unwrap()[0]
+            .state
+            .clone()
+            .unwrap()
+            .waiting
+            .unwrap()
     }
 
     /// The message of container 0 while it shows `ErrImagePull`.
@@ -1152,12 +1132,7 @@ preloaded:
             pod(&[("127.0.0.1:5000/Bad:1", None)], &[], "Never", None),
         );
         h.run_until(Duration::from_secs(5));
-        let w = h.log[0].1.container_statuses.as_ref().unwrap()[0]
-            .state
-            .clone()
-            .unwrap()
-            .waiting
-            .unwrap();
+        let w = waiting(&h, 0);
         assert_eq!(w.reason.as_deref(), Some("InvalidImageName"));
         assert_eq!(
             w.message.as_deref(),
