@@ -54,6 +54,33 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// A page of a list answer as a table: a row per object in `page[items]`
+/// (`row` picks its cells) under `header`, then which part of how many
+/// `noun` it shows.
+pub fn page_table(
+    page: &Value,
+    items: &str,
+    noun: &str,
+    header: &[&str],
+    row: impl Fn(&Value) -> Vec<String>,
+) -> String {
+    let rows: Vec<Vec<String>> = page[items]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(row)
+        .collect();
+    let mut out = table(header, &rows);
+    out.push_str(&format!(
+        "({} of {} {noun}, offset {})\n",
+        rows.len(),
+        cell(&page["total"]),
+        cell(&page["offset"])
+    ));
+    out
+}
+
 /// `key: value` lines, keys aligned.
 pub fn fields(pairs: &[(&str, String)]) -> String {
     let width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
@@ -94,6 +121,21 @@ mod tests {
             ],
         );
         assert_eq!(t, "ID        STATUS\na         running\nlong-id   x\n");
+    }
+
+    #[test]
+    fn page_tables_say_which_part_they_show() {
+        let page = json!({"tasks": [{"id": "a"}, {"id": null}], "total": 7, "offset": 2});
+        let t = page_table(&page, "tasks", "tasks", &["ID"], |t| vec![cell(&t["id"])]);
+        assert_eq!(t, "ID\na\n-\n(2 of 7 tasks, offset 2)\n");
+        let empty = page_table(
+            &json!({"total": 0, "offset": 0}),
+            "tasks",
+            "tasks",
+            &["ID"],
+            |_| unreachable!(),
+        );
+        assert_eq!(empty, "ID\n(0 of 0 tasks, offset 0)\n");
     }
 
     #[test]

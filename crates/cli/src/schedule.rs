@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde_json::{json, Map, Value};
 
 use crate::client::{CliError, EXIT_OK};
-use crate::output::{self, cell, fields, table};
+use crate::output::{self, cell, fields, page_table};
 use crate::task::{follow_to_end, TaskConfigFlags};
 use crate::{segment, Connection};
 
@@ -319,12 +319,12 @@ fn action_line(v: &Value) -> String {
 }
 
 fn schedule_table(list: &Value) -> String {
-    let rows: Vec<Vec<String>> = list["tasks"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .map(|s| {
+    page_table(
+        list,
+        "tasks",
+        "scheduled tasks",
+        &["ID", "NAME", "CRON", "ENABLED", "OVERLAP", "NEXT", "LAST"],
+        |s| {
             vec![
                 cell(&s["id"]),
                 cell(&s["name"]),
@@ -334,19 +334,8 @@ fn schedule_table(list: &Value) -> String {
                 cell(&s["nextExecutionAt"]),
                 cell(&s["lastExecutionAt"]),
             ]
-        })
-        .collect();
-    let mut out = table(
-        &["ID", "NAME", "CRON", "ENABLED", "OVERLAP", "NEXT", "LAST"],
-        &rows,
-    );
-    out.push_str(&format!(
-        "({} of {} scheduled tasks, offset {})\n",
-        rows.len(),
-        cell(&list["total"]),
-        cell(&list["offset"])
-    ));
-    out
+        },
+    )
 }
 
 fn schedule_details(s: &Value) -> String {
@@ -369,24 +358,10 @@ fn schedule_details(s: &Value) -> String {
 }
 
 fn execution_table(list: &Value) -> String {
-    let rows: Vec<Vec<String>> = list["executions"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .map(|e| {
-            vec![
-                cell(&e["id"]),
-                cell(&e["status"]),
-                cell(&e["taskId"]),
-                cell(&e["trigger"]),
-                cell(&e["triggeredAt"]),
-                cell(&e["durationSeconds"]),
-                cell(&e["errorMessage"]),
-            ]
-        })
-        .collect();
-    let mut out = table(
+    page_table(
+        list,
+        "executions",
+        "executions",
         &[
             "ID",
             "STATUS",
@@ -396,15 +371,18 @@ fn execution_table(list: &Value) -> String {
             "DURATION",
             "ERROR",
         ],
-        &rows,
-    );
-    out.push_str(&format!(
-        "({} of {} executions, offset {})\n",
-        rows.len(),
-        cell(&list["total"]),
-        cell(&list["offset"])
-    ));
-    out
+        |e| {
+            vec![
+                cell(&e["id"]),
+                cell(&e["status"]),
+                cell(&e["taskId"]),
+                cell(&e["trigger"]),
+                cell(&e["triggeredAt"]),
+                cell(&e["durationSeconds"]),
+                cell(&e["errorMessage"]),
+            ]
+        },
+    )
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde_json::{json, Map, Value};
 
 use crate::client::{ApiClient, CliError, EXIT_CANCELLED, EXIT_FAILED, EXIT_OK};
-use crate::output::{self, cell, fields, table, OutputFormat};
+use crate::output::{self, cell, fields, page_table, table, OutputFormat};
 use crate::{follow, parse_key_value, segment, Connection};
 
 /// `task …`
@@ -298,12 +298,12 @@ pub async fn run(args: TaskArgs) -> Result<u8, CliError> {
 const NODES_PAGE: u32 = 1_000;
 
 fn node_table(page: &Value) -> String {
-    let rows: Vec<Vec<String>> = page["nodes"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .map(|r| {
+    page_table(
+        page,
+        "nodes",
+        "results",
+        &["NODE", "IMAGE", "STATUS", "REASON", "MESSAGE"],
+        |r| {
             vec![
                 cell(&r["nodeName"]),
                 cell(&r["image"]),
@@ -311,16 +311,8 @@ fn node_table(page: &Value) -> String {
                 cell(&r["reason"]),
                 cell(&r["message"]),
             ]
-        })
-        .collect();
-    let mut out = table(&["NODE", "IMAGE", "STATUS", "REASON", "MESSAGE"], &rows);
-    out.push_str(&format!(
-        "({} of {} results, offset {})\n",
-        rows.len(),
-        cell(&page["total"]),
-        cell(&page["offset"])
-    ));
-    out
+        },
+    )
 }
 
 /// Follows a task to its end, prints the final view, and maps its status to the exit code.
@@ -345,12 +337,14 @@ pub fn exit_code_for(task: &Task) -> u8 {
 }
 
 fn task_table(page: &Value) -> String {
-    let rows: Vec<Vec<String>> = page["tasks"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .map(|t| {
+    page_table(
+        page,
+        "tasks",
+        "tasks",
+        &[
+            "ID", "STATUS", "NODES", "FAILED", "PROGRESS", "IMAGES", "CREATED",
+        ],
+        |t| {
             let p = &t["progress"];
             vec![
                 cell(&t["taskId"]),
@@ -361,21 +355,8 @@ fn task_table(page: &Value) -> String {
                 cell(&t["images"]),
                 cell(&t["createdAt"]),
             ]
-        })
-        .collect();
-    let mut out = table(
-        &[
-            "ID", "STATUS", "NODES", "FAILED", "PROGRESS", "IMAGES", "CREATED",
-        ],
-        &rows,
-    );
-    out.push_str(&format!(
-        "({} of {} tasks, offset {})\n",
-        rows.len(),
-        cell(&page["total"]),
-        cell(&page["offset"])
-    ));
-    out
+        },
+    )
 }
 
 pub(crate) fn plan_details(p: &Value) -> String {
