@@ -15,8 +15,9 @@
 //! (each with images of its own, so none is already present), and the
 //! makespans are compared; `redis` starts a `redis-server` of its own.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod common;
+use common::{percentile, Service};
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -66,22 +67,6 @@ struct Args {
     /// Passed by `cargo bench`; ignored.
     #[arg(long = "bench", hide = true)]
     _bench: bool,
-}
-
-fn rss_peak_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -171,36 +156,14 @@ async fn measure(args: &Args, cluster: &LocalCluster, run: Run<'_>, store_args: 
     let kubeconfig = proxy
         .as_ref()
         .map_or(cluster.kubeconfig_path(), |p| p.kubeconfig());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_prewarm"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-            "--namespace",
-            &namespace,
-            "--replica-name",
-            &namespace,
-            "--helper-image",
-            "prewarm:bench",
-            "--max-concurrent-nodes",
-            "1000",
-            "--log-level",
-            "warn",
-        ])
-        .args(store_args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start prewarm");
-    let pid = child.id();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("prewarm exited").unwrap();
-        if let Some(u) = line.strip_prefix("listening on ") {
-            break u.trim().to_owned();
-        }
-    };
+    let service = Service::start(
+        kubeconfig,
+        &namespace,
+        ["--max-concurrent-nodes", "1000"]
+            .into_iter()
+            .chain(store_args.iter().map(String::as_str)),
+    );
+    let url = service.url.clone();
     let http = prewarm_cli::tls::http_client_builder().build().unwrap();
     let client = cluster.kube_client().await;
 
@@ -367,12 +330,8 @@ async fn measure(args: &Args, cluster: &LocalCluster, run: Run<'_>, store_args: 
         percentile(&job_to_pod_ms, 0.5) / pull_ms * 100.0,
         pull_ms
     );
-    println!(
-        "service peak RSS: {:.1} MiB",
-        rss_peak_kib(pid) as f64 / 1024.0
-    );
-    let _ = Command::new("kill").arg(pid.to_string()).status();
-    let _ = child.wait();
+    println!("service peak RSS: {:.1} MiB", service.status_mib("VmHWM:"));
+    drop(service);
     for watch in watches {
         watch.abort();
     }

@@ -10,8 +10,10 @@
 //! `limit=100`), and the service's RSS idle and while one task of 2 images
 //! runs over `--nodes` nodes (sampled for `--run-seconds`, peak = VmHWM).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod common;
+use common::Service;
+
+use std::ffi::OsStr;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -43,17 +45,6 @@ struct Args {
     /// Passed by `cargo bench`; ignored.
     #[arg(long = "bench", hide = true)]
     _bench: bool,
-}
-
-/// A `field:` of `/proc/<pid>/status` in MiB.
-fn proc_mib(pid: u32, field: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
 }
 
 /// An ended task as large as a view gets: 3 images, 100 failed pairs shown.
@@ -130,36 +121,22 @@ async fn main() {
         t.elapsed().as_secs_f64()
     );
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_prewarm"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--kubeconfig"])
-        .arg(cluster.kubeconfig_path())
-        .args([
-            "--namespace",
-            "bench-history",
-            "--replica-name",
-            "bench-history",
-        ])
-        .args([
-            "--helper-image",
-            "prewarm:bench",
-            "--max-concurrent-nodes",
-            "1000",
-        ])
-        .args(["--log-level", "warn", "--store", "sqlite", "--database"])
-        .arg(&db)
-        .args(["--max-tasks", &(args.tasks + 100).to_string()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start prewarm");
-    let pid = child.id();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("prewarm exited").unwrap();
-        if let Some(u) = line.strip_prefix("listening on ") {
-            break u.trim().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let max_tasks = (args.tasks + 100).to_string();
+    let service = Service::start(
+        cluster.kubeconfig_path(),
+        "bench-history",
+        [
+            OsStr::new("--max-concurrent-nodes"),
+            OsStr::new("1000"),
+            OsStr::new("--store"),
+            OsStr::new("sqlite"),
+            OsStr::new("--database"),
+            db.as_os_str(),
+            OsStr::new("--max-tasks"),
+            OsStr::new(&max_tasks),
+        ],
+    );
+    let url = service.url.clone();
     let http = prewarm_cli::tls::http_client_builder().build().unwrap();
     let list = format!("{url}/api/v1/tasks");
     let total = http
@@ -175,7 +152,7 @@ async fn main() {
 
     let (p50, p95) = latency(&http, &list, args.requests).await;
     let (p50_100, p95_100) = latency(&http, &format!("{list}?limit=100"), args.requests).await;
-    let idle_rss = proc_mib(pid, "VmRSS:");
+    let idle_rss = service.status_mib("VmRSS:");
 
     let id = http
         .post(&list)
@@ -194,7 +171,7 @@ async fn main() {
     let mut status = String::new();
     while started.elapsed() < Duration::from_secs(args.run_seconds) {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        peak_rss = peak_rss.max(proc_mib(pid, "VmRSS:"));
+        peak_rss = peak_rss.max(service.status_mib("VmRSS:"));
         let task: serde_json::Value = http
             .get(format!("{list}/{id}"))
             .send()
@@ -212,9 +189,8 @@ async fn main() {
         }
     }
     let (run_p50, run_p95) = latency(&http, &list, args.requests).await;
-    let hwm = proc_mib(pid, "VmHWM:");
-    let _ = Command::new("kill").arg(pid.to_string()).status();
-    let _ = child.wait();
+    let hwm = service.status_mib("VmHWM:");
+    drop(service);
 
     println!("stored tasks: {} (SQLite file {db_mib:.1} MiB)", args.tasks);
     println!(

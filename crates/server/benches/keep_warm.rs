@@ -11,9 +11,11 @@
 //! (p50, p95, max), and the latency of `GET /api/v1/coverage` for all the
 //! images over all the nodes (p50, p95).
 
+mod common;
+use common::{percentile, Service};
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::ffi::OsStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -52,13 +54,6 @@ struct Args {
     /// Passed by `cargo bench`; ignored.
     #[arg(long = "bench", hide = true)]
     _bench: bool,
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 fn ready(n: &Node) -> bool {
@@ -138,34 +133,18 @@ async fn main() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_prewarm"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--kubeconfig",
-            cluster.kubeconfig_path().to_str().unwrap(),
-            "--namespace",
-            "bench",
-            "--database",
-            dir.path().join("bench.db").to_str().unwrap(),
-            "--helper-image",
-            "prewarm:bench",
-            "--max-concurrent-nodes",
-            "1000",
-            "--log-level",
-            "warn",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start prewarm");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("prewarm exited").unwrap();
-        if let Some(u) = line.strip_prefix("listening on ") {
-            break u.trim().to_owned();
-        }
-    };
+    let database = dir.path().join("bench.db");
+    let service = Service::start(
+        cluster.kubeconfig_path(),
+        "bench",
+        [
+            OsStr::new("--database"),
+            database.as_os_str(),
+            OsStr::new("--max-concurrent-nodes"),
+            OsStr::new("1000"),
+        ],
+    );
+    let url = service.url.clone();
     let http = prewarm_cli::tls::http_client_builder().build().unwrap();
 
     // Coverage of every image over all the nodes, once the cache holds them.
@@ -269,6 +248,5 @@ async fn main() {
         percentile(&coverage_ms, 0.95),
         body_bytes
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(service);
 }

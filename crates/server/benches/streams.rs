@@ -29,8 +29,10 @@
 //! 74.6 MiB with 1,000 connections open (about 31 KiB per connection), peak
 //! 83.5 MiB.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod common;
+use common::Service;
+
+use std::ffi::OsStr;
 use std::time::{Duration, Instant};
 
 use kube_sim::testing::{LocalCluster, Sim};
@@ -58,15 +60,6 @@ struct Args {
     /// Passed by `cargo bench`; ignored.
     #[arg(long = "bench", hide = true)]
     _bench: bool,
-}
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// One SSE reader on a plain socket: returns (events received, saw `finished`).
@@ -114,45 +107,22 @@ async fn main() {
     let _sim = Sim::start(cluster.kubeconfig_path(), &scenario);
 
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_prewarm"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--kubeconfig",
-            cluster.kubeconfig_path().to_str().unwrap(),
-            "--namespace",
-            "sbench",
-            "--database",
-            dir.path().join("bench.db").to_str().unwrap(),
-            "--helper-image",
-            "prewarm:bench",
-            "--log-level",
-            "warn",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start prewarm");
-    let pid = child.id();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("prewarm exited").unwrap();
-        if let Some(u) = line.strip_prefix("listening on ") {
-            break u.trim().to_owned();
-        }
-    };
+    let database = dir.path().join("bench.db");
+    let service = Service::start(
+        cluster.kubeconfig_path(),
+        "sbench",
+        [OsStr::new("--database"), database.as_os_str()],
+    );
+    let url = service.url.clone();
     let addr = url.trim_start_matches("http://").to_owned();
     let http = prewarm_cli::tls::http_client_builder().build().unwrap();
-    let idle_rss = status_kib(pid, "VmRSS:");
+    let idle_rss = service.status_mib("VmRSS:");
 
     println!(
         "command: cargo bench -p prewarm --bench streams -- --watchers {} --nodes {} --batch {} --pull-seconds {} --rounds {}",
         args.watchers, args.nodes, args.batch, args.pull_seconds, args.rounds
     );
-    println!(
-        "service RSS before any task: {:.1} MiB",
-        idle_rss as f64 / 1024.0
-    );
+    println!("service RSS before any task: {idle_rss:.1} MiB");
     // Round 0 warms the API server, kube-sim and the service up and is not
     // compared; then rounds alternate without and with watchers.
     for round in 0..=args.rounds * 2 {
@@ -184,9 +154,9 @@ async fn main() {
             opened = t.elapsed();
         }
         // Sample the RSS while the task runs (with the watchers connected).
-        let mut rss_running = 0;
+        let mut rss_running: f64 = 0.0;
         let task = loop {
-            rss_running = rss_running.max(status_kib(pid, "VmRSS:"));
+            rss_running = rss_running.max(service.status_mib("VmRSS:"));
             let v: serde_json::Value = http
                 .get(format!("{url}/api/v1/tasks/{id}"))
                 .send()
@@ -224,7 +194,7 @@ async fn main() {
                 "no watcher".to_owned()
             },
             task["status"],
-            rss_running as f64 / 1024.0,
+            rss_running,
             if watched {
                 format!(
                     "  spawned in {:.0} ms  got the end: {finished}/{}  events each: median {median}, min {}",
@@ -237,10 +207,6 @@ async fn main() {
             }
         );
     }
-    println!(
-        "service peak RSS: {:.1} MiB",
-        status_kib(pid, "VmHWM:") as f64 / 1024.0
-    );
-    let _ = Command::new("kill").arg(pid.to_string()).status();
-    let _ = child.wait();
+    println!("service peak RSS: {:.1} MiB", service.status_mib("VmHWM:"));
+    drop(service);
 }

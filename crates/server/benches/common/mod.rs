@@ -1,0 +1,76 @@
+//! What the bench binaries share: the `prewarm` binary started on port 0,
+//! figures read from its `/proc/<pid>/status`, and percentiles.
+
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// `prewarm serve` on 127.0.0.1:0 with warn-level logs, stopped with SIGTERM
+/// (and waited for) when dropped, also when the bench panics.
+pub struct Service {
+    child: Child,
+    /// `http://127.0.0.1:<port>`, from the service's listen line.
+    pub url: String,
+}
+
+impl Service {
+    /// Starts it on `kubeconfig` in `namespace` (also its replica name), with
+    /// the helper image the benches preload, then `args`; returns once it
+    /// listens, and the rest of its stdout is drained.
+    pub fn start<I, S>(kubeconfig: &Path, namespace: &str, args: I) -> Service
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_prewarm"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-level", "warn"])
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(["--namespace", namespace, "--replica-name", namespace])
+            .args(["--helper-image", "prewarm:bench"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start prewarm");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = loop {
+            let line = lines.next().expect("prewarm exited").unwrap();
+            if let Some(u) = line.strip_prefix("listening on ") {
+                break u.trim().to_owned();
+            }
+        };
+        std::thread::spawn(move || lines.for_each(drop));
+        Service { child, url }
+    }
+
+    /// A `field:` of the service's `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`) in MiB.
+    pub fn status_mib(&self, field: &str) -> f64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `p` quantile (0..=1) of sorted samples, nearest rank; NaN when empty.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
