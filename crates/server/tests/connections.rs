@@ -81,6 +81,10 @@ async fn half_sent_headers_are_closed_after_the_header_timeout_while_the_service
     let mut served = 0;
     let mut lifetimes = Vec::with_capacity(CONNECTIONS);
     let give_up = Instant::now() + header_timeout + Duration::from_secs(30);
+    // Requests go out every 100 ms whether or not connections are closing
+    // (`biased`: a steady stream of closes must not starve them).
+    let mut every = tokio::time::interval(Duration::from_millis(100));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while lifetimes.len() < CONNECTIONS {
         assert!(
             Instant::now() < give_up,
@@ -88,14 +92,15 @@ async fn half_sent_headers_are_closed_after_the_header_timeout_while_the_service
             CONNECTIONS - lifetimes.len()
         );
         tokio::select! {
-            ended = slow.join_next() => lifetimes.push(ended.unwrap().unwrap()),
-            () = tokio::time::sleep(Duration::from_millis(100)) => {
+            biased;
+            _ = every.tick() => {
                 for path in ["/healthz", "/api/v1/tasks?limit=1"] {
                     let r = client.get(format!("{}{path}", svc.url)).send().await.unwrap();
                     assert_eq!(r.status(), 200, "{path} during the slowloris");
                 }
                 served += 1;
             }
+            ended = slow.join_next() => lifetimes.push(ended.unwrap().unwrap()),
         }
     }
     assert!(served > 0, "no request was made while the connections hung");

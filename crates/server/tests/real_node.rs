@@ -83,6 +83,22 @@ impl RealNode {
         v["Digest"].as_str().unwrap().to_owned()
     }
 
+    /// Removes `image` from the node's containerd, so the next pull fetches it again.
+    fn remove_image(&self, image: &str) {
+        let socket = self.containerd.trim_start_matches("unix://");
+        run(Command::new("ctr")
+            .args([
+                "--address",
+                socket,
+                "-n",
+                "k8s.io",
+                "images",
+                "rm",
+                "--sync",
+            ])
+            .arg(image));
+    }
+
     /// Containers containerd still has for pods of `namespace`.
     fn containers_of(&self, namespace: &str) -> Vec<String> {
         let socket = self.containerd.trim_start_matches("unix://");
@@ -318,31 +334,31 @@ async fn if_not_present_skips_a_node_that_lists_the_image() {
 #[ignore = "needs the real node: scripts/test.sh real-node group"]
 async fn cancel_mid_pull_leaves_nothing_on_the_node() {
     let real = real_node();
-    let ns = "t-cancel";
-    let (svc, _dir) = real.service(ns);
-    let id = svc
-        .create(json!({"images": [real.image("big:1")], "nodeNames": [real.node], "pullPolicy": "Always"}))
-        .await;
-    // Wait until the kubelet says it is pulling the image.
-    let client = cluster().kube_client().await;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let events: Api<Event> = Api::namespaced(client, ns);
-    eventually("the kubelet pulling the large image", LONG, || {
-        let events = events.clone();
-        async move {
-            let list = events.list(&ListParams::default()).await.ok()?;
-            list.items
-                .iter()
-                .any(|e| {
-                    e.reason.as_deref() == Some("Pulling")
-                        && e.message.as_deref().is_some_and(|m| m.contains("/big:1"))
-                })
-                .then_some(())
+    // A 64 MiB pull from a loopback registry can end before the cancel lands;
+    // then the image is removed from the node and the test tries again in a
+    // fresh namespace, so the cancel checked below always came mid-pull.
+    let mut attempt = 0;
+    let (ns, svc, _dir, id) = loop {
+        attempt += 1;
+        let ns = format!("t-cancel-{attempt}");
+        let (svc, dir) = real.service(&ns);
+        let id = svc
+            .create(json!({"images": [real.image("big:1")], "nodeNames": [real.node], "pullPolicy": "Always"}))
+            .await;
+        wait_pulling(&ns, "/big:1").await;
+        let (code, v) = svc.cancel(&id).await;
+        if code == 200 || code == 202 {
+            break (ns, svc, dir, id);
         }
-    })
-    .await;
-    let (code, v) = svc.cancel(&id).await;
-    assert!(code == 200 || code == 202, "{code} {v}");
+        assert!(
+            code == 409 && v["status"] == "completed" && attempt < 3,
+            "attempt {attempt}: {code} {v}"
+        );
+        real.remove_image(&real.image("big:1"));
+    };
+    let ns = ns.as_str();
+    let client = cluster().kube_client().await;
+    let pods: Api<Pod> = Api::namespaced(client, ns);
     let task = svc.wait_end(&id, LONG).await;
     assert_eq!(status(&task), "cancelled");
     wait_no_jobs(ns, LONG).await;
@@ -360,6 +376,27 @@ async fn cancel_mid_pull_leaves_nothing_on_the_node() {
     eventually("no containers left in containerd", LONG, || {
         let left = real.containers_of(ns);
         async move { left.is_empty().then_some(()) }
+    })
+    .await;
+}
+
+/// Waits until the kubelet reports pulling `image_suffix` for a pod of `ns`.
+async fn wait_pulling(ns: &str, image_suffix: &str) {
+    let events: Api<Event> = Api::namespaced(cluster().kube_client().await, ns);
+    eventually("the kubelet pulling the image", LONG, || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("Pulling")
+                        && e.message
+                            .as_deref()
+                            .is_some_and(|m| m.contains(image_suffix))
+                })
+                .then_some(())
+        }
     })
     .await;
 }
