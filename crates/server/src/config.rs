@@ -291,12 +291,14 @@ pub struct ServeConfig {
     #[arg(long, env = "PREWARM_WEBHOOK_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10))]
     pub webhook_attempts: u32,
 
-    /// How long ended tasks are kept, counted from when they ended (`30d`,
-    /// `12h`, `90m`); older ones are deleted with their node results.
+    /// How long ended tasks and schedule executions are kept, counted from
+    /// when they ended (`30d`, `12h`, `90m`); older ones are deleted (tasks
+    /// with their node results).
     #[arg(long, env = "PREWARM_RETENTION", default_value = "30d", value_parser = parse_retention)]
     pub retention: Duration,
 
-    /// Most tasks kept; beyond it the oldest ended ones are deleted.
+    /// Most tasks kept, and most executions per scheduled task; beyond it the
+    /// oldest ended ones are deleted.
     #[arg(long, env = "PREWARM_MAX_TASKS", default_value_t = crate::history::DEFAULT_MAX_TASKS, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_tasks: u64,
 }

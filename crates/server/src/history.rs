@@ -1,7 +1,10 @@
 //! Bounded history: the leader deletes ended tasks (with their node records)
 //! that ended longer ago than `--retention`, or that fall beyond the newest
 //! `--max-tasks`, in small batches so the store never stalls other callers.
-//! Running and pending tasks are never deleted.
+//! Running and pending tasks are never deleted. Executions of scheduled
+//! tasks are trimmed the same way: those that ended longer ago than
+//! `--retention`, or that fall beyond the newest `--max-tasks` of their
+//! schedule; running ones stay.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::store::{Retention, TaskStore};
+use crate::store::{Retention, ScheduleStore, StoreResult, TaskStore};
 
 /// Default `--retention`: 30 days after a task ended.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -43,10 +46,11 @@ impl Default for HistoryLimits {
 
 /// Deletes ended history outside `limits` until `stop`: a pass at once, then
 /// one every [`TRIM_EVERY`]; each pass deletes batches of [`TRIM_BATCH`]
-/// until nothing is left to delete. A failed store call ends the pass (the
-/// next one tries again).
+/// tasks, then of executions, until nothing is left to delete. A failed
+/// store call ends that part of the pass (the next one tries again).
 pub async fn trim_history(
     store: Arc<dyn TaskStore>,
+    schedules: Arc<dyn ScheduleStore>,
     clock: Arc<dyn Clock>,
     limits: HistoryLimits,
     metrics: Arc<Metrics>,
@@ -64,41 +68,65 @@ pub async fn trim_history(
                 - chrono::Duration::from_std(limits.retention).unwrap_or(chrono::Duration::MAX),
             max_tasks: limits.max_tasks,
         };
-        let mut deleted = 0u64;
-        while !stop.is_cancelled() {
-            match store.trim(&retention, TRIM_BATCH).await {
-                Ok(n) => {
-                    deleted += u64::from(n);
-                    metrics.tasks_trimmed.inc_by(u64::from(n));
-                    if n < TRIM_BATCH {
-                        break;
-                    }
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "history trim failed; trying again later");
+        let tasks = trim_batches(&stop, || store.trim(&retention, TRIM_BATCH)).await;
+        metrics.tasks_trimmed.inc_by(tasks);
+        if tasks > 0 {
+            tracing::info!(
+                deleted = tasks,
+                "ended tasks outside the retention limits deleted"
+            );
+        }
+        let executions =
+            trim_batches(&stop, || schedules.trim_executions(&retention, TRIM_BATCH)).await;
+        metrics.executions_trimmed.inc_by(executions);
+        if executions > 0 {
+            tracing::info!(
+                deleted = executions,
+                "ended executions outside the retention limits deleted"
+            );
+        }
+    }
+}
+
+/// Calls `trim` (one batch of [`TRIM_BATCH`]) until a batch comes back short,
+/// the store fails or `stop`; returns how many went.
+async fn trim_batches<F, Fut>(stop: &CancellationToken, mut trim: F) -> u64
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = StoreResult<u32>>,
+{
+    let mut deleted = 0u64;
+    while !stop.is_cancelled() {
+        match trim().await {
+            Ok(n) => {
+                deleted += u64::from(n);
+                if n < TRIM_BATCH {
                     break;
                 }
             }
-            tokio::select! {
-                () = stop.cancelled() => break,
-                () = tokio::time::sleep(BETWEEN_BATCHES) => {}
+            Err(err) => {
+                tracing::warn!(error = %err, "history trim failed; trying again later");
+                break;
             }
         }
-        if deleted > 0 {
-            tracing::info!(deleted, "ended tasks outside the retention limits deleted");
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(BETWEEN_BATCHES) => {}
         }
     }
+    deleted
 }
 
 #[cfg(test)]
 mod tests {
     use chrono::{TimeZone, Utc};
-    use prewarm_api::TaskStatus;
+    use prewarm_api::{Execution, ExecutionStatus, TaskStatus};
 
     use super::*;
     use crate::clock::ManualClock;
     use crate::store::contract::minimal_task;
-    use crate::store::MemoryStore;
+    use crate::store::schedule_contract::{self, sample_schedule};
+    use crate::store::{Fire, MemoryStore};
 
     #[tokio::test(start_paused = true)]
     async fn trims_in_batches_until_within_the_limits_then_again_each_period() {
@@ -117,10 +145,30 @@ mod tests {
             now - chrono::Duration::days(90),
         );
         store.insert(&running).await.unwrap();
+        // A schedule with 350 skipped runs, the newest a minute ago.
+        let schedule = sample_schedule("scheduled-task-20260101-h00000", now);
+        store.insert_schedule(&schedule).await.unwrap();
+        for i in 0..350i64 {
+            let fired = now - chrono::Duration::minutes(350 - i);
+            let execution = Execution {
+                status: ExecutionStatus::Skipped,
+                ..schedule_contract::running(&schedule.task.id, "", fired)
+            };
+            let fire = Fire {
+                execution: Some(execution),
+                ..Fire::default()
+            };
+            store.record_fire(&schedule.task.id, &fire).await.unwrap();
+        }
+        let executions = |store: &Arc<MemoryStore>| {
+            let (store, id) = (store.clone(), schedule.task.id.clone());
+            async move { store.list_executions(&id, 1, 0).await.unwrap().1 }
+        };
         let clock = Arc::new(ManualClock::new(now));
         let metrics = Arc::new(Metrics::new());
         let stop = CancellationToken::new();
         let trimmer = tokio::spawn(trim_history(
+            store.clone(),
             store.clone(),
             clock.clone(),
             HistoryLimits {
@@ -141,10 +189,14 @@ mod tests {
         assert_eq!(metrics.tasks_trimmed.get(), 150);
         assert!(store.get(&running.task_id).await.unwrap().is_some());
         assert!(store.get("task-20260101-h00150").await.unwrap().is_some());
-        // Thirty days on, every ended task is past the retention.
+        // The schedule keeps its newest 300 runs.
+        assert_eq!(executions(&store).await, 300);
+        assert_eq!(metrics.executions_trimmed.get(), 50);
+        // Thirty days on, every ended task and run is past the retention.
         clock.advance(Duration::from_secs(30 * 24 * 3600 + 1));
         tokio::time::sleep(TRIM_EVERY).await;
         assert_eq!(total(&store).await, 1);
+        assert_eq!(executions(&store).await, 0);
         assert!(store.get(&running.task_id).await.unwrap().is_some());
         stop.cancel();
         trimmer.await.unwrap();

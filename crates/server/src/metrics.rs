@@ -166,6 +166,8 @@ pub struct Metrics {
     pub store_errors: Counter,
     /// Ended tasks deleted by the history trim (retention and `--max-tasks`).
     pub tasks_trimmed: Counter,
+    /// Ended executions of scheduled tasks deleted by the history trim.
+    pub executions_trimmed: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -308,6 +310,12 @@ impl Metrics {
             "Ended tasks deleted by the history trim (--retention, --max-tasks)",
             tasks_trimmed.clone(),
         );
+        let executions_trimmed = Counter::default();
+        registry.register(
+            "prewarm_executions_trimmed",
+            "Ended executions of scheduled tasks deleted by the history trim (--retention, --max-tasks)",
+            executions_trimmed.clone(),
+        );
         registry.register_collector(Box::new(crate::process_metrics::ProcessCollector));
         for status in TASK_END_STATUSES {
             let _ = tasks_total.get_or_create(&StatusLabels {
@@ -357,6 +365,7 @@ impl Metrics {
             leader,
             store_errors,
             tasks_trimmed,
+            executions_trimmed,
         };
         metrics.progressed();
         metrics

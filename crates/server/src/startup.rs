@@ -165,6 +165,7 @@ impl TermParts {
     fn trim_history(&self, stop: CancellationToken) -> impl std::future::Future<Output = ()> {
         trim_history(
             self.store.clone(),
+            self.schedules.clone(),
             self.clock.clone(),
             self.history,
             self.metrics.clone(),

@@ -1,7 +1,8 @@
 //! Bounded history against the real `prewarm` binary on a real SQLite file:
 //! a database holding 20,000 ended tasks is trimmed to `--max-tasks` and
 //! `--retention` as soon as the service leads, newest kept, with its node
-//! results, and seen only through HTTP.
+//! results, and so are a scheduled task's old executions; seen only through
+//! HTTP.
 
 mod common;
 
@@ -9,8 +10,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::*;
-use prewarm::store::{NodeRecord, SqliteStore, TaskStore};
-use prewarm_api::Task;
+use prewarm::store::{
+    Fire, FireOutcome, NodeRecord, ScheduleStore, SqliteStore, StoredSchedule, TaskStore,
+};
+use prewarm_api::{Execution, ExecutionStatus, ExecutionTrigger, ScheduledTask, Task};
 use serde_json::json;
 
 /// An ended task created `age` before `now`, ended a minute later.
@@ -49,6 +52,65 @@ fn ended_task(i: usize, now: DateTime<Utc>, age: chrono::Duration) -> Task {
     .unwrap()
 }
 
+const SCHEDULE: &str = "scheduled-task-20260101-hist00";
+
+/// A disabled scheduled task with 40 skipped runs: 30 fired 40 days before
+/// `now`, then 10 in the last hour.
+async fn schedule_with_old_runs(store: &SqliteStore, now: DateTime<Utc>) {
+    let created = now - chrono::Duration::days(50);
+    let task: ScheduledTask = serde_json::from_value(json!({
+        "id": SCHEDULE,
+        "name": "nightly",
+        "description": "",
+        "cronExpr": "0 3 * * *",
+        "timezone": "UTC",
+        "enabled": false,
+        "taskConfig": {"images": ["nginx:1.25"]},
+        "overlapPolicy": "skip",
+        "timeoutSeconds": 0,
+        "startingDeadlineSeconds": 0,
+        "lastExecutionAt": null,
+        "nextExecutionAt": null,
+        "createdBy": "history-test",
+        "createdAt": created,
+        "updatedAt": created,
+    }))
+    .unwrap();
+    store
+        .insert_schedule(&StoredSchedule {
+            task,
+            fire_cursor: created,
+            queued_fire: None,
+        })
+        .await
+        .unwrap();
+    for i in 0..40i64 {
+        let fired = if i < 30 {
+            now - chrono::Duration::days(40) + chrono::Duration::minutes(i)
+        } else {
+            now - chrono::Duration::minutes(60 - i)
+        };
+        let execution = Execution {
+            id: 0,
+            scheduled_task_id: SCHEDULE.to_owned(),
+            task_id: String::new(),
+            status: ExecutionStatus::Skipped,
+            started_at: None,
+            finished_at: None,
+            duration_seconds: None,
+            error_message: "busy".to_owned(),
+            triggered_at: fired,
+            trigger: ExecutionTrigger::Schedule,
+        };
+        let fire = Fire {
+            execution: Some(execution),
+            ..Fire::default()
+        };
+        let out = store.record_fire(SCHEDULE, &fire).await.unwrap();
+        assert!(matches!(out, FireOutcome::Recorded(Some(_))), "{out:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_thousand_stored_tasks_are_trimmed_to_the_limits() {
     let dir = tempfile::tempdir().unwrap();
@@ -83,6 +145,7 @@ async fn twenty_thousand_stored_tasks_are_trimmed_to_the_limits() {
                 .await
                 .unwrap();
         }
+        schedule_with_old_runs(&store, now).await;
     }
     let svc = Service::start_with(
         "t-history",
@@ -135,6 +198,23 @@ async fn twenty_thousand_stored_tasks_are_trimmed_to_the_limits() {
             .any(|l| l == "prewarm_tasks_trimmed_total 10000"),
         "{metrics}"
     );
+
+    // The scheduled task keeps its runs of the last hour, newest first.
+    let executions = format!("{}/api/v1/scheduled-tasks/{SCHEDULE}/executions", svc.url);
+    wait_for(
+        "the runs older than the retention trimmed",
+        Duration::from_secs(60),
+        async || get_json(format!("{executions}?limit=1")).await["total"] == 10,
+    )
+    .await;
+    let runs = get_json(format!("{executions}?limit=100")).await;
+    let ids: Vec<u64> = runs["executions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, (31..=40).rev().collect::<Vec<_>>());
 
     // The file stays bounded across a restart: no task comes back.
     drop(svc);

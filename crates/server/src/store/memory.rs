@@ -10,7 +10,7 @@ use prewarm_api::{
     Execution, ExecutionStatus, KeepWarmPolicy, PolicyRun, ScheduledTask, Task, TaskStatus,
 };
 
-use super::schedules::{may_finish, Fire, FireOutcome, ScheduleStore, StoredSchedule};
+use super::schedules::{ended_at, may_finish, Fire, FireOutcome, ScheduleStore, StoredSchedule};
 use super::{CancelOutcome, NodeRecord, Retention, StoreError, StoreResult, TaskStore};
 
 mod policy_store;
@@ -372,6 +372,32 @@ impl ScheduleStore for MemoryStore {
             .filter(|e| e.status == ExecutionStatus::Running)
             .cloned()
             .collect())
+    }
+
+    async fn trim_executions(&self, retention: &Retention, batch: u32) -> StoreResult<u32> {
+        let mut inner = self.lock();
+        let mut doomed: Vec<(DateTime<Utc>, String, u64)> = Vec::new();
+        for (schedule, all) in &inner.executions {
+            let last = inner.execution_ids.get(schedule).copied().unwrap_or(0);
+            // Ids up to this one fall beyond the newest `max_tasks`.
+            let beyond = last.saturating_sub(retention.max_tasks);
+            for execution in all.values() {
+                let Some(ended) = ended_at(execution) else {
+                    continue;
+                };
+                if execution.id <= beyond || ended < retention.ended_before {
+                    doomed.push((ended, schedule.clone(), execution.id));
+                }
+            }
+        }
+        doomed.sort();
+        doomed.truncate(batch as usize);
+        for (_, schedule, id) in &doomed {
+            if let Some(all) = inner.executions.get_mut(schedule) {
+                all.remove(id);
+            }
+        }
+        Ok(doomed.len() as u32)
     }
 }
 

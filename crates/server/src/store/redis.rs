@@ -127,13 +127,23 @@ impl Keys {
         format!("{}executions:", self.prefix)
     }
     fn execution_ids(&self, schedule: &str) -> String {
-        format!("{}execution-ids:{schedule}", self.prefix)
+        format!("{}{schedule}", self.execution_ids_prefix())
     }
     fn execution_seq(&self, schedule: &str) -> String {
-        format!("{}execution-seq:{schedule}", self.prefix)
+        format!("{}{schedule}", self.execution_seq_prefix())
     }
     fn running_executions(&self) -> String {
         format!("{}executions-running", self.prefix)
+    }
+    /// Ended executions (`<schedule>\n<id>`) scored by when they ended (µs).
+    fn ended_executions(&self) -> String {
+        format!("{}executions-ended", self.prefix)
+    }
+    fn execution_ids_prefix(&self) -> String {
+        format!("{}execution-ids:", self.prefix)
+    }
+    fn execution_seq_prefix(&self) -> String {
+        format!("{}execution-seq:", self.prefix)
     }
     fn policy(&self, id: &str) -> String {
         format!("{}keep-warm:{id}", self.prefix)
@@ -353,6 +363,7 @@ pub(crate) struct Scripts {
     pub(crate) finish_execution: Script,
     pub(crate) executions_page: Script,
     pub(crate) running_executions: Script,
+    pub(crate) trim_executions: Script,
     pub(crate) insert_policy: Script,
     pub(crate) update_policy: Script,
     pub(crate) delete_policy: Script,
@@ -373,6 +384,7 @@ impl Scripts {
             finish_execution: Script::new(schedule_store::FINISH_EXECUTION),
             executions_page: Script::new(schedule_store::EXECUTIONS_PAGE),
             running_executions: Script::new(schedule_store::RUNNING_EXECUTIONS),
+            trim_executions: Script::new(schedule_store::TRIM_EXECUTIONS),
             insert_policy: Script::new(policy_store::INSERT_POLICY),
             update_policy: Script::new(policy_store::UPDATE_POLICY),
             delete_policy: Script::new(policy_store::DELETE_POLICY),

@@ -10,7 +10,7 @@ use prewarm_api::{
 
 use super::contract::t;
 use super::schedules::{Fire, FireOutcome, ScheduleStore, StoredSchedule};
-use super::StoreError;
+use super::{Retention, StoreError};
 
 /// Expands to one `#[tokio::test]` per contract behaviour, each on a fresh store.
 macro_rules! schedule_contract_tests {
@@ -24,6 +24,7 @@ macro_rules! schedule_contract_tests {
             queued_run_is_a_compare_and_set,
             executions_are_numbered_listed_and_finished_once,
             delete_takes_the_executions_along,
+            trim_deletes_old_ended_executions_and_keeps_running_ones,
         );
     };
     (@tests $make:expr; $($name:ident),+ $(,)?) => {
@@ -383,4 +384,97 @@ pub(crate) async fn delete_takes_the_executions_along<S: ScheduleStore>(store: S
         matches!(out, FireOutcome::Recorded(Some(ref e)) if e.id == 1),
         "{out:?}"
     );
+}
+
+/// Executions that ended before the cutoff, or beyond the newest
+/// `max_tasks` of their schedule, go in batches; running ones stay.
+pub(crate) async fn trim_deletes_old_ended_executions_and_keeps_running_ones<S: ScheduleStore>(
+    store: S,
+) {
+    let a = sample_schedule("scheduled-task-20260101-aaaaaa", t(0));
+    let b = sample_schedule("scheduled-task-20260101-bbbbbb", t(1));
+    store.insert_schedule(&a).await.unwrap();
+    store.insert_schedule(&b).await.unwrap();
+    // Records a run fired at `fired`, ended `status` at `finished` (running
+    // when `None`; a skip ends as it is recorded).
+    let record = async |schedule: &StoredSchedule,
+                        fired: i64,
+                        status: ExecutionStatus,
+                        finished: Option<i64>| {
+        let id = &schedule.task.id;
+        let execution = match status {
+            ExecutionStatus::Skipped => Execution {
+                status,
+                started_at: None,
+                task_id: String::new(),
+                ..running(id, "", t(fired))
+            },
+            _ => running(id, "task-x", t(fired)),
+        };
+        let fire = Fire {
+            execution: Some(execution),
+            ..Fire::default()
+        };
+        let FireOutcome::Recorded(Some(mut recorded)) = store.record_fire(id, &fire).await.unwrap()
+        else {
+            panic!("not recorded");
+        };
+        if let Some(finished) = finished {
+            recorded.status = status;
+            recorded.finished_at = Some(t(finished));
+            assert!(store.finish_execution(&recorded).await.unwrap());
+        }
+    };
+    record(&a, 10, ExecutionStatus::Success, Some(100)).await;
+    record(&a, 200, ExecutionStatus::Skipped, None).await;
+    record(&a, 300, ExecutionStatus::Running, None).await;
+    record(&a, 400, ExecutionStatus::Failed, Some(450)).await;
+    record(&a, 500, ExecutionStatus::Success, Some(5_000)).await;
+    record(&b, 20, ExecutionStatus::Timeout, Some(50)).await;
+    record(&b, 30, ExecutionStatus::Running, None).await;
+    let ids = async |schedule: &StoredSchedule| {
+        let (page, total) = store
+            .list_executions(&schedule.task.id, 100, 0)
+            .await
+            .unwrap();
+        assert_eq!(total, page.len() as u64);
+        page.iter().map(|e| e.id).collect::<Vec<_>>()
+    };
+
+    // Ended before t(150): a1 and b1; beyond the newest 3 of a: a1 and a2.
+    let retention = Retention {
+        ended_before: t(150),
+        max_tasks: 3,
+    };
+    assert_eq!(store.trim_executions(&retention, 2).await.unwrap(), 2);
+    assert_eq!(store.trim_executions(&retention, 10).await.unwrap(), 1);
+    assert_eq!(store.trim_executions(&retention, 10).await.unwrap(), 0);
+    assert_eq!(ids(&a).await, [5, 4, 3]);
+    assert_eq!(ids(&b).await, [2]);
+
+    // Keeping one per schedule: a4 goes, the running a3 and b2 stay.
+    let retention = Retention {
+        ended_before: t(0),
+        max_tasks: 1,
+    };
+    assert_eq!(store.trim_executions(&retention, 10).await.unwrap(), 1);
+    assert_eq!(store.trim_executions(&retention, 10).await.unwrap(), 0);
+    assert_eq!(ids(&a).await, [5, 3]);
+    assert_eq!(ids(&b).await, [2]);
+    assert_eq!(store.running_executions().await.unwrap().len(), 2);
+    // A finished run is counted from its end: a3 ending now goes at once.
+    let mut third = store.get_execution(&a.task.id, 3).await.unwrap().unwrap();
+    third.status = ExecutionStatus::Success;
+    third.finished_at = Some(t(6_000));
+    assert!(store.finish_execution(&third).await.unwrap());
+    assert_eq!(store.trim_executions(&retention, 10).await.unwrap(), 1);
+    assert_eq!(ids(&a).await, [5]);
+    // Deleting a schedule leaves nothing behind for the trim.
+    assert!(store.delete_schedule(&a.task.id).await.unwrap());
+    assert!(store.delete_schedule(&b.task.id).await.unwrap());
+    let all = Retention {
+        ended_before: t(1_000_000),
+        max_tasks: 0,
+    };
+    assert_eq!(store.trim_executions(&all, 10).await.unwrap(), 0);
 }

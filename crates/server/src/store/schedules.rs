@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use prewarm_api::{Execution, ExecutionStatus, ScheduledTask};
 
-use super::StoreResult;
+use super::{Retention, StoreResult};
 
 /// A scheduled task as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,6 +104,22 @@ pub trait ScheduleStore: Send + Sync + 'static {
 
     /// Every execution still `running`, across schedules.
     async fn running_executions(&self) -> StoreResult<Vec<Execution>>;
+
+    /// Deletes at most `batch` ended executions outside `retention`: ended
+    /// ([`ended_at`]) before its cutoff, or beyond the newest `max_tasks`
+    /// executions of their schedule. Running executions are never deleted.
+    /// Returns how many went.
+    async fn trim_executions(&self, retention: &Retention, batch: u32) -> StoreResult<u32>;
+}
+
+/// When an execution ended, for the retention trim: its `finishedAt`, or
+/// its fire time when it was skipped (a skip ends as it is recorded);
+/// `None` while it runs.
+pub(crate) fn ended_at(execution: &Execution) -> Option<DateTime<Utc>> {
+    match execution.status {
+        ExecutionStatus::Running => None,
+        _ => Some(execution.finished_at.unwrap_or(execution.triggered_at)),
+    }
 }
 
 /// Whether `execution` may replace a stored one (only running ones change).

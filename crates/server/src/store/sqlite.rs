@@ -83,6 +83,16 @@ const MIGRATIONS: &[&str] = &[
          body      TEXT NOT NULL,
          PRIMARY KEY (policy_id, seq)
      ) WITHOUT ROWID;",
+    // 6: when each execution ended, for the retention trim (its finishedAt,
+    // or its fire time when skipped); NULL while it runs.
+    "ALTER TABLE scheduled_executions ADD COLUMN ended_at TEXT;
+     UPDATE scheduled_executions
+        SET ended_at = strftime('%Y-%m-%dT%H:%M:%f', coalesce(
+                json_extract(body, '$.finishedAt'), json_extract(body, '$.triggeredAt')))
+            || '000000Z'
+      WHERE status <> 'running';
+     CREATE INDEX scheduled_executions_ended ON scheduled_executions (ended_at)
+         WHERE ended_at IS NOT NULL;",
 ];
 
 /// A `TaskStore` in an SQLite database file.
@@ -672,6 +682,71 @@ mod tests {
         assert_eq!(store.trim(&retention, 10).await.unwrap(), 1);
         assert!(store.get("task-20260101-oldend").await.unwrap().is_none());
         assert!(store.get("task-20260101-newend").await.unwrap().is_some());
+    }
+
+    /// A database written before executions had an `ended_at` column: the
+    /// migration fills it (finishedAt, or the fire time of a skip), so old
+    /// executions are trimmed by when they ended and running ones stay.
+    #[tokio::test]
+    async fn migrated_executions_are_trimmed_by_when_they_ended() {
+        use crate::store::schedule_contract::{running, sample_schedule};
+        use crate::store::ScheduleStore;
+        use prewarm_api::ExecutionStatus;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("prewarm.db");
+        let schedule = sample_schedule("scheduled-task-20260101-aaaaaa", at(0));
+        let id = &schedule.task.id;
+        let ended = |n: u64, status, finished: Option<i64>, fired: i64| prewarm_api::Execution {
+            id: n,
+            status,
+            finished_at: finished.map(at),
+            ..running(id, "task-x", at(fired))
+        };
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..5] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 5).unwrap();
+            conn.execute(
+                "INSERT INTO scheduled_tasks (id, created_at, fire_cursor, last_execution_id, body)
+                 VALUES (?1, ?2, ?2, 4, ?3)",
+                rusqlite::params![
+                    id,
+                    super::time_key(at(0)),
+                    serde_json::to_string(&schedule.task).unwrap()
+                ],
+            )
+            .unwrap();
+            for execution in [
+                ended(1, ExecutionStatus::Success, Some(100), 10),
+                ended(2, ExecutionStatus::Skipped, None, 200),
+                ended(3, ExecutionStatus::Failed, Some(900), 50),
+                ended(4, ExecutionStatus::Running, None, 10),
+            ] {
+                conn.execute(
+                    "INSERT INTO scheduled_executions (scheduled_task_id, id, status, body)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    rusqlite::params![
+                        id,
+                        execution.id as i64,
+                        execution.status.as_str(),
+                        serde_json::to_string(&execution).unwrap()
+                    ],
+                )
+                .unwrap();
+            }
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let retention = crate::store::Retention {
+            ended_before: at(500),
+            max_tasks: 100,
+        };
+        assert_eq!(store.trim_executions(&retention, 10).await.unwrap(), 2);
+        let (left, total) = store.list_executions(id, 10, 0).await.unwrap();
+        assert_eq!(total, 2);
+        assert_eq!(left.iter().map(|e| e.id).collect::<Vec<_>>(), [4, 3]);
     }
 
     #[tokio::test]

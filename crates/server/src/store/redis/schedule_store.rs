@@ -5,7 +5,9 @@
 //! executions are a hash by id (`executions:<schedule>`) with a sorted set of
 //! ids for paging and a counter handing out the next id; the set
 //! `executions-running` lists the ones still running, which is all the
-//! scheduler's recovery reads. The cursor and the queued run only change
+//! scheduler's recovery reads, and the sorted set `executions-ended` holds
+//! the ended ones by when they ended, for the retention trim (executions
+//! that ended before it existed are trimmed by count only). The cursor and the queued run only change
 //! through [`SCHEDULE_CAS`], which compares the schedule's revision, so two
 //! schedulers can never both claim one fire time.
 
@@ -15,8 +17,8 @@ use prewarm_api::{Execution, ExecutionStatus, ScheduledTask};
 use redis::AsyncCommands;
 
 use super::{corrupt, decode_time, encode, encode_time, list_member, range, RedisStore};
-use crate::store::schedules::{Fire, FireOutcome, ScheduleStore, StoredSchedule};
-use crate::store::{StoreError, StoreResult};
+use crate::store::schedules::{ended_at, Fire, FireOutcome, ScheduleStore, StoredSchedule};
+use crate::store::{Retention, StoreError, StoreResult};
 
 /// Adds a new schedule: 0 if the id exists.
 pub(super) const INSERT_SCHEDULE: &str = r"
@@ -29,8 +31,9 @@ return 1
 
 /// Rewrites a schedule if its revision is ARGV[1] and, when ARGV[5] is not
 /// empty, records that execution JSON under the next id (added to the running
-/// set when ARGV[6] is '1'). Returns -1 (no schedule), -2 (revision moved
-/// on), 0 (written, no execution) or the new execution's id.
+/// set when ARGV[6] is '1', else to the ended set scored ARGV[9]). Returns -1
+/// (no schedule), -2 (revision moved on), 0 (written, no execution) or the
+/// new execution's id.
 pub(super) const SCHEDULE_CAS: &str = r"
 local rev = redis.call('HGET', KEYS[1], 'rev')
 if not rev then return -1 end
@@ -41,7 +44,11 @@ if ARGV[5] == '' then return 0 end
 local n = redis.call('INCR', KEYS[4])
 redis.call('HSET', KEYS[2], n, ARGV[5])
 redis.call('ZADD', KEYS[3], n, n)
-if ARGV[6] == '1' then redis.call('SADD', KEYS[5], ARGV[7] .. '\n' .. n) end
+if ARGV[6] == '1' then
+  redis.call('SADD', KEYS[5], ARGV[7] .. '\n' .. n)
+else
+  redis.call('ZADD', KEYS[6], ARGV[9], ARGV[7] .. '\n' .. n)
+end
 return n
 ";
 
@@ -52,6 +59,7 @@ if not member then return 0 end
 redis.call('ZREM', KEYS[2], member)
 for _, id in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
   redis.call('SREM', KEYS[6], ARGV[1] .. '\n' .. id)
+  redis.call('ZREM', KEYS[7], ARGV[1] .. '\n' .. id)
 end
 redis.call('DEL', KEYS[1], KEYS[3], KEYS[4], KEYS[5])
 redis.call('PUBLISH', ARGV[2], ARGV[1])
@@ -59,12 +67,53 @@ return 1
 ";
 
 /// Replaces a running execution (ARGV[1] = its running-set member, ARGV[2]
-/// its id, ARGV[3] the JSON, ARGV[4] '1' if it still runs): 1 if written.
+/// its id, ARGV[3] the JSON, ARGV[4] '1' if it still runs, else ARGV[5]
+/// when it ended): 1 if written.
 pub(super) const FINISH_EXECUTION: &str = r"
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-if ARGV[4] ~= '1' then redis.call('SREM', KEYS[1], ARGV[1]) end
+if ARGV[4] ~= '1' then
+  redis.call('SREM', KEYS[1], ARGV[1])
+  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
+end
 return 1
+";
+
+/// Deletes up to ARGV[3] ended executions: first those that ended before
+/// ARGV[1] (KEYS[1], the ended set), then per schedule (KEYS[2]) those
+/// beyond the newest ARGV[2] ids that are not running (KEYS[3]). ARGV[4..6]:
+/// the execution hash, id set and id counter key prefixes. Returns how many
+/// went.
+pub(super) const TRIM_EXECUTIONS: &str = r"
+local keep, batch = tonumber(ARGV[2]), tonumber(ARGV[3])
+local gone = 0
+local function drop(schedule, id)
+  redis.call('HDEL', ARGV[4] .. schedule, id)
+  redis.call('ZREM', ARGV[5] .. schedule, id)
+  redis.call('ZREM', KEYS[1], schedule .. '\n' .. id)
+  gone = gone + 1
+end
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, batch)) do
+  local cut = string.find(member, '\n', 1, true)
+  drop(string.sub(member, 1, cut - 1), string.sub(member, cut + 1))
+end
+if gone >= batch then return gone end
+local running = redis.call('SCARD', KEYS[3])
+for _, entry in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  local schedule = string.sub(entry, string.find(entry, '|', 1, true) + 1)
+  local beyond = tonumber(redis.call('GET', ARGV[6] .. schedule) or '0') - keep
+  if beyond >= 1 then
+    local ids = redis.call('ZRANGEBYSCORE', ARGV[5] .. schedule, '-inf', beyond,
+      'LIMIT', 0, batch - gone + running)
+    for _, id in ipairs(ids) do
+      if redis.call('SISMEMBER', KEYS[3], schedule .. '\n' .. id) == 0 then
+        drop(schedule, id)
+        if gone >= batch then return gone end
+      end
+    end
+  end
+end
+return gone
 ";
 
 /// A page of executions, highest id first: the total, then (id, JSON) pairs.
@@ -95,6 +144,18 @@ return out
 struct Read {
     schedule: StoredSchedule,
     rev: String,
+}
+
+/// A score in the ended set: microseconds since the epoch (exact in a double).
+fn ended_score(at: DateTime<Utc>) -> i64 {
+    at.timestamp_micros()
+}
+
+/// The ended-set score of `execution`, `''` while it runs.
+fn ended_arg(execution: &Execution) -> String {
+    ended_at(execution)
+        .map(|at| ended_score(at).to_string())
+        .unwrap_or_default()
 }
 
 fn encode_queued(queued: Option<DateTime<Utc>>) -> String {
@@ -166,6 +227,7 @@ impl RedisStore {
             .key(self.keys.execution_ids(id))
             .key(self.keys.execution_seq(id))
             .key(self.keys.running_executions())
+            .key(self.keys.ended_executions())
             .arg(&read.rev)
             .arg(encode(id, &next.task)?)
             .arg(encode_time(next.fire_cursor))
@@ -178,6 +240,7 @@ impl RedisStore {
             } else {
                 String::new()
             })
+            .arg(execution.map(ended_arg).unwrap_or_default())
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| self.failed(e))?;
@@ -293,6 +356,7 @@ impl ScheduleStore for RedisStore {
             .key(self.keys.execution_ids(id))
             .key(self.keys.execution_seq(id))
             .key(self.keys.running_executions())
+            .key(self.keys.ended_executions())
             .arg(id)
             .arg(self.keys.schedules_channel())
             .invoke_async(&mut self.conn())
@@ -355,6 +419,7 @@ impl ScheduleStore for RedisStore {
             .finish_execution
             .key(self.keys.running_executions())
             .key(self.keys.executions(schedule))
+            .key(self.keys.ended_executions())
             .arg(format!("{schedule}\n{}", execution.id))
             .arg(execution.id)
             .arg(encode(schedule, execution)?)
@@ -363,6 +428,7 @@ impl ScheduleStore for RedisStore {
             } else {
                 "0"
             })
+            .arg(ended_arg(execution))
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| self.failed(e))?;
@@ -420,5 +486,27 @@ impl ScheduleStore for RedisStore {
                 decode_execution(schedule, id, &pair[1])
             })
             .collect()
+    }
+
+    async fn trim_executions(&self, retention: &Retention, batch: u32) -> StoreResult<u32> {
+        if batch == 0 {
+            return Ok(0);
+        }
+        let gone: u32 = self
+            .scripts
+            .trim_executions
+            .key(self.keys.ended_executions())
+            .key(self.keys.schedules())
+            .key(self.keys.running_executions())
+            .arg(ended_score(retention.ended_before))
+            .arg(retention.max_tasks)
+            .arg(batch)
+            .arg(self.keys.executions_prefix())
+            .arg(self.keys.execution_ids_prefix())
+            .arg(self.keys.execution_seq_prefix())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(gone)
     }
 }

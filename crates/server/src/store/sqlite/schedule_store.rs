@@ -1,7 +1,7 @@
 //! `ScheduleStore` on the SQLite database: `scheduled_tasks` holds the view
 //! as JSON plus the scheduler's columns (fire cursor, queued run, last
-//! execution id); `scheduled_executions` one JSON row per execution, deleted
-//! with its schedule.
+//! execution id); `scheduled_executions` one JSON row per execution (with
+//! when it ended, for the retention trim), deleted with its schedule.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -9,8 +9,8 @@ use prewarm_api::{Execution, ExecutionStatus, ScheduledTask};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use super::{backend, time_key, SqliteStore};
-use crate::store::schedules::{Fire, FireOutcome, ScheduleStore, StoredSchedule};
-use crate::store::{StoreError, StoreResult};
+use crate::store::schedules::{ended_at, Fire, FireOutcome, ScheduleStore, StoredSchedule};
+use crate::store::{Retention, StoreError, StoreResult};
 
 const SCHEDULE_COLUMNS: &str = "id, body, fire_cursor, queued_fire";
 
@@ -266,13 +266,14 @@ impl ScheduleStore for SqliteStore {
                     ..execution.clone()
                 };
                 tx.execute(
-                    "INSERT INTO scheduled_executions (scheduled_task_id, id, status, body)
-                     VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT INTO scheduled_executions (scheduled_task_id, id, status, body, ended_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![
                         id,
                         next_id,
                         execution.status.as_str(),
-                        encode(&id, &execution)?
+                        encode(&id, &execution)?,
+                        ended_at(&execution).map(time_key),
                     ],
                 )
                 .map_err(backend(&context))?;
@@ -297,13 +298,14 @@ impl ScheduleStore for SqliteStore {
             let body = encode(&execution.scheduled_task_id, &execution)?;
             let changed = conn
                 .execute(
-                    "UPDATE scheduled_executions SET status = ?1, body = ?2
+                    "UPDATE scheduled_executions SET status = ?1, body = ?2, ended_at = ?5
                      WHERE scheduled_task_id = ?3 AND id = ?4 AND status = 'running'",
                     params![
                         execution.status.as_str(),
                         body,
                         execution.scheduled_task_id,
-                        execution.id as i64
+                        execution.id as i64,
+                        ended_at(&execution).map(time_key),
                     ],
                 )
                 .map_err(backend(format!(
@@ -368,6 +370,29 @@ impl ScheduleStore for SqliteStore {
                 "SELECT scheduled_task_id, body FROM scheduled_executions WHERE status = 'running'",
                 [],
             )
+        })
+        .await
+    }
+
+    async fn trim_executions(&self, retention: &Retention, batch: u32) -> StoreResult<u32> {
+        let before = time_key(retention.ended_before);
+        let keep = i64::try_from(retention.max_tasks).unwrap_or(i64::MAX);
+        self.run(move |conn| {
+            let context = "trim executions";
+            let deleted = conn
+                .prepare_cached(
+                    "DELETE FROM scheduled_executions WHERE (scheduled_task_id, id) IN (
+                         SELECT e.scheduled_task_id, e.id
+                         FROM scheduled_executions e
+                         JOIN scheduled_tasks s ON s.id = e.scheduled_task_id
+                         WHERE e.ended_at IS NOT NULL
+                           AND (e.ended_at < ?1 OR e.id <= s.last_execution_id - ?2)
+                         ORDER BY e.ended_at, e.scheduled_task_id, e.id
+                         LIMIT ?3)",
+                )
+                .and_then(|mut stmt| stmt.execute(params![before, keep, batch]))
+                .map_err(backend(context))?;
+            Ok(deleted as u32)
         })
         .await
     }
