@@ -148,6 +148,13 @@ impl ImageRef {
         }
     }
 
+    /// The registry host pulls go to, normalized as the kubelet does: the domain
+    /// as written, `docker.io` for references without one (and for the legacy
+    /// `index.docker.io`). `nginx` → `docker.io`; `ghcr.io/a/b` → `ghcr.io`.
+    pub fn registry(&self) -> &str {
+        normalized_domain(self.domain.as_deref())
+    }
+
     /// Normalized repository without tag or digest, e.g. `docker.io/library/nginx`.
     pub fn normalized_name(&self) -> String {
         let (domain, path) = normalized_name_parts(self.domain.as_deref(), &self.path);
@@ -208,16 +215,21 @@ pub fn matches_node_image(image: &ImageRef, node_image_names: &[String]) -> bool
 /// replaced by `docker.io`, and `library/` prepended to single-component Docker Hub
 /// paths.
 fn normalized_name_parts<'a>(domain: Option<&'a str>, path: &'a str) -> (&'a str, String) {
-    let domain = match domain {
-        None | Some(LEGACY_DEFAULT_DOMAIN) => DEFAULT_DOMAIN,
-        Some(d) => d,
-    };
+    let domain = normalized_domain(domain);
     let path = if domain == DEFAULT_DOMAIN && !path.contains('/') {
         format!("{OFFICIAL_REPO_PREFIX}{path}")
     } else {
         path.to_owned()
     };
     (domain, path)
+}
+
+/// The registry host of a reference's domain: `docker.io` for none or the legacy Hub domain.
+fn normalized_domain(domain: Option<&str>) -> &str {
+    match domain {
+        None | Some(LEGACY_DEFAULT_DOMAIN) => DEFAULT_DOMAIN,
+        Some(d) => d,
+    }
 }
 
 /// Parses `s` into an [`ImageRef`], returning the rejection reason on failure.
@@ -774,6 +786,25 @@ mod tests {
         assert!(e.to_string().contains("\\n"), "{e}");
         let boxed: Box<dyn std::error::Error> = Box::new(e);
         assert!(boxed.to_string().starts_with("invalid image reference"));
+    }
+
+    #[test]
+    fn registry_is_the_normalized_host() {
+        for (reference, registry) in [
+            ("nginx", "docker.io"),
+            ("bitnami/redis:7", "docker.io"),
+            ("index.docker.io/nginx", "docker.io"),
+            ("docker.io/library/nginx:1", "docker.io"),
+            ("ghcr.io/org/app:1", "ghcr.io"),
+            ("localhost/app", "localhost"),
+            ("127.0.0.1:5000/team/app:v1", "127.0.0.1:5000"),
+        ] {
+            assert_eq!(
+                ImageRef::parse(reference).unwrap().registry(),
+                registry,
+                "{reference}"
+            );
+        }
     }
 
     #[test]

@@ -105,23 +105,39 @@ impl ImageRef {
         format!("sha256:{}", hex_sha256(self.normalized().as_bytes()))
     }
 
+    /// The registry host, normalized (`docker.io` for bare names).
+    pub fn registry(&self) -> &str {
+        self.0.registry()
+    }
+
     /// The message of a pull the registry refused for want of credentials
     /// (HTTP 401), as the kubelet reports it with containerd 1.6.
     pub fn unauthorized_message(&self) -> String {
+        self.refused_message("401 Unauthorized")
+    }
+
+    /// The message of a pull the registry refused for its rate limit (HTTP 429),
+    /// in containerd 1.6's form with Docker Hub's `toomanyrequests` body.
+    pub fn too_many_requests_message(&self) -> String {
+        self.refused_message(
+            "429 Too Many Requests - Server message: toomanyrequests: \
+             You have reached your pull rate limit.",
+        )
+    }
+
+    /// containerd's message for a manifest request the registry answered with `status`.
+    fn refused_message(&self, status: &str) -> String {
         let n = self.normalized();
-        let repository = self.repository();
-        let domain = repository.split('/').next().unwrap_or_default();
         // containerd talks to Docker Hub's registry host, not `docker.io`.
-        let host = if domain == "docker.io" {
-            "registry-1.docker.io"
-        } else {
-            domain
+        let host = match self.registry() {
+            "docker.io" => "registry-1.docker.io",
+            other => other,
         };
         let object = self.digest().or(self.tag()).unwrap_or("latest");
         format!(
             "rpc error: code = Unknown desc = failed to pull and unpack image \"{n}\": \
              failed to resolve reference \"{n}\": pulling from host {host} failed with \
-             status code [manifests {object}]: 401 Unauthorized"
+             status code [manifests {object}]: {status}"
         )
     }
 

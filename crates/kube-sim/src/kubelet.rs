@@ -28,6 +28,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::image::{default_size_bytes, hex_sha256, ImageRef};
+use crate::registry::Answer;
 use crate::scenario::{Failures, Scenario};
 
 /// First kubelet image pull backoff.
@@ -566,8 +567,22 @@ fn step(
             } else if c.policy == PullPolicy::Never {
                 Stage::NeverPull
             } else {
-                let attempt = node.next_attempt(&image);
-                let result = if plan.failures.fails(attempt, c.credentials) {
+                let answer = scenario.registries.begin_pull(
+                    image.registry(),
+                    &node.name,
+                    image.original(),
+                    now,
+                );
+                let refused = answer == Answer::TooManyRequests;
+                // A refused pull never reached the image: `failTimes` counts served attempts.
+                let attempt = if refused {
+                    0
+                } else {
+                    node.next_attempt(&image)
+                };
+                let result = if refused {
+                    Err(image.too_many_requests_message())
+                } else if plan.failures.fails(attempt, c.credentials) {
                     let n = image.normalized();
                     Err(match (plan.message, plan.failures) {
                         (_, Failures::Unauthorized) => image.unauthorized_message(),
@@ -1140,6 +1155,46 @@ preloaded:
                 "Failed to apply default image tag \"127.0.0.1:5000/Bad:1\": couldn't parse image reference \
                  \"127.0.0.1:5000/Bad:1\": invalid reference format: repository name must be lowercase"
             )
+        );
+    }
+
+    #[test]
+    fn limited_registry_answers_too_many_requests_past_its_limit() {
+        let scenario =
+            Scenario::parse("registries: [{host: docker.io, limit: 1, window: 60s}]").unwrap();
+        let t0 = Timestamp::from_second(1_700_000_000).unwrap();
+        // One pod of `image` on its own node, 1.5 s after `at` (pulled, or refused and
+        // still showing ErrImagePull): container 0's waiting reason and message.
+        let pull = |node: &str, image: &str, at: Timestamp| {
+            let mut state = NodeState::new(node, &scenario);
+            let mut run = PodRun::new(&pod(&[(image, None)], &[], "Never", None), &mut state, at);
+            run.advance(at, &mut state, &scenario);
+            run.advance(at + Duration::from_millis(1500), &mut state, &scenario);
+            let status = run.status().container_statuses.unwrap().remove(0);
+            let waiting = status.state.unwrap().waiting.unwrap_or_default();
+            (waiting.reason, waiting.message)
+        };
+        assert_eq!(pull("node-0", "nginx:1.25", t0), (None, None), "served");
+        let (reason, message) = pull("node-1", "nginx:1.25", t0 + Duration::from_secs(1));
+        assert_eq!(reason.as_deref(), Some("ErrImagePull"));
+        assert_eq!(
+            message.as_deref(),
+            Some(
+                "rpc error: code = Unknown desc = failed to pull and unpack image \"docker.io/library/nginx:1.25\": \
+                 failed to resolve reference \"docker.io/library/nginx:1.25\": pulling from host registry-1.docker.io \
+                 failed with status code [manifests 1.25]: 429 Too Many Requests - Server message: \
+                 toomanyrequests: You have reached your pull rate limit."
+            )
+        );
+        assert_eq!(
+            pull("node-2", "ghcr.io/org/app:1", t0 + Duration::from_secs(1)),
+            (None, None),
+            "another registry"
+        );
+        assert_eq!(
+            pull("node-3", "nginx:1.25", t0 + Duration::from_secs(60)),
+            (None, None),
+            "next window"
         );
     }
 

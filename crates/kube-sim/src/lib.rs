@@ -8,6 +8,7 @@
 //! - [`kubelet`]: the pod lifecycle as a pure, clock-injected state machine;
 //! - [`image`]: image references normalized as containerd reports them;
 //! - [`node`]: the Node object a kubelet registers;
+//! - [`registry`]: registries with a pull limit answering `429 toomanyrequests`;
 //! - [`sim`]: the running simulator (watch, timers, API writes);
 //! - [`testing`]: a local control plane and a kube-sim process for integration tests.
 
@@ -15,6 +16,7 @@ pub mod error;
 pub mod image;
 pub mod kubelet;
 pub mod node;
+pub mod registry;
 pub mod scenario;
 pub mod sim;
 pub mod testing;

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::image::ImageRef;
+use crate::registry::{Registries, RegistryLimit};
 
 /// Pull time when no image rule matches (before `timeScale`).
 pub const DEFAULT_PULL: Duration = Duration::from_secs(1);
@@ -23,6 +24,8 @@ pub struct Scenario {
     pub nodes: Vec<NodeSpec>,
     /// Timed events, sorted by `after`.
     pub events: Vec<TimedEvent>,
+    /// Registries with a pull limit (their counts are shared by clones).
+    pub registries: Registries,
     rules: Vec<ImageRule>,
     preloaded: Vec<Preload>,
 }
@@ -167,6 +170,16 @@ struct ScenarioFile {
     preloaded: Vec<PreloadFile>,
     #[serde(default)]
     events: Vec<EventFile>,
+    #[serde(default)]
+    registries: Vec<RegistryFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RegistryFile {
+    host: String,
+    limit: u32,
+    window: DurationText,
 }
 
 fn one() -> f64 {
@@ -395,10 +408,29 @@ impl Scenario {
             .collect::<Result<Vec<_>>>()?;
         events.extend(joins);
         events.sort_by_key(|e| e.after);
+        let registries = file
+            .registries
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let window = duration(r.window)?;
+                if r.host.is_empty() || r.limit == 0 || window.is_zero() {
+                    return Err(Error::Scenario(format!(
+                        "registries[{i}]: needs a host, a limit of at least 1 and a window longer than 0"
+                    )));
+                }
+                Ok(RegistryLimit {
+                    host: r.host,
+                    limit: r.limit,
+                    window,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Scenario {
             time_scale: file.time_scale,
             nodes,
             events,
+            registries: Registries::new(registries),
             rules,
             preloaded,
         })
@@ -605,6 +637,15 @@ events:
         assert!(Scenario::parse("events: [{after: 10x, deleteNodes: a}]").is_err());
         assert!(Scenario::parse("events: [{after: 1s}]").is_err());
         assert!(Scenario::parse("timeScale: -1").is_err());
+        for bad in [
+            "registries: [{host: docker.io, limit: 0, window: 1m}]",
+            "registries: [{host: docker.io, limit: 1, window: 0s}]",
+            "registries: [{host: '', limit: 1, window: 1m}]",
+            "registries: [{host: docker.io, limit: 1}]",
+        ] {
+            assert!(Scenario::parse(bad).is_err(), "{bad}");
+        }
+        assert!(Scenario::parse("registries: [{host: docker.io, limit: 100, window: 6h}]").is_ok());
     }
 
     #[test]

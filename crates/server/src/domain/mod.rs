@@ -6,6 +6,7 @@ pub mod image_ref;
 pub mod keep_warm;
 pub mod labels;
 pub mod node_pull;
+pub mod pacing;
 pub mod placement;
 pub mod plan;
 pub mod schedule;
