@@ -87,8 +87,12 @@ impl NodeState {
         };
         let pre: Vec<ImageRef> = scenario.preloaded_on(name).cloned().collect();
         for image in pre.iter().rev() {
-            let digest = image.resolved_digest(scenario.pull_plan(name, image).digest.as_deref());
-            s.add_image(image, &digest, default_size_bytes(&digest));
+            let plan = scenario.pull_plan(name, image);
+            let digest = image.resolved_digest(plan.digest.as_deref());
+            let size = plan
+                .size_bytes
+                .unwrap_or_else(|| default_size_bytes(&digest));
+            s.add_image(image, &digest, size);
         }
         s
     }

@@ -60,9 +60,12 @@ pub fn node_object(spec: &NodeSpec, state: &NodeState, now: Timestamp) -> Node {
 /// Taint the node-lifecycle controller keeps on a NotReady node (and that the
 /// API server's `TaintNodesByCondition` admission adds to every new Node).
 pub const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready";
+/// Taint the node-lifecycle controller keeps on a node under DiskPressure.
+pub const DISK_PRESSURE_TAINT: &str = "node.kubernetes.io/disk-pressure";
 
 /// `spec.taints`: the scenario's, plus `node.kubernetes.io/not-ready:NoSchedule`
-/// while the node is not Ready. kube-sim maintains the latter itself because the
+/// while the node is not Ready and `node.kubernetes.io/disk-pressure:NoSchedule`
+/// while it is under DiskPressure. kube-sim maintains these itself because the
 /// local control plane runs without the node-lifecycle controller.
 pub fn taints(spec: &NodeSpec, ready: bool) -> Vec<Taint> {
     let mut taints: Vec<Taint> = spec
@@ -75,9 +78,13 @@ pub fn taints(spec: &NodeSpec, ready: bool) -> Vec<Taint> {
             time_added: None,
         })
         .collect();
-    if !ready {
+    let conditions = [
+        (!ready, NOT_READY_TAINT),
+        (spec.disk_pressure, DISK_PRESSURE_TAINT),
+    ];
+    for (_, key) in conditions.into_iter().filter(|(on, _)| *on) {
         taints.push(Taint {
-            key: NOT_READY_TAINT.to_string(),
+            key: key.to_string(),
             effect: "NoSchedule".to_string(),
             ..Default::default()
         });
@@ -93,20 +100,26 @@ pub fn node_status(spec: &NodeSpec, state: &NodeState, ready: bool, now: Timesta
         ("pods".to_string(), Quantity(spec.pods.to_string())),
         (
             "ephemeral-storage".to_string(),
-            Quantity("102350Mi".to_string()),
+            Quantity(
+                spec.ephemeral_storage
+                    .clone()
+                    .unwrap_or_else(|| "102350Mi".to_string()),
+            ),
         ),
         ("hugepages-2Mi".to_string(), Quantity("0".to_string())),
     ]);
     let mut allocatable = capacity.clone();
-    allocatable.insert(
-        "ephemeral-storage".to_string(),
-        Quantity("94326066270".to_string()),
-    );
+    if spec.ephemeral_storage.is_none() {
+        allocatable.insert(
+            "ephemeral-storage".to_string(),
+            Quantity("94326066270".to_string()),
+        );
+    }
     let h = hex_sha256(format!("machine/{}", spec.name).as_bytes());
     NodeStatus {
         capacity: Some(capacity),
         allocatable: Some(allocatable),
-        conditions: Some(conditions(ready, now)),
+        conditions: Some(conditions(ready, spec.disk_pressure, now)),
         addresses: Some(vec![
             NodeAddress {
                 type_: "InternalIP".to_string(),
@@ -164,8 +177,9 @@ pub fn images(state: &NodeState) -> Vec<ContainerImage> {
         .collect()
 }
 
-/// The four kubelet conditions; `Ready` as given, the pressure ones healthy.
-pub fn conditions(ready: bool, now: Timestamp) -> Vec<NodeCondition> {
+/// The four kubelet conditions: `Ready` and `DiskPressure` as given, the
+/// other pressure ones healthy.
+pub fn conditions(ready: bool, disk_pressure: bool, now: Timestamp) -> Vec<NodeCondition> {
     let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
     let cond = |type_: &str, status: &str, reason: &str, message: &str| NodeCondition {
         type_: type_.to_string(),
@@ -182,12 +196,21 @@ pub fn conditions(ready: bool, now: Timestamp) -> Vec<NodeCondition> {
             "KubeletHasSufficientMemory",
             "kubelet has sufficient memory available",
         ),
-        cond(
-            "DiskPressure",
-            "False",
-            "KubeletHasNoDiskPressure",
-            "kubelet has no disk pressure",
-        ),
+        if disk_pressure {
+            cond(
+                "DiskPressure",
+                "True",
+                "KubeletHasDiskPressure",
+                "kubelet has disk pressure",
+            )
+        } else {
+            cond(
+                "DiskPressure",
+                "False",
+                "KubeletHasNoDiskPressure",
+                "kubelet has no disk pressure",
+            )
+        },
         cond(
             "PIDPressure",
             "False",
@@ -211,4 +234,60 @@ pub fn conditions(ready: bool, now: Timestamp) -> Vec<NodeCondition> {
             )
         },
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::Scenario;
+
+    fn status_of(yaml: &str) -> (Node, NodeStatus) {
+        let s = Scenario::parse(yaml).unwrap();
+        let spec = &s.nodes[0];
+        let state = NodeState::new(&spec.name, &s);
+        let now = Timestamp::now();
+        let node = node_object(spec, &state, now);
+        let status = node.status.clone().unwrap();
+        (node, status)
+    }
+
+    fn condition(status: &NodeStatus, type_: &str) -> String {
+        let c = status.conditions.as_ref().unwrap();
+        c.iter().find(|c| c.type_ == type_).unwrap().status.clone()
+    }
+
+    #[test]
+    fn ephemeral_storage_and_disk_pressure_follow_the_scenario() {
+        let (node, status) = status_of("nodes: [{names: [a]}]");
+        let alloc = status.allocatable.as_ref().unwrap();
+        assert_eq!(alloc["ephemeral-storage"].0, "94326066270");
+        assert_eq!(condition(&status, "DiskPressure"), "False");
+        assert!(node.spec.unwrap().taints.is_none());
+
+        let (node, status) =
+            status_of("nodes: [{names: [b], ephemeralStorage: 2Gi, diskPressure: true}]");
+        assert_eq!(
+            status.allocatable.as_ref().unwrap()["ephemeral-storage"].0,
+            "2Gi"
+        );
+        assert_eq!(
+            status.capacity.as_ref().unwrap()["ephemeral-storage"].0,
+            "2Gi"
+        );
+        assert_eq!(condition(&status, "DiskPressure"), "True");
+        assert_eq!(condition(&status, "Ready"), "True");
+        let taints = node.spec.unwrap().taints.unwrap();
+        assert_eq!(taints.len(), 1);
+        assert_eq!(taints[0].key, DISK_PRESSURE_TAINT);
+        assert_eq!(taints[0].effect, "NoSchedule");
+    }
+
+    #[test]
+    fn preloaded_images_report_the_rule_size() {
+        let (_, status) = status_of(
+            "nodes: [{names: [a]}]\nimages: [{match: \"big/*\", sizeBytes: 5000000000}]\npreloaded: [{image: \"big/model:1\"}]",
+        );
+        let images = status.images.unwrap();
+        assert_eq!(images[0].size_bytes, Some(5_000_000_000));
+    }
 }

@@ -2,7 +2,8 @@
 //! preloaded, and timed events. [`Scenario::parse`] turns the YAML into a
 //! validated, compiled form (globs compiled, node groups expanded).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use globset::{Glob, GlobMatcher};
@@ -28,6 +29,35 @@ pub struct Scenario {
     pub registries: Registries,
     rules: Vec<ImageRule>,
     preloaded: Vec<Preload>,
+    /// Tags moved by `moveTag` events (shared by clones).
+    pub moved_tags: MovedTags,
+}
+
+/// Tags pushed anew while kube-sim runs: normalized `repo:tag` → the digest
+/// it resolves to from then on. Clones share the map.
+#[derive(Debug, Clone, Default)]
+pub struct MovedTags(Arc<Mutex<HashMap<String, String>>>);
+
+impl MovedTags {
+    /// From now on `image` (a tag) resolves to `digest`.
+    pub fn move_to(&self, image: &ImageRef, digest: &str) {
+        self.0
+            .lock()
+            .expect("moved tags lock")
+            .insert(image.normalized(), digest.to_owned());
+    }
+
+    /// The digest `image` was last moved to, if it is a moved tag.
+    pub fn digest_of(&self, image: &ImageRef) -> Option<String> {
+        if image.digest().is_some() {
+            return None;
+        }
+        self.0
+            .lock()
+            .expect("moved tags lock")
+            .get(&image.normalized())
+            .cloned()
+    }
 }
 
 /// One simulated node.
@@ -52,6 +82,12 @@ pub struct NodeSpec {
     /// Registered this long (real time) after the others are ready, instead
     /// of at start: a node joining mid-run.
     pub join_after: Option<Duration>,
+    /// Allocatable `ephemeral-storage` (a Kubernetes quantity); capacity is
+    /// the same. None: the default disk (about 100 GiB).
+    pub ephemeral_storage: Option<String>,
+    /// The `DiskPressure` condition is True (and the node carries the
+    /// `node.kubernetes.io/disk-pressure:NoSchedule` taint).
+    pub disk_pressure: bool,
 }
 
 /// A node taint as written in the scenario.
@@ -127,6 +163,8 @@ pub enum EventAction {
     SetReady(GlobMatcher, bool),
     /// Register these nodes (a group with `joinAfter`).
     AddNodes(Vec<String>),
+    /// From now on a tag resolves to another digest (pushed anew).
+    MoveTag(ImageRef, String),
 }
 
 impl PartialEq for EventAction {
@@ -137,6 +175,7 @@ impl PartialEq for EventAction {
                 a.glob() == b.glob() && x == y
             }
             (EventAction::AddNodes(a), EventAction::AddNodes(b)) => a == b,
+            (EventAction::MoveTag(a, x), EventAction::MoveTag(b, y)) => a == b && x == y,
             _ => false,
         }
     }
@@ -208,6 +247,9 @@ struct NodeGroupFile {
     memory: Option<String>,
     pods: Option<u32>,
     join_after: Option<DurationText>,
+    ephemeral_storage: Option<String>,
+    #[serde(default)]
+    disk_pressure: bool,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -244,6 +286,14 @@ struct EventFile {
     after: DurationText,
     delete_nodes: Option<String>,
     set_ready: Option<SetReadyFile>,
+    move_tag: Option<MoveTagFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct MoveTagFile {
+    image: String,
+    digest: String,
 }
 
 #[derive(Deserialize)]
@@ -308,6 +358,8 @@ impl Scenario {
                     memory: g.memory.clone().unwrap_or_else(|| "16Gi".to_string()),
                     pods: g.pods.unwrap_or(110),
                     join_after,
+                    ephemeral_storage: g.ephemeral_storage.clone(),
+                    disk_pressure: g.disk_pressure,
                 });
             }
             if let Some(after) = join_after {
@@ -355,14 +407,7 @@ impl Scenario {
                     )));
                 }
                 if let Some(d) = &r.digest {
-                    let ok = d
-                        .strip_prefix("sha256:")
-                        .is_some_and(|h| h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()));
-                    if !ok {
-                        return Err(Error::Scenario(format!(
-                            "images[{i}].digest must be sha256:<64 hex digits>, got {d:?}"
-                        )));
-                    }
+                    check_digest(&format!("images[{i}].digest"), d)?;
                 }
                 Ok(ImageRule {
                     image: glob(&r.image)?,
@@ -394,12 +439,24 @@ impl Scenario {
             .enumerate()
             .map(|(i, e)| {
                 let after = duration(e.after)?;
-                let action = match (e.delete_nodes, e.set_ready) {
-                    (Some(n), None) => EventAction::DeleteNodes(glob(&n)?),
-                    (None, Some(s)) => EventAction::SetReady(glob(&s.nodes)?, s.ready),
+                let action = match (e.delete_nodes, e.set_ready, e.move_tag) {
+                    (Some(n), None, None) => EventAction::DeleteNodes(glob(&n)?),
+                    (None, Some(s), None) => EventAction::SetReady(glob(&s.nodes)?, s.ready),
+                    (None, None, Some(m)) => {
+                        let image = ImageRef::parse(&m.image).map_err(|e| {
+                            Error::Scenario(format!("events[{i}].moveTag.image: {e}"))
+                        })?;
+                        if image.digest().is_some() {
+                            return Err(Error::Scenario(format!(
+                                "events[{i}].moveTag.image must be a tag, not a digest"
+                            )));
+                        }
+                        check_digest(&format!("events[{i}].moveTag.digest"), &m.digest)?;
+                        EventAction::MoveTag(image, m.digest)
+                    }
                     _ => {
                         return Err(Error::Scenario(format!(
-                            "events[{i}]: needs exactly one of deleteNodes, setReady"
+                            "events[{i}]: needs exactly one of deleteNodes, setReady, moveTag"
                         )))
                     }
                 };
@@ -433,6 +490,7 @@ impl Scenario {
             registries: Registries::new(registries),
             rules,
             preloaded,
+            moved_tags: MovedTags::default(),
         })
     }
 
@@ -450,7 +508,16 @@ impl Scenario {
     /// How pulling `image` on `node` behaves: the first rule whose `match` glob
     /// matches the reference (as written or normalized) and whose `nodes` glob, if
     /// any, matches the node; else a plain pull of [`DEFAULT_PULL`] × timeScale.
+    /// A tag moved by a `moveTag` event resolves to its new digest.
     pub fn pull_plan(&self, node: &str, image: &ImageRef) -> PullPlan {
+        let mut plan = self.rule_plan(node, image);
+        if let Some(moved) = self.moved_tags.digest_of(image) {
+            plan.digest = Some(moved);
+        }
+        plan
+    }
+
+    fn rule_plan(&self, node: &str, image: &ImageRef) -> PullPlan {
         let normalized = image.normalized();
         self.rules
             .iter()
@@ -474,6 +541,20 @@ impl Scenario {
             .iter()
             .filter(move |p| p.nodes.as_ref().is_none_or(|g| g.is_match(node)))
             .map(|p| &p.image)
+    }
+}
+
+/// Refuses a digest that is not `sha256:<64 hex digits>`.
+fn check_digest(field: &str, d: &str) -> Result<()> {
+    let ok = d
+        .strip_prefix("sha256:")
+        .is_some_and(|h| h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Scenario(format!(
+            "{field} must be sha256:<64 hex digits>, got {d:?}"
+        )))
     }
 }
 
@@ -655,6 +736,49 @@ events:
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn disk_fields_and_moved_tags() {
+        let d1 = format!("sha256:{}", "1".repeat(64));
+        let d2 = format!("sha256:{}", "2".repeat(64));
+        let s = Scenario::parse(&format!(
+            r#"
+nodes:
+  - names: [small]
+    ephemeralStorage: 1Gi
+  - names: [full]
+    diskPressure: true
+images:
+  - match: "example.com/app*"
+    digest: "{d1}"
+events:
+  - after: 5s
+    moveTag: {{image: "example.com/app:v1", digest: "{d2}"}}
+"#
+        ))
+        .unwrap();
+        assert_eq!(s.nodes[0].ephemeral_storage.as_deref(), Some("1Gi"));
+        assert!(!s.nodes[0].disk_pressure && s.nodes[1].disk_pressure);
+        let tag = img("example.com/app:v1");
+        assert_eq!(s.pull_plan("small", &tag).digest.as_deref(), Some(&*d1));
+        let EventAction::MoveTag(image, digest) = &s.events[0].action else {
+            panic!("{:?}", s.events[0]);
+        };
+        s.clone().moved_tags.move_to(image, digest);
+        assert_eq!(s.pull_plan("small", &tag).digest.as_deref(), Some(&*d2));
+        let other = img("example.com/app:v2");
+        assert_eq!(s.pull_plan("small", &other).digest.as_deref(), Some(&*d1));
+        let pinned = img(&format!("example.com/app@{d1}"));
+        assert_eq!(s.pull_plan("small", &pinned).digest.as_deref(), Some(&*d1));
+        assert!(Scenario::parse(&format!(
+            "events: [{{after: 1s, moveTag: {{image: \"a@{d1}\", digest: \"{d2}\"}}}}]"
+        ))
+        .is_err());
+        assert!(
+            Scenario::parse("events: [{after: 1s, moveTag: {image: a, digest: sha256:1}}]")
+                .is_err()
+        );
     }
 
     #[test]

@@ -269,6 +269,10 @@ async fn run_events(ctx: Arc<Context>) {
                 tracing::info!(nodes = %glob.glob(), "event: deleting nodes");
                 delete_nodes(&ctx, |n| glob.is_match(n)).await;
             }
+            EventAction::MoveTag(image, digest) => {
+                tracing::info!(image = %image.normalized(), digest, "event: moving a tag");
+                ctx.scenario.moved_tags.move_to(image, digest);
+            }
             EventAction::SetReady(glob, ready) => {
                 tracing::info!(nodes = %glob.glob(), ready, "event: setting Ready");
                 let now = Timestamp::now();
@@ -277,7 +281,7 @@ async fn run_events(ctx: Arc<Context>) {
                         continue;
                     }
                     let status = Patch::Merge(
-                        json!({ "status": { "conditions": conditions(*ready, now) } }),
+                        json!({ "status": { "conditions": conditions(*ready, node.spec.disk_pressure, now) } }),
                     );
                     let spec =
                         Patch::Merge(json!({ "spec": { "taints": taints(&node.spec, *ready) } }));
