@@ -269,10 +269,13 @@ type TaskPlan struct {
 	EstimatedCompletion *time.Time     `json:"estimatedCompletion"`
 }
 
-// PlannedSkip is a node a plan leaves out (NotReady, Cordoned, Tainted) or finds warm (AlreadyWarm).
+// PlannedSkip is a node a plan leaves out (NotReady, Cordoned, Tainted), skips for
+// its disk (DiskPressure, InsufficientDisk, with the numbers in Message) or finds
+// warm (AlreadyWarm).
 type PlannedSkip struct {
 	NodeName string `json:"nodeName"`
 	Reason   string `json:"reason"`
+	Message  string `json:"message,omitempty"`
 }
 
 // PlannedImage is one image of a plan.

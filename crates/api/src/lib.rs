@@ -293,10 +293,11 @@ pub struct TaskPlan {
     /// The first 100 of them, by name.
     pub selected_node_names: Vec<String>,
     /// Nodes left out or needing nothing, by reason
-    /// (`NotReady`, `Cordoned`, `Tainted`, `AlreadyWarm`).
+    /// (`NotReady`, `Cordoned`, `Tainted`, `DiskPressure`, `InsufficientDisk`, `AlreadyWarm`).
     pub skipped_by_reason: BTreeMap<String, u32>,
-    /// The first 100 of them, by name. `AlreadyWarm` nodes count among the
-    /// selected nodes (they complete at once) but get no Job.
+    /// The first 100 of them, by name. `AlreadyWarm`, `DiskPressure` and
+    /// `InsufficientDisk` nodes count among the selected nodes (the task
+    /// completes or skips them at once) but get no Job.
     pub skipped_node_details: Vec<PlannedSkip>,
     /// Per image: nodes that already hold it and pulls needed.
     pub images: Vec<PlannedImage>,
@@ -318,8 +319,11 @@ pub struct TaskPlan {
 pub struct PlannedSkip {
     /// The node.
     pub node_name: String,
-    /// `NotReady`, `Cordoned`, `Tainted` or `AlreadyWarm`.
+    /// `NotReady`, `Cordoned`, `Tainted`, `DiskPressure`, `InsufficientDisk` or `AlreadyWarm`.
     pub reason: String,
+    /// For `InsufficientDisk`: the room needed and the room there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// One image of a plan.
@@ -439,7 +443,8 @@ pub struct FailedNodeDetail {
 pub struct SkippedNodeDetail {
     /// The node.
     pub node_name: String,
-    /// `NodeGone`.
+    /// `NodeGone` (deleted or NotReady mid-task), or, when the task started,
+    /// `DiskPressure` or `InsufficientDisk` (too little room for the images).
     pub reason: String,
     /// Human-readable cause.
     pub message: String,
@@ -517,7 +522,8 @@ pub struct Task {
     /// How many (node, image) pairs failed for good in all.
     #[serde(default)]
     pub failed_node_details_total: u64,
-    /// Nodes left out mid-task: the first 100 (`progress.skippedNodes` counts them all).
+    /// Nodes left out (gone mid-task, or their disk could not take the
+    /// images): the first 100 (`progress.skippedNodes` counts them all).
     pub skipped_node_details: Vec<SkippedNodeDetail>,
     /// Per-image outcome with resolved digests.
     pub image_statuses: Vec<ImageStatus>,

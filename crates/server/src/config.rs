@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::domain::selection::DiskMargin;
 use crate::engine::EngineConfig;
 use crate::history::HistoryLimits;
 use crate::http::client_addr::TrustedProxies;
@@ -194,6 +195,12 @@ pub struct ServeConfig {
     )]
     pub pull_timeout: u64,
 
+    /// Room kept free on a node beyond the images a task pulls there, as a
+    /// percentage of their sizes (`10%`): a node whose allocatable
+    /// ephemeral-storage minus its images has less is skipped (`InsufficientDisk`).
+    #[arg(long, env = "PREWARM_DISK_MARGIN", default_value = "10%")]
+    pub disk_margin: DiskMargin,
+
     /// Log filter, an EnvFilter directive (`info`, `prewarm=debug,kube=warn`, ...).
     #[arg(long, env = "LOG_LEVEL", default_value = "info", value_parser = parse_log_filter)]
     pub log_level: String,
@@ -316,6 +323,7 @@ impl ServeConfig {
             helper_image: self.helper_image.clone(),
             max_concurrent_nodes: self.max_concurrent_nodes,
             pull_timeout: self.pull_timeout(),
+            disk_margin: self.disk_margin,
         }
     }
 }
@@ -468,6 +476,7 @@ mod tests {
         assert_eq!(cfg.helper_image, DEFAULT_HELPER_IMAGE);
         assert_eq!(cfg.max_concurrent_nodes, 500);
         assert_eq!(cfg.pull_timeout(), Duration::from_secs(600));
+        assert_eq!(cfg.disk_margin, DiskMargin::default());
         assert_eq!(cfg.log_level, "info");
         assert_eq!(cfg.log_format, LogFormat::Text);
     }
@@ -484,6 +493,7 @@ mod tests {
                 ("PREWARM_HELPER_IMAGE", "registry.local/prewarm:dev"),
                 ("PREWARM_MAX_CONCURRENT_NODES", "7"),
                 ("PREWARM_PULL_TIMEOUT", "30"),
+                ("PREWARM_DISK_MARGIN", "25%"),
                 ("LOG_LEVEL", "prewarm=debug,kube=warn"),
                 ("PREWARM_LOG_FORMAT", "json"),
             ],
@@ -498,6 +508,7 @@ mod tests {
         assert_eq!(cfg.helper_image, "registry.local/prewarm:dev");
         assert_eq!(cfg.max_concurrent_nodes, 7);
         assert_eq!(cfg.pull_timeout(), Duration::from_secs(30));
+        assert_eq!(cfg.disk_margin, DiskMargin::percent(25).unwrap());
         assert_eq!(cfg.log_level, "prewarm=debug,kube=warn");
         assert_eq!(cfg.log_format, LogFormat::Json);
     }

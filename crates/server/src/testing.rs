@@ -35,6 +35,7 @@ pub(crate) fn engine_config() -> EngineConfig {
         helper_image: "helper:test".into(),
         max_concurrent_nodes: 10,
         pull_timeout: Duration::from_secs(60),
+        disk_margin: Default::default(),
     }
 }
 

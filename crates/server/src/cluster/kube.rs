@@ -10,12 +10,13 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{ContainerImage, Namespace, Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Config, Resource};
+use kube_quantity::ParsedQuantity;
 use tokio::sync::broadcast;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -94,23 +95,23 @@ impl KubeCluster {
             Api::<Node>::all(client.clone()),
             watcher::Config::default(),
             |n: &mut Node| {
-                // Only what `node_info` reads is kept: labels, the Ready
-                // condition, taints, cordon and image names.
+                // Only what `node_info` reads is kept: labels, the Ready and
+                // DiskPressure conditions, taints, cordon, allocatable
+                // ephemeral-storage and images.
                 n.metadata.managed_fields = None;
                 n.metadata.annotations = None;
                 if let Some(status) = n.status.as_mut() {
                     status.addresses = None;
-                    status.allocatable = None;
+                    if let Some(allocatable) = status.allocatable.as_mut() {
+                        allocatable.retain(|k, _| k == EPHEMERAL_STORAGE);
+                    }
                     status.capacity = None;
                     status.daemon_endpoints = None;
                     status.node_info = None;
                     status.volumes_attached = None;
                     status.volumes_in_use = None;
                     if let Some(conditions) = status.conditions.as_mut() {
-                        conditions.retain(|c| c.type_ == "Ready");
-                    }
-                    for image in status.images.iter_mut().flatten() {
-                        image.size_bytes = None;
+                        conditions.retain(|c| c.type_ == "Ready" || c.type_ == "DiskPressure");
                     }
                 }
             },
@@ -369,13 +370,21 @@ impl Cluster for KubeCluster {
     }
 }
 
+/// Resource name of a node's local disk for pods and images.
+const EPHEMERAL_STORAGE: &str = "ephemeral-storage";
+
 /// What the engine needs of a Node.
 pub fn node_info(n: &Node) -> NodeInfo {
     let status = n.status.as_ref();
-    let ready = status
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
-        .is_some_and(|c| c.status == "True");
+    let condition = |type_: &str| {
+        status
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == type_))
+            .is_some_and(|c| c.status == "True")
+    };
+    let ready = condition("Ready");
+    let reported = status.and_then(|s| s.images.as_deref()).unwrap_or_default();
+    let size = |i: &ContainerImage| i.size_bytes.map_or(0, |b| u64::try_from(b).unwrap_or(0));
     let spec = n.spec.as_ref();
     NodeInfo {
         name: n.metadata.name.clone().unwrap_or_default(),
@@ -398,14 +407,21 @@ pub fn node_info(n: &Node) -> NodeInfo {
                     .collect()
             })
             .unwrap_or_default(),
-        images: status
-            .and_then(|s| s.images.as_ref())
-            .map(|imgs| {
-                imgs.iter()
-                    .flat_map(|i| i.names.clone().unwrap_or_default())
-                    .collect()
-            })
-            .unwrap_or_default(),
+        images: reported
+            .iter()
+            .flat_map(|i| i.names.clone().unwrap_or_default())
+            .collect(),
+        image_sizes: reported
+            .iter()
+            .flat_map(|i| std::iter::repeat_n(size(i), i.names.as_ref().map_or(0, Vec::len)))
+            .collect(),
+        images_bytes: reported.iter().map(size).sum(),
+        ephemeral_storage: status
+            .and_then(|s| s.allocatable.as_ref())
+            .and_then(|a| a.get(EPHEMERAL_STORAGE))
+            .and_then(|q| ParsedQuantity::try_from(q).ok())
+            .and_then(|q| q.to_bytes_u64()),
+        disk_pressure: condition("DiskPressure"),
     }
 }
 
@@ -498,5 +514,42 @@ pub async fn client_config(kubeconfig: Option<&Path>) -> anyhow::Result<Config> 
         None => Config::infer()
             .await
             .context("finding a Kubernetes configuration"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_info_reads_disk_pressure_allocatable_disk_and_image_sizes() {
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n1"},
+            "status": {
+                "allocatable": {"ephemeral-storage": "2Gi", "cpu": "4"},
+                "conditions": [
+                    {"type": "Ready", "status": "True"},
+                    {"type": "DiskPressure", "status": "True"}
+                ],
+                "images": [
+                    {"names": ["docker.io/library/nginx@sha256:aa", "docker.io/library/nginx:1.25"], "sizeBytes": 1000},
+                    {"names": ["docker.io/library/redis:7"], "sizeBytes": 500}
+                ]
+            }
+        }))
+        .unwrap();
+        let info = node_info(&node);
+        assert!(info.ready && info.disk_pressure);
+        assert_eq!(info.ephemeral_storage, Some(2 * 1024 * 1024 * 1024));
+        assert_eq!(info.images.len(), 3);
+        assert_eq!(info.image_sizes, [1000, 1000, 500]);
+        assert_eq!(info.images_bytes, 1500);
+
+        let bare: Node =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "n2"}})).unwrap();
+        let info = node_info(&bare);
+        assert!(!info.disk_pressure);
+        assert_eq!(info.ephemeral_storage, None);
+        assert_eq!(info.images_bytes, 0);
     }
 }

@@ -92,6 +92,15 @@ pub struct NodeInfo {
     pub taints: Vec<NodeTaint>,
     /// Names from `status.images` (a hint: the kubelet reports at most 50).
     pub images: Vec<String>,
+    /// `sizeBytes` of the `status.images` entry each of `images` belongs to,
+    /// in the same order (shorter when sizes are not reported).
+    pub image_sizes: Vec<u64>,
+    /// The reported images' sizes added up, each image once.
+    pub images_bytes: u64,
+    /// Allocatable `ephemeral-storage` in bytes, when reported.
+    pub ephemeral_storage: Option<u64>,
+    /// The `DiskPressure` condition is True.
+    pub disk_pressure: bool,
 }
 
 impl NodeInfo {

@@ -9,11 +9,15 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use prewarm_api::{
-    FailedNodeDetail, ImageStatus, NodeImageResult, NodeImageStatus, Progress, SkippedNodeDetail,
+    FailedNodeDetail, ImageStatus, NodeImageResult, NodeImageStatus, Progress, PullPolicy,
+    SkippedNodeDetail,
 };
 use serde::{Deserialize, Serialize};
 
+use super::image_ref::matches_node_image;
+use super::selection::DiskCheck;
 use super::task::TaskSpec;
+use crate::cluster::NodeInfo;
 
 /// Kubelet waiting reasons that mean a pull failed.
 pub const PULL_FAILURE_REASONS: [&str; 5] = [
@@ -110,13 +114,23 @@ pub enum NodePhase {
         /// When.
         at: DateTime<Utc>,
     },
-    /// The node went away.
+    /// Left out: the node went away, or its disk could not take the images.
     Skipped {
         /// When.
         at: DateTime<Utc>,
         /// Why.
         message: String,
+        /// `DiskPressure` or `InsufficientDisk`; none: `NodeGone`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
+}
+
+impl NodePhase {
+    /// The reason of a `Skipped` phase.
+    fn skip_reason(reason: &Option<String>) -> &str {
+        reason.as_deref().unwrap_or(NODE_GONE_REASON)
+    }
 }
 
 /// What the current attempt's pod shows for one image.
@@ -152,6 +166,33 @@ pub struct NodePull {
 }
 
 impl NodePull {
+    /// The record a task starts with for a selected node: images it reports
+    /// count as present (with `IfNotPresent`), a node with nothing to pull
+    /// completes at once, and one whose disk cannot take the images is skipped.
+    pub fn first(
+        node: &NodeInfo,
+        spec: &TaskSpec,
+        disk: &DiskCheck,
+        now: DateTime<Utc>,
+    ) -> NodePull {
+        let reported: Vec<bool> = spec
+            .images
+            .iter()
+            .map(|img| matches_node_image(img, &node.images))
+            .collect();
+        let present = reported
+            .iter()
+            .map(|&there| there && spec.pull_policy == PullPolicy::IfNotPresent)
+            .collect();
+        let mut pull = NodePull::new(node.name.clone(), present);
+        if let Some(why) = disk.skip(node, &reported) {
+            pull.skip_for(why.reason, &why.message, now);
+        } else {
+            pull.settle_without_pull(now);
+        }
+        pull
+    }
+
     /// A node about to be pulled; images listed in `present` count as done.
     pub fn new(node: String, present: Vec<bool>) -> NodePull {
         NodePull {
@@ -365,10 +406,20 @@ impl NodePull {
 
     /// The node went away: no longer counted as to-do, not a failure.
     pub fn skip(&mut self, message: &str, now: DateTime<Utc>) {
+        self.skip_as(None, message, now);
+    }
+
+    /// Left out for `reason` (`DiskPressure`, `InsufficientDisk`): not to do, not a failure.
+    pub fn skip_for(&mut self, reason: &str, message: &str, now: DateTime<Utc>) {
+        self.skip_as(Some(reason.to_owned()), message, now);
+    }
+
+    fn skip_as(&mut self, reason: Option<String>, message: &str, now: DateTime<Utc>) {
         if !self.is_done() {
             self.phase = NodePhase::Skipped {
                 at: now,
                 message: message.to_owned(),
+                reason,
             };
         }
     }
@@ -420,7 +471,7 @@ pub fn summarize(images: &[String], batch_size: u32, nodes: &[NodePull]) -> Summ
     };
     // (node, image index, failure): details are built for the kept ones only.
     let mut failed: Vec<(&NodePull, usize, &PullFailure)> = Vec::new();
-    let mut skipped: Vec<(&NodePull, DateTime<Utc>, &str)> = Vec::new();
+    let mut skipped: Vec<(&NodePull, DateTime<Utc>, &str, &str)> = Vec::new();
     let mut per_image: Vec<(u32, u32, BTreeSet<String>)> =
         vec![(0, 0, BTreeSet::new()); images.len()];
     let mut started = 0u32;
@@ -431,9 +482,13 @@ pub fn summarize(images: &[String], batch_size: u32, nodes: &[NodePull]) -> Summ
         match &node.phase {
             NodePhase::Completed { .. } => progress.completed_nodes += 1,
             NodePhase::Failed { .. } => progress.failed_nodes += 1,
-            NodePhase::Skipped { at, message } => {
+            NodePhase::Skipped {
+                at,
+                message,
+                reason,
+            } => {
                 progress.skipped_nodes += 1;
-                skipped.push((node, *at, message));
+                skipped.push((node, *at, NodePhase::skip_reason(reason), message));
             }
             _ => {}
         }
@@ -483,9 +538,9 @@ pub fn summarize(images: &[String], batch_size: u32, nodes: &[NodePull]) -> Summ
     skipped.truncate(MAX_VIEW_DETAILS);
     let skipped = skipped
         .into_iter()
-        .map(|(node, at, message)| SkippedNodeDetail {
+        .map(|(node, at, reason, message)| SkippedNodeDetail {
             node_name: node.node.clone(),
-            reason: NODE_GONE_REASON.into(),
+            reason: reason.to_owned(),
             message: message.to_owned(),
             timestamp: at,
         })
@@ -533,9 +588,12 @@ pub fn image_results<'a>(
         };
         match slot {
             ImagePull::Pending { last, .. } => {
-                if let NodePhase::Skipped { message, .. } = &node.phase {
+                if let NodePhase::Skipped {
+                    message, reason, ..
+                } = &node.phase
+                {
                     result.status = NodeImageStatus::Skipped;
-                    result.reason = Some(NODE_GONE_REASON.to_owned());
+                    result.reason = Some(NodePhase::skip_reason(reason).to_owned());
                     result.message = Some(message.clone());
                 } else {
                     result.reason = last.as_ref().map(|f| f.reason.clone());

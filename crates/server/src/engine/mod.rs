@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::cluster::Cluster;
 pub use crate::domain::selection::select_nodes;
+use crate::domain::selection::DiskMargin;
 use crate::metrics::Metrics;
 use crate::progress::ProgressHub;
 use crate::store::TaskStore;
@@ -63,6 +64,8 @@ pub struct EngineConfig {
     pub max_concurrent_nodes: usize,
     /// Per-node limit for one attempt's pulls.
     pub pull_timeout: Duration,
+    /// Room kept free beyond a node's new images (disk preflight).
+    pub disk_margin: DiskMargin,
 }
 
 /// How often the loop wakes without events.
@@ -74,12 +77,18 @@ const WEBHOOK_RESUME_EVERY: Duration = Duration::from_secs(60);
 #[derive(Clone, Debug)]
 pub struct EngineHandle {
     notify: Arc<Notify>,
+    disk_margin: DiskMargin,
 }
 
 impl EngineHandle {
     /// Tells the engine a task was created or cancelled.
     pub fn wake(&self) {
         self.notify.notify_one();
+    }
+
+    /// The disk margin the engine selects nodes with (for plans).
+    pub fn disk_margin(&self) -> DiskMargin {
+        self.disk_margin
     }
 }
 
@@ -170,6 +179,7 @@ impl Engine {
     pub fn handle(&self) -> EngineHandle {
         EngineHandle {
             notify: self.notify.clone(),
+            disk_margin: self.config.disk_margin,
         }
     }
 

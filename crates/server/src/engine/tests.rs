@@ -57,6 +57,7 @@ impl Harness {
                 helper_image: "prewarm:test".into(),
                 max_concurrent_nodes: cap,
                 pull_timeout: Duration::from_secs(600),
+                disk_margin: Default::default(),
             },
         );
         Harness {
@@ -348,6 +349,49 @@ async fn selection_follows_selector_readiness_cordons_and_taints() {
     let task = h.task(&id).await;
     assert_eq!(task.progress.total_nodes, 2);
     assert_eq!(task.progress.completed_nodes, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn disk_pressure_and_small_disks_are_skipped_without_a_job() {
+    const GIB: u64 = 1024 * 1024 * 1024;
+    let mut donor = node("a0", &[]);
+    donor.images = vec!["docker.io/big/model:1".into()];
+    donor.image_sizes = vec![3 * GIB];
+    donor.images_bytes = 3 * GIB;
+    let mut pressure = node("a1", &[]);
+    pressure.disk_pressure = true;
+    let mut small = node("a2", &[]);
+    small.ephemeral_storage = Some(2 * GIB);
+    let mut roomy = node("a3", &[]);
+    roomy.ephemeral_storage = Some(40 * GIB);
+    let mut h = Harness::new(vec![donor, pressure, small, roomy], 500);
+    let id = h.submit(images(&["big/model:1", "nginx:1"])).await;
+    h.step().await;
+    let alive: Vec<String> = h.cluster.alive().into_iter().map(|j| j.node).collect();
+    assert_eq!(alive, ["a0", "a3"], "no Job on the skipped nodes");
+    h.report_all(&[]);
+    h.step().await;
+    let task = h.task(&id).await;
+    assert_eq!(task.status, TaskStatus::Completed);
+    assert_eq!(task.progress.total_nodes, 4);
+    assert_eq!(task.progress.skipped_nodes, 2);
+    let skipped: Vec<(&str, &str)> = task
+        .skipped_node_details
+        .iter()
+        .map(|d| (d.node_name.as_str(), d.reason.as_str()))
+        .collect();
+    assert_eq!(
+        skipped,
+        [("a1", "DiskPressure"), ("a2", "InsufficientDisk")]
+    );
+    assert!(
+        task.skipped_node_details[1]
+            .message
+            .starts_with("needs 3.30 GiB"),
+        "{:?}",
+        task.skipped_node_details[1]
+    );
+    assert_eq!(h.cluster.creates().len(), 2);
 }
 
 #[tokio::test(start_paused = true)]

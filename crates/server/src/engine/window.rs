@@ -6,16 +6,15 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use prewarm_api::{PullPolicy, Task, TaskStatus};
+use prewarm_api::{Task, TaskStatus};
 use tokio::time::Instant;
 
 use super::task_run::{record_of, TaskRun};
 use super::writes::owe_webhook;
 use super::Engine;
 use crate::cluster::PullJob;
-use crate::domain::image_ref::matches_node_image;
 use crate::domain::node_pull::NodePull;
-use crate::domain::selection::select_nodes;
+use crate::domain::selection::{select_nodes, DiskCheck};
 use crate::domain::task::TaskSpec;
 use crate::metrics::StatusLabels;
 
@@ -74,21 +73,10 @@ impl Engine {
             tracing::info!(task = %run.view.task_id, "task failed: no matching node");
             return;
         }
+        let disk = DiskCheck::new(&all_nodes, &spec, self.config.disk_margin);
         let nodes: Vec<NodePull> = selected
             .into_iter()
-            .map(|n| {
-                let present = spec
-                    .images
-                    .iter()
-                    .map(|img| {
-                        spec.pull_policy == PullPolicy::IfNotPresent
-                            && matches_node_image(img, &n.images)
-                    })
-                    .collect();
-                let mut pull = NodePull::new(n.name.clone(), present);
-                pull.settle_without_pull(now);
-                pull
-            })
+            .map(|n| NodePull::first(n, &spec, &disk, now))
             .collect();
         let records: Vec<_> = nodes.iter().map(record_of).collect();
         if let Err(e) = self.store.put_nodes(&view.task_id, &records).await {

@@ -37,7 +37,10 @@ impl Engine {
                 } else if p.completed_nodes == 0 && p.skipped_nodes == p.total_nodes {
                     (
                         TaskStatus::Failed,
-                        Some(("NoNodesLeft", "every selected node went away".to_owned())),
+                        Some((
+                            "NoNodesLeft",
+                            "every selected node went away or was skipped".to_owned(),
+                        )),
                     )
                 } else {
                     (TaskStatus::Completed, None)

@@ -103,7 +103,13 @@ pub async fn create(
     let spec = super::workload::resolve(&state, policy_spec(&policy)?).await?;
     if dry_run {
         let nodes = ungated(&state.cluster.nodes(), policy.remove_taint.as_deref());
-        let plan = plan(&nodes, &spec, state.metrics.recent_node_pulls.mean(), now);
+        let plan = plan(
+            &nodes,
+            &spec,
+            state.engine.disk_margin(),
+            state.metrics.recent_node_pulls.mean(),
+            now,
+        );
         return Ok(Json(plan).into_response());
     }
     let mut attempts = 0;

@@ -58,6 +58,7 @@ pub async fn create(
         let plan = plan(
             &state.cluster.nodes(),
             &spec,
+            state.engine.disk_margin(),
             state.metrics.recent_node_pulls.mean(),
             state.clock.now(),
         );

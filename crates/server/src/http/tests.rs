@@ -500,6 +500,7 @@ async fn task_with_node_results(store: &MemoryStore) -> String {
             NodePhase::Skipped {
                 at,
                 message: "node deleted".to_owned(),
+                reason: None,
             },
         ),
         node(
