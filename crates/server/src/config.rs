@@ -308,6 +308,13 @@ pub struct ServeConfig {
     /// oldest ended ones are deleted.
     #[arg(long, env = "PREWARM_MAX_TASKS", default_value_t = crate::history::DEFAULT_MAX_TASKS, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_tasks: u64,
+
+    /// For tests: a file holding whole seconds (signed) added to the
+    /// service's wall clock (timestamps, cron fires), followed while it runs.
+    /// Monotonic time (timeouts, intervals, backoff) is untouched, as in a
+    /// real step of the machine's clock.
+    #[arg(long, env = "PREWARM_CLOCK_OFFSET_FILE", hide = true)]
+    pub clock_offset_file: Option<PathBuf>,
 }
 
 impl ServeConfig {

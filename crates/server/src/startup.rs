@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{follow_offset_file, Clock, OffsetClock, SystemClock};
 use crate::cluster::kube::{client_config, KubeCluster};
 use crate::cluster::Cluster;
 use crate::config::{ServeConfig, StoreKind};
@@ -137,6 +138,8 @@ pub struct Application {
     terms: TermParts,
     replicas: Option<Replicas>,
     audit: Arc<AuditLog>,
+    /// The clock and the file its offset follows (`--clock-offset-file`).
+    offset_clock: Option<(Arc<OffsetClock>, PathBuf)>,
 }
 
 /// What a term of the engine and the scheduler is built from.
@@ -282,10 +285,15 @@ impl Application {
             }
         }
         let cluster: Arc<dyn Cluster> = Fenced::new(Arc::new(cluster), state.clone());
-        let (clock, engine_config) = (
-            Arc::new(SystemClock) as Arc<dyn Clock>,
-            config.engine_config(),
-        );
+        let offset_clock = config
+            .clock_offset_file
+            .clone()
+            .map(|file| (Arc::new(OffsetClock::default()), file));
+        let clock: Arc<dyn Clock> = match &offset_clock {
+            Some((clock, _)) => clock.clone(),
+            None => Arc::new(SystemClock),
+        };
+        let engine_config = config.engine_config();
         let operations = Operations::from_config(&config, clock.clone())?;
         let (store, changes): (Arc<dyn Storage>, Option<Changes>) = match config.store {
             StoreKind::Sqlite => {
@@ -324,6 +332,7 @@ impl Application {
             leadership,
             changes,
         });
+        app.offset_clock = offset_clock;
         app.router = app.router.layer(axum::Extension(state));
         Ok(app)
     }
@@ -438,6 +447,7 @@ impl Application {
             terms,
             replicas: None,
             audit,
+            offset_clock: None,
         })
     }
 
@@ -469,6 +479,7 @@ impl Application {
             terms,
             replicas,
             audit,
+            offset_clock,
         } = self;
         let webhooks = terms.webhooks.clone();
         let scheme = if tls.is_some() { "https" } else { "http" };
@@ -543,7 +554,12 @@ impl Application {
             }
         };
 
-        let (served, ran) = tokio::join!(server, work);
+        let follow_clock = async {
+            if let Some((clock, file)) = offset_clock {
+                follow_offset_file(clock, file, stop.clone()).await;
+            }
+        };
+        let (served, ran, ()) = tokio::join!(server, work, follow_clock);
         // Unsent webhooks stay `pending` in the store and resume at the next start.
         webhooks.stop(WEBHOOK_STOP).await;
         audit.flush().await;

@@ -1,14 +1,17 @@
 //! The engine under a real cluster's faults: the service talks to the real
 //! API server through the fault proxy (throttled and failing creates, cut,
 //! refused and expired watches, slow answers), or the API server itself is
-//! stopped and started again. Tasks still end with exact counts and no node
-//! gets a second Job unless its first one really went away.
+//! stopped and started again; the store refuses every call at start, stored
+//! tasks are edited invalid, the wall clock steps. Tasks still end with exact
+//! counts and no node gets a second Job unless its first one really went
+//! away.
 
 mod common;
 
 use std::time::Duration;
 
 use common::fault_proxy::FaultProxy;
+use common::redis_server::Redis;
 use common::*;
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, DeleteParams, ListParams};
@@ -291,4 +294,233 @@ images:
     assert_eq!(per_node.len(), 1000);
     let doubled: Vec<_> = per_node.iter().filter(|(_, j)| j.len() > 1).collect();
     assert!(doubled.is_empty(), "nodes with several Jobs: {doubled:#?}");
+}
+
+/// `redis-cli` against `redis` as `user` (the default user has no password).
+fn redis_cli(redis: &Redis, auth: &[&str], args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .arg("-s")
+        .arg(redis.socket())
+        .args(auth)
+        .args(args)
+        .output()
+        .expect("redis-cli (scripts/setup.sh installs redis-tools)");
+    assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// How many times the service's log says `line`.
+fn logged(svc: &Service, line: &str) -> usize {
+    svc.log().matches(line).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_refusing_every_call_at_start_is_retried_and_the_task_taken_up() {
+    let _sim = sim(r#"
+nodes:
+  - namePrefix: fx-store-
+    count: 6
+    labels: {suite: fx-store}
+images:
+  - match: "*"
+    pullSeconds: 8
+"#);
+    let ns = "t-fx-store";
+    let redis = Redis::start();
+    let url = redis.url();
+    let args = [
+        "--store",
+        "redis",
+        "--redis-url",
+        &url,
+        "--replica-name",
+        "fx-store",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("unused.db");
+    let jobs = JobLog::watch(ns).await;
+    let mut first = Service::start_with(ns, &db, &args);
+    let id = first
+        .create(json!({"images": ["nginx:1.25"], "batchSize": 6, "nodeSelector": {"suite": "fx-store"}}))
+        .await;
+    wait_for("6 Jobs pulling", LONG, async || jobs.alive() == 6).await;
+    first.kill9();
+
+    // The store refuses every call of the next start: the service's (default)
+    // user is switched off; the test keeps an admin user to switch it back.
+    let admin = ["--user", "fx-admin", "--pass", "fx-admin-pass"];
+    redis_cli(
+        &redis,
+        &[],
+        &[
+            "ACL",
+            "SETUSER",
+            "fx-admin",
+            "on",
+            ">fx-admin-pass",
+            "~*",
+            "&*",
+            "+@all",
+        ],
+    );
+    redis_cli(&redis, &admin, &["ACL", "SETUSER", "default", "off"]);
+    let second = Service::start_with(ns, &db, &args);
+    let retry = "could not load running tasks; will retry";
+    wait_for("recovery failing twice", LONG, async || {
+        logged(&second, retry) >= 2
+    })
+    .await;
+    let (code, v) = second.get(&id).await;
+    assert_eq!(code, 503, "{v}");
+    assert_eq!(jobs.alive(), 6, "no Job is deleted while the store fails");
+
+    redis_cli(&redis, &admin, &["ACL", "SETUSER", "default", "on"]);
+    let task = second.wait_end(&id, LONG).await;
+    assert_eq!(status(&task), "completed", "{task:#?}");
+    assert_eq!(task.progress.completed_nodes, 6);
+    assert_eq!(task.progress.failed_nodes, 0);
+    assert!(
+        second.log().contains("resumed task"),
+        "taken up by recovery"
+    );
+    wait_no_jobs(ns, Duration::from_secs(60)).await;
+    // The Jobs of the first process were adopted, not created again.
+    one_job_per_node(&jobs, 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_tasks_edited_invalid_end_unrecoverable_and_their_jobs_go() {
+    let _sim = sim(r#"
+nodes:
+  - namePrefix: fx-bad-
+    count: 4
+    labels: {suite: fx-bad}
+images:
+  - match: "*"
+    pullSeconds: 600
+"#);
+    let ns = "t-fx-bad";
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("prewarm.db");
+    let jobs = JobLog::watch(ns).await;
+    let mut first = Service::start_with(ns, &db, &[]);
+    let body = |image: &str| json!({"images": [image], "batchSize": 4, "nodeSelector": {"suite": "fx-bad"}});
+    let invalid = first.create(body("nginx:1.25")).await;
+    let undecodable = first.create(body("redis:7")).await;
+    wait_for("8 Jobs pulling", LONG, async || jobs.alive() == 8).await;
+    first.kill9();
+
+    // One stored task no longer validates (batchSize 0), the other no
+    // longer decodes as a task.
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute(
+            "UPDATE tasks SET body = json_set(body, '$.batchSize', 0) WHERE id = ?1",
+            [&invalid],
+        )
+        .unwrap();
+        conn.execute(
+            "UPDATE tasks SET body = json_set(body, '$.images', 'not a list') WHERE id = ?1",
+            [&undecodable],
+        )
+        .unwrap();
+    }
+    let second = Service::start_with(ns, &db, &[]);
+    wait_for("both tasks ended", LONG, async || {
+        let list = get_json(format!("{}/api/v1/tasks?status=failed", second.url)).await;
+        list["total"] == 2
+    })
+    .await;
+    let task = svc_task(&second, &invalid).await;
+    assert_eq!(task["reason"], "Unrecoverable", "{task:#}");
+    assert!(
+        task["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("no longer validates"),
+        "{task:#}"
+    );
+    assert!(task["finishedAt"].is_string(), "{task:#}");
+    let task = svc_task(&second, &undecodable).await;
+    assert_eq!(task["reason"], "Unrecoverable", "{task:#}");
+    // Well before the 600 s pulls end: the Jobs were deleted.
+    wait_no_jobs(ns, Duration::from_secs(60)).await;
+    assert_eq!(jobs.created(), 8, "nothing was started again");
+}
+
+/// A task view as JSON (the stored form may no longer fit the typed view).
+async fn svc_task(svc: &Service, id: &str) -> serde_json::Value {
+    let (code, v) = svc.get(id).await;
+    assert_eq!(code, 200, "{v}");
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wall_clock_steps_neither_time_out_pulls_nor_freeze_progress() {
+    let _sim = sim(r#"
+nodes:
+  - namePrefix: fx-clock-
+    count: 12
+    labels: {suite: fx-clock}
+images:
+  - match: "*"
+    pullSeconds: 4
+"#);
+    let ns = "t-fx-clock";
+    let dir = tempfile::tempdir().unwrap();
+    let offset = dir.path().join("clock-offset");
+    std::fs::write(&offset, "0").unwrap();
+    let jobs = JobLog::watch(ns).await;
+    let svc = Service::start_with(
+        ns,
+        &dir.path().join("prewarm.db"),
+        &[
+            "--clock-offset-file",
+            offset.to_str().unwrap(),
+            "--pull-timeout",
+            "60",
+        ],
+    );
+    let id = svc
+        .create(json!({"images": ["nginx:1.25"], "batchSize": 3, "nodeSelector": {"suite": "fx-clock"}}))
+        .await;
+    wait_for("3 Jobs pulling", LONG, async || jobs.alive() == 3).await;
+
+    // Two hours forward with three pulls under way: measured on the wall
+    // clock, each would be past the 60 s pull timeout at once.
+    std::fs::write(&offset, "7200").unwrap();
+    wait_for("the step forward", LONG, async || {
+        svc.log().contains("offset_seconds=7200")
+    })
+    .await;
+    let before = svc
+        .wait_until(&id, LONG, |t| t.progress.completed_nodes >= 4)
+        .await;
+    assert_eq!(before.progress.failed_nodes, 0, "{before:#?}");
+
+    // Four hours back: flushes and store checks timed on the wall clock
+    // would wait until it caught up; progress must keep coming.
+    std::fs::write(&offset, "-7200").unwrap();
+    wait_for("the step back", LONG, async || {
+        svc.log().contains("offset_seconds=-7200")
+    })
+    .await;
+    let seen = svc.get(&id).await.1["progress"]["completedNodes"]
+        .as_u64()
+        .unwrap();
+    svc.wait_until(&id, LONG, |t| u64::from(t.progress.completed_nodes) > seen)
+        .await;
+    let task = svc.wait_end(&id, LONG).await;
+    assert_eq!(status(&task), "completed", "{task:#?}");
+    assert_eq!(task.progress.completed_nodes, 12);
+    assert_eq!(task.progress.failed_nodes, 0);
+    // Timestamps follow the (stepped) wall clock, as users read it.
+    let ended = task.finished_at.unwrap();
+    let behind = chrono::Utc::now() - ended;
+    assert!(
+        behind > chrono::Duration::minutes(110),
+        "finishedAt {ended}"
+    );
+    wait_no_jobs(ns, Duration::from_secs(60)).await;
+    one_job_per_node(&jobs, 12);
 }

@@ -606,7 +606,16 @@ enum TaskGuard<'a> {
 /// Unreachable, timed out or still loading: `Unavailable` (the API answers
 /// 503 and callers retry); anything else is a `Backend` failure.
 fn backend(err: redis::RedisError) -> StoreError {
-    let away = err.is_io_error()
+    // A Redis that refuses the service (NOAUTH, a wrong password, an ACL
+    // without the command) is as unusable as one that is down, and may be
+    // fixed as soon.
+    let refused = matches!(
+        err.kind(),
+        redis::ErrorKind::AuthenticationFailed
+            | redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm)
+    ) || err.code() == Some("NOAUTH");
+    let away = refused
+        || err.is_io_error()
         || err.is_timeout()
         || err.is_connection_dropped()
         || err.is_connection_refusal()
