@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::cluster::PullMode;
 use crate::domain::selection::DiskMargin;
 use crate::engine::EngineConfig;
 use crate::history::HistoryLimits;
@@ -176,6 +177,20 @@ pub struct ServeConfig {
     /// Image of the pull pods' helper init container.
     #[arg(long, env = "PREWARM_HELPER_IMAGE", default_value = DEFAULT_HELPER_IMAGE)]
     pub helper_image: String,
+
+    /// What pulls the images on a node: `pods` creates each pull Pod
+    /// directly; `jobs` creates a Job per node and lets the controller-manager
+    /// make its Pod (paced by the controller-manager's client QPS; for
+    /// clusters whose policies admit only Jobs). The RBAC differs: see
+    /// docs/operations.md.
+    #[arg(
+        long,
+        env = "PREWARM_PULL_MODE",
+        value_enum,
+        ignore_case = true,
+        default_value_t = PullMode::default()
+    )]
+    pub pull_mode: PullMode,
 
     /// Most nodes pulling at once across all tasks.
     #[arg(
@@ -482,6 +497,7 @@ mod tests {
         assert_eq!(cfg.database, PathBuf::from("./prewarm.db"));
         assert_eq!(cfg.helper_image, DEFAULT_HELPER_IMAGE);
         assert_eq!(cfg.max_concurrent_nodes, 500);
+        assert_eq!(cfg.pull_mode, PullMode::Jobs);
         assert_eq!(cfg.pull_timeout(), Duration::from_secs(600));
         assert_eq!(cfg.disk_margin, DiskMargin::default());
         assert_eq!(cfg.log_level, "info");
@@ -499,6 +515,7 @@ mod tests {
                 ("PREWARM_DATABASE", "/var/lib/prewarm/tasks.db"),
                 ("PREWARM_HELPER_IMAGE", "registry.local/prewarm:dev"),
                 ("PREWARM_MAX_CONCURRENT_NODES", "7"),
+                ("PREWARM_PULL_MODE", "Pods"),
                 ("PREWARM_PULL_TIMEOUT", "30"),
                 ("PREWARM_DISK_MARGIN", "25%"),
                 ("LOG_LEVEL", "prewarm=debug,kube=warn"),
@@ -514,6 +531,7 @@ mod tests {
         assert_eq!(cfg.database, PathBuf::from("/var/lib/prewarm/tasks.db"));
         assert_eq!(cfg.helper_image, "registry.local/prewarm:dev");
         assert_eq!(cfg.max_concurrent_nodes, 7);
+        assert_eq!(cfg.pull_mode, PullMode::Pods);
         assert_eq!(cfg.pull_timeout(), Duration::from_secs(30));
         assert_eq!(cfg.disk_margin, DiskMargin::percent(25).unwrap());
         assert_eq!(cfg.log_level, "prewarm=debug,kube=warn");

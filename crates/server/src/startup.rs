@@ -242,6 +242,7 @@ impl Application {
         let cluster = KubeCluster::connect(
             config.kubeconfig.as_deref(),
             &config.namespace,
+            config.pull_mode,
             metrics.clone(),
         )
         .await

@@ -1,6 +1,8 @@
-//! The kube-rs implementation of `Cluster`: three kube-runtime reflector
-//! stores (Nodes, and the service's own Jobs and Pods by label) shared by
-//! every task, their watches owned by the cluster object.
+//! The kube-rs implementation of `Cluster`: kube-runtime reflector stores
+//! (Nodes, and the service's own Pods by label, plus its Jobs in
+//! `PullMode::Jobs`) shared by every task, their watches owned by the
+//! cluster object. In `PullMode::Pods` the pull Pods stand in for the Jobs:
+//! same names, labels and calls, one object less per node.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +19,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Config, Resource};
 use kube_quantity::ParsedQuantity;
+use serde::de::DeserializeOwned;
 use tokio::sync::broadcast;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -24,8 +27,8 @@ use crate::metrics::{CountKubeRequests, Metrics};
 
 use super::{
     Cluster, ClusterError, ClusterEvent, ClusterResult, ContainerObservation, ContainerState,
-    JobObservation, NodeInfo, NodeTaint, PodObservation, PullJob, ATTEMPT_LABEL, MANAGED_BY_LABEL,
-    MANAGED_BY_VALUE, NODE_ANNOTATION, TASK_LABEL,
+    JobObservation, NodeInfo, NodeTaint, PodObservation, PullJob, PullMode, ATTEMPT_LABEL,
+    MANAGED_BY_LABEL, MANAGED_BY_VALUE, NODE_ANNOTATION, TASK_LABEL,
 };
 
 /// Capacity of the event channel; a slower consumer gets `Lagged` and resyncs.
@@ -35,9 +38,12 @@ const EVENT_BUFFER: usize = 65_536;
 pub struct KubeCluster {
     client: Client,
     namespace: String,
+    mode: PullMode,
     jobs_api: Api<Job>,
+    pods_api: Api<Pod>,
     nodes: Store<Node>,
-    jobs: Store<Job>,
+    /// The pull Jobs (`PullMode::Jobs` only: pods mode needs no Job access).
+    jobs: Option<Store<Job>>,
     pods: Store<Pod>,
     events: broadcast::Sender<ClusterEvent>,
     connected: Arc<AtomicBool>,
@@ -47,11 +53,12 @@ pub struct KubeCluster {
 
 impl KubeCluster {
     /// Connects with the kubeconfig at `path` (None: `$KUBECONFIG`, `~/.kube/config`,
-    /// then the in-cluster config), ensures `namespace` exists, starts the watches.
-    /// Every API request is counted in `metrics`.
+    /// then the in-cluster config), ensures `namespace` exists, starts the watches
+    /// for pulls made the `mode` way. Every API request is counted in `metrics`.
     pub async fn connect(
         kubeconfig: Option<&Path>,
         namespace: &str,
+        mode: PullMode,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<KubeCluster> {
         let mut config = client_config(kubeconfig).await?;
@@ -70,7 +77,7 @@ impl KubeCluster {
             .with_layer(&CountKubeRequests(metrics))
             .build();
         ensure_namespace(&client, namespace).await?;
-        Ok(Self::start(client, namespace))
+        Ok(Self::start(client, namespace, mode))
     }
 
     /// The client the caches and calls use.
@@ -79,7 +86,7 @@ impl KubeCluster {
     }
 
     /// Starts the watches on an existing client.
-    pub fn start(client: Client, namespace: &str) -> KubeCluster {
+    pub fn start(client: Client, namespace: &str, mode: PullMode) -> KubeCluster {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let connected = Arc::new(AtomicBool::new(true));
         let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}");
@@ -121,27 +128,35 @@ impl KubeCluster {
             },
             |n| n.metadata.name.clone().map(ClusterEvent::NodeDeleted),
         );
-        let jobs = watches.spawn(
-            "jobs",
-            Api::<Job>::namespaced(client.clone(), namespace),
-            watcher::Config::default().labels(&selector),
-            |j: &mut Job| j.metadata.managed_fields = None,
-            |j| job_observation(j).map(ClusterEvent::JobChanged),
-            |j| job_observation(j).map(ClusterEvent::JobDeleted),
-        );
+        let jobs = (mode == PullMode::Jobs).then(|| {
+            watches.spawn(
+                "jobs",
+                Api::<Job>::namespaced(client.clone(), namespace),
+                watcher::Config::default().labels(&selector),
+                |j: &mut Job| j.metadata.managed_fields = None,
+                |j| job_observation(j).map(ClusterEvent::JobChanged),
+                |j| job_observation(j).map(ClusterEvent::JobDeleted),
+            )
+        });
         let pods = watches.spawn(
             "pods",
             Api::<Pod>::namespaced(client.clone(), namespace),
             watcher::Config::default().labels(&selector),
             |p: &mut Pod| p.metadata.managed_fields = None,
             |p| pod_observation(p).map(ClusterEvent::PodChanged),
-            |_| None,
+            // A pull Pod is its own Job in pods mode: its deletion is the Job's.
+            move |p| match mode {
+                PullMode::Jobs => None,
+                PullMode::Pods => pod_as_job(p).map(ClusterEvent::JobDeleted),
+            },
         );
 
         KubeCluster {
             jobs_api: Api::namespaced(client.clone(), namespace),
+            pods_api: Api::namespaced(client.clone(), namespace),
             client,
             namespace: namespace.to_owned(),
+            mode,
             nodes,
             jobs,
             pods,
@@ -154,6 +169,37 @@ impl KubeCluster {
     /// The namespace of the pull Jobs.
     pub fn namespace(&self) -> &str {
         &self.namespace
+    }
+
+    /// The label selector of a task's pull objects.
+    fn task_selector(task_id: &str) -> ListParams {
+        ListParams::default().labels(&format!(
+            "{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{TASK_LABEL}={task_id}"
+        ))
+    }
+}
+
+/// Creates `obj`; one of the same name already there counts as success.
+async fn create_or_adopt<K>(api: &Api<K>, obj: &K) -> ClusterResult<()>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::Serialize + DeserializeOwned,
+{
+    match api.create(&PostParams::default(), obj).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 && e.reason == "AlreadyExists" => Ok(()),
+        Err(e) => Err(map_err(e)),
+    }
+}
+
+/// Deletes `name` (Background propagation); a missing object counts as success.
+async fn delete_if_present<K>(api: &Api<K>, name: &str) -> ClusterResult<()>
+where
+    K: Resource + Clone + std::fmt::Debug + DeserializeOwned,
+{
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(map_err(e)),
     }
 }
 
@@ -273,7 +319,9 @@ impl Cluster for KubeCluster {
     async fn synced(&self) {
         // Err only if a watch ended, which happens only when the cluster is dropped.
         let _ = self.nodes.wait_until_ready().await;
-        let _ = self.jobs.wait_until_ready().await;
+        if let Some(jobs) = &self.jobs {
+            let _ = jobs.wait_until_ready().await;
+        }
         let _ = self.pods.wait_until_ready().await;
     }
 
@@ -282,11 +330,19 @@ impl Cluster for KubeCluster {
     }
 
     fn jobs(&self) -> Vec<JobObservation> {
-        self.jobs
-            .state()
-            .iter()
-            .filter_map(|j| job_observation(j))
-            .collect()
+        match &self.jobs {
+            Some(jobs) => jobs
+                .state()
+                .iter()
+                .filter_map(|j| job_observation(j))
+                .collect(),
+            None => self
+                .pods
+                .state()
+                .iter()
+                .filter_map(|p| pod_as_job(p))
+                .collect(),
+        }
     }
 
     fn pods(&self) -> Vec<PodObservation> {
@@ -302,38 +358,34 @@ impl Cluster for KubeCluster {
     }
 
     async fn create_job(&self, job: &PullJob) -> ClusterResult<()> {
-        match self
-            .jobs_api
-            .create(&PostParams::default(), &job.to_job(&self.namespace))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 409 && e.reason == "AlreadyExists" => Ok(()),
-            Err(e) => Err(map_err(e)),
+        match self.mode {
+            PullMode::Jobs => create_or_adopt(&self.jobs_api, &job.to_job(&self.namespace)).await,
+            PullMode::Pods => create_or_adopt(&self.pods_api, &job.to_pod(&self.namespace)).await,
         }
     }
 
     async fn delete_job(&self, name: &str) -> ClusterResult<()> {
-        match self
-            .jobs_api
-            .delete(name, &DeleteParams::background())
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-            Err(e) => Err(map_err(e)),
+        match self.mode {
+            PullMode::Jobs => delete_if_present(&self.jobs_api, name).await,
+            PullMode::Pods => delete_if_present(&self.pods_api, name).await,
         }
     }
 
     async fn delete_task_jobs(&self, task_id: &str) -> ClusterResult<()> {
-        let lp = ListParams::default().labels(&format!(
-            "{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{TASK_LABEL}={task_id}"
-        ));
-        self.jobs_api
-            .delete_collection(&DeleteParams::background(), &lp)
-            .await
-            .map(|_| ())
-            .map_err(map_err)
+        let (params, lp) = (DeleteParams::background(), Self::task_selector(task_id));
+        let deleted = match self.mode {
+            PullMode::Jobs => self
+                .jobs_api
+                .delete_collection(&params, &lp)
+                .await
+                .map(|_| ()),
+            PullMode::Pods => self
+                .pods_api
+                .delete_collection(&params, &lp)
+                .await
+                .map(|_| ()),
+        };
+        deleted.map_err(map_err)
     }
 
     fn connected(&self) -> bool {
@@ -459,8 +511,21 @@ pub fn job_observation(j: &Job) -> Option<JobObservation> {
     })
 }
 
+/// A pull Pod standing in for its Job (`PullMode::Pods`): a failed Pod
+/// reports itself through `PodChanged`, so it carries no Job-level failure.
+pub fn pod_as_job(p: &Pod) -> Option<JobObservation> {
+    Some(JobObservation {
+        name: p.metadata.name.clone()?,
+        task_id: label(p, TASK_LABEL)?.to_owned(),
+        node: node_of(p, p.spec.as_ref().and_then(|s| s.node_name.as_ref()))?,
+        attempt: label(p, ATTEMPT_LABEL)?.parse().ok()?,
+        failed_reason: None,
+    })
+}
+
 /// A pull pod as the engine sees it (None for objects without our labels).
 pub fn pod_observation(p: &Pod) -> Option<PodObservation> {
+    let own = pod_as_job(p)?;
     let status = p.status.clone().unwrap_or_default();
     let containers = |list: Option<Vec<k8s_openapi::api::core::v1::ContainerStatus>>| {
         list.unwrap_or_default()
@@ -487,11 +552,12 @@ pub fn pod_observation(p: &Pod) -> Option<PodObservation> {
             .collect()
     };
     Some(PodObservation {
-        name: p.metadata.name.clone()?,
-        job: label(p, "job-name").unwrap_or_default().to_owned(),
-        task_id: label(p, TASK_LABEL)?.to_owned(),
-        node: node_of(p, p.spec.as_ref().and_then(|s| s.node_name.as_ref()))?,
-        attempt: label(p, ATTEMPT_LABEL)?.parse().ok()?,
+        // A pod made by a Job names it; a pull Pod made directly is its own Job.
+        job: label(p, "job-name").unwrap_or(&own.name).to_owned(),
+        name: own.name,
+        task_id: own.task_id,
+        node: own.node,
+        attempt: own.attempt,
         phase: status.phase.clone().unwrap_or_default(),
         reason: status.reason.clone().unwrap_or_default(),
         message: status.message.clone().unwrap_or_default(),

@@ -31,6 +31,22 @@ pub const ATTEMPT_LABEL: &str = "prewarm.io/attempt";
 /// Annotation with the full node name (labels cap values at 63 characters).
 pub const NODE_ANNOTATION: &str = "prewarm.io/node-name";
 
+/// What the service creates per (task, node, attempt) to pull the images.
+///
+/// Both give the same guarantees (pinned with `nodeName`, a deterministic name
+/// adopted after a restart, `activeDeadlineSeconds`, cleanup by label, one
+/// create and one delete per node); the engine cannot tell them apart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum PullMode {
+    /// A pull Pod created directly: no controller in between, so the
+    /// controller-manager's client QPS does not pace the pulls.
+    Pods,
+    /// A Job per node, whose pod the controller-manager's Job controller
+    /// creates (for clusters whose policies admit only Jobs).
+    #[default]
+    Jobs,
+}
+
 /// Why a cluster call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -201,18 +217,21 @@ pub trait Cluster: Send + Sync + 'static {
     async fn synced(&self);
     /// Every node, from the cache.
     fn nodes(&self) -> Vec<NodeInfo>;
-    /// Every pull Job of the service, from the cache.
+    /// Every pull object of the service (Jobs, or in `PullMode::Pods` the
+    /// pull Pods themselves), from the cache.
     fn jobs(&self) -> Vec<JobObservation>;
     /// Every pull pod of the service, from the cache.
     fn pods(&self) -> Vec<PodObservation>;
     /// Changes, in the order seen. A receiver that lags gets `Lagged` and must
     /// re-read the snapshots (level-triggered).
     fn subscribe(&self) -> broadcast::Receiver<ClusterEvent>;
-    /// Creates a pull Job; an existing Job of the same name counts as success.
+    /// Creates the pull object (a Job or a Pod, per `PullMode`) named
+    /// `job.name()`; an existing one of that name counts as success (adoption).
     async fn create_job(&self, job: &PullJob) -> ClusterResult<()>;
-    /// Deletes a Job with Background propagation; a missing Job counts as success.
+    /// Deletes the pull object `name` (a Job with Background propagation, or
+    /// a Pod); a missing one counts as success.
     async fn delete_job(&self, name: &str) -> ClusterResult<()>;
-    /// Deletes every Job of a task (Background propagation).
+    /// Deletes every pull object of a task.
     async fn delete_task_jobs(&self, task_id: &str) -> ClusterResult<()>;
     /// Whether the API server answered recently (cached; never blocks).
     fn connected(&self) -> bool;

@@ -1,11 +1,12 @@
-//! The pull Job: one per (task, node, attempt), pinned to its node, one
-//! no-op container per image still missing there.
+//! The pull Job (or, in `PullMode::Pods`, the pull Pod itself): one per
+//! (task, node, attempt), pinned to its node, one no-op container per image
+//! still missing there.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, LocalObjectReference, PodSpec, PodTemplateSpec,
+    Container, EmptyDirVolumeSource, LocalObjectReference, Pod, PodSpec, PodTemplateSpec,
     ResourceRequirements, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -86,8 +87,35 @@ impl PullJob {
         job_name(&self.task_suffix, &self.node, self.attempt)
     }
 
-    /// The Kubernetes object.
+    /// The pull Job: its pod template is `to_pod`'s pod; the Job adds a
+    /// deadline 30 s past the pod's and a TTL as safety nets.
     pub fn to_job(&self, namespace: &str) -> Job {
+        let pod = self.to_pod(namespace);
+        Job {
+            metadata: pod.metadata.clone(),
+            spec: Some(JobSpec {
+                backoff_limit: Some(0),
+                completions: Some(1),
+                parallelism: Some(1),
+                active_deadline_seconds: Some(self.active_deadline_seconds + 30),
+                ttl_seconds_after_finished: Some(3600),
+                template: PodTemplateSpec {
+                    metadata: Some(ObjectMeta {
+                        labels: pod.metadata.labels,
+                        annotations: pod.metadata.annotations,
+                        ..Default::default()
+                    }),
+                    spec: pod.spec,
+                },
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// The pull Pod, named like the Job (`PullMode::Pods` creates it
+    /// directly; a Job uses it as its template).
+    pub fn to_pod(&self, namespace: &str) -> Pod {
         let labels: BTreeMap<String, String> = [
             (MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned()),
             (TASK_LABEL.to_owned(), self.task_id.clone()),
@@ -193,30 +221,15 @@ impl PullJob {
             }]),
             ..Default::default()
         };
-        Job {
+        Pod {
             metadata: ObjectMeta {
                 name: Some(self.name()),
                 namespace: Some(namespace.to_owned()),
-                labels: Some(labels.clone()),
-                annotations: Some(annotations.clone()),
+                labels: Some(labels),
+                annotations: Some(annotations),
                 ..Default::default()
             },
-            spec: Some(JobSpec {
-                backoff_limit: Some(0),
-                completions: Some(1),
-                parallelism: Some(1),
-                active_deadline_seconds: Some(self.active_deadline_seconds + 30),
-                ttl_seconds_after_finished: Some(3600),
-                template: PodTemplateSpec {
-                    metadata: Some(ObjectMeta {
-                        labels: Some(labels),
-                        annotations: Some(annotations),
-                        ..Default::default()
-                    }),
-                    spec: Some(pod),
-                },
-                ..Default::default()
-            }),
+            spec: Some(pod),
             ..Default::default()
         }
     }
@@ -275,6 +288,24 @@ mod tests {
         assert_eq!(pod.image_pull_secrets.unwrap()[0].name, "regcred");
         assert_eq!(container_index("img-2"), Some(2));
         assert_eq!(container_index("prewarm-helper"), None);
+    }
+
+    #[test]
+    fn the_pull_pod_is_the_jobs_pod_under_the_jobs_name() {
+        let pull = pull("node-1", 3);
+        let pod = pull.to_pod("prewarm");
+        let job = pull.to_job("prewarm");
+        assert_eq!(pod.metadata.name.as_deref(), Some(pull.name().as_str()));
+        assert_eq!(pod.metadata.namespace.as_deref(), Some("prewarm"));
+        assert_eq!(pod.metadata.labels, job.metadata.labels);
+        assert_eq!(pod.metadata.annotations, job.metadata.annotations);
+        let template = job.spec.unwrap().template;
+        assert_eq!(pod.spec, template.spec);
+        assert_eq!(pod.metadata.labels, template.metadata.unwrap().labels);
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.node_name.as_deref(), Some("node-1"));
+        assert_eq!(spec.active_deadline_seconds, Some(600));
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube::runtime::watcher;
 use prewarm_api::{Task, TaskStatus};
@@ -299,7 +300,26 @@ impl JobLog {
 
     /// Watches every Job in `namespace` of the cluster `client` reaches.
     pub async fn watch_with(client: kube::Client, namespace: &str) -> JobLog {
-        let api: Api<Job> = Api::namespaced(client, namespace);
+        Self::watch_objects::<Job>(client, namespace).await
+    }
+
+    /// Watches every Pod in `namespace` (the pull objects of `--pull-mode pods`).
+    pub async fn watch_pods(namespace: &str) -> JobLog {
+        Self::watch_objects::<Pod>(cluster().kube_client().await, namespace).await
+    }
+
+    /// Watches every `K` in `namespace`; a node is named by the object's
+    /// `prewarm.io/node-name` annotation.
+    async fn watch_objects<K>(client: kube::Client, namespace: &str) -> JobLog
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned
+            + Send
+            + 'static,
+    {
+        let api: Api<K> = Api::namespaced(client, namespace);
         let log = JobLog::default();
         let inner = log.inner.clone();
         let stream = watcher(api, watcher::Config::default());
@@ -312,9 +332,9 @@ impl JobLog {
                 let mut s = inner.lock().unwrap();
                 match ev {
                     watcher::Event::Apply(j) | watcher::Event::InitApply(j) => {
-                        let name = j.metadata.name.clone().unwrap_or_default();
+                        let name = j.meta().name.clone().unwrap_or_default();
                         let node = j
-                            .metadata
+                            .meta()
                             .annotations
                             .as_ref()
                             .and_then(|a| a.get("prewarm.io/node-name"))
@@ -327,7 +347,7 @@ impl JobLog {
                         s.max_alive = s.max_alive.max(s.alive.len());
                     }
                     watcher::Event::Delete(j) => {
-                        s.alive.remove(&j.metadata.name.unwrap_or_default());
+                        s.alive.remove(j.meta().name.as_deref().unwrap_or_default());
                     }
                     watcher::Event::InitDone => {
                         if let Some(tx) = ready_tx.take() {
@@ -377,14 +397,34 @@ pub async fn wait_no_jobs(namespace: &str, timeout: Duration) {
 
 /// Waits until `namespace` of the cluster `client` reaches holds no Job.
 pub async fn wait_no_jobs_with(client: kube::Client, namespace: &str, timeout: Duration) {
-    let api: Api<Job> = Api::namespaced(client, namespace);
+    wait_none::<Job>(client, namespace, timeout).await
+}
+
+/// Waits until `namespace` holds no Pod.
+pub async fn wait_no_pods(namespace: &str, timeout: Duration) {
+    wait_none::<Pod>(cluster().kube_client().await, namespace, timeout).await
+}
+
+/// Waits until `namespace` of the cluster `client` reaches holds no `K`.
+async fn wait_none<K>(client: kube::Client, namespace: &str, timeout: Duration)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client, namespace);
     let deadline = Instant::now() + timeout;
     loop {
         let n = api.list(&ListParams::default()).await.unwrap().items.len();
         if n == 0 {
             return;
         }
-        assert!(Instant::now() < deadline, "{n} Jobs still in {namespace}");
+        assert!(
+            Instant::now() < deadline,
+            "{n} {} still in {namespace}",
+            K::plural(&())
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

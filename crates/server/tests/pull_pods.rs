@@ -1,0 +1,198 @@
+//! `--pull-mode pods`: the service creates the pull Pods itself, with the
+//! guarantees its Jobs give — pinned with `nodeName`, one deterministic name
+//! per (task, node, attempt) adopted after a restart, `activeDeadlineSeconds`,
+//! cleanup, at most a create and a delete per node — on the real control
+//! plane with kube-sim nodes. No Job is ever created in this mode.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use serde_json::json;
+
+const LONG: Duration = Duration::from_secs(180);
+
+/// The service in pods mode on a fresh database in `namespace`.
+fn pods_mode(namespace: &str) -> Service {
+    Service::start_flags(namespace, &["--pull-mode", "pods"])
+}
+
+/// Every node got exactly one pull Pod.
+fn one_pod_per_node(pods: &JobLog, nodes: usize) {
+    let per_node = pods.per_node();
+    assert_eq!(per_node.len(), nodes, "{per_node:#?}");
+    for (node, names) in &per_node {
+        assert_eq!(names.len(), 1, "{node} got {names:?}");
+    }
+}
+
+/// Kubernetes API writes on `resource` the service counted in its `/metrics`.
+async fn writes_on(svc: &Service, resource: &str) -> f64 {
+    let text = http()
+        .get(format!("{}/metrics", svc.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("prewarm_kube_requests_total{"))
+        .filter(|l| l.contains(&format!("resource=\"{resource}\"")))
+        .filter(|l| {
+            ["create", "delete", "deletecollection", "update", "patch"]
+                .iter()
+                .any(|verb| l.contains(&format!("verb=\"{verb}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_completes_with_one_pinned_pod_per_node_and_no_job() {
+    let _sim = sim(r#"
+nodes:
+  - namePrefix: pm-done-
+    count: 12
+    labels: {suite: pm-done}
+images:
+  - match: "*"
+    pullSeconds: 1
+"#);
+    let ns = "t-pm-done";
+    let pods = JobLog::watch_pods(ns).await;
+    let jobs = JobLog::watch(ns).await;
+    let svc = pods_mode(ns);
+    let id = svc
+        .create(json!({
+            "images": ["nginx:1.25", "redis:7"],
+            "batchSize": 4,
+            "nodeSelector": {"suite": "pm-done"}
+        }))
+        .await;
+    // A pull Pod as the API server holds it: pinned, with its deadline.
+    let api: Api<Pod> = Api::namespaced(cluster().kube_client().await, ns);
+    let pod = wait_first_pod(&api).await;
+    let spec = pod.spec.unwrap();
+    assert!(
+        spec.node_name.as_deref().unwrap().starts_with("pm-done-"),
+        "{spec:?}"
+    );
+    assert_eq!(spec.active_deadline_seconds, Some(600));
+    assert!(pod.metadata.owner_references.is_none(), "made by no Job");
+
+    let task = svc.wait_end(&id, LONG).await;
+    assert_eq!(status(&task), "completed", "{task:#?}");
+    assert_eq!(task.progress.completed_nodes, 12);
+    for img in &task.image_statuses {
+        assert_eq!(img.completed_nodes, 12, "{img:?}");
+    }
+    wait_no_pods(ns, Duration::from_secs(60)).await;
+    one_pod_per_node(&pods, 12);
+    assert!(pods.max_alive() <= 4, "window of 4: {}", pods.max_alive());
+    assert_eq!(jobs.created(), 0, "pods mode creates no Job");
+    // A create and a delete per node, plus one delete-by-label at the end
+    // (in the background: it may not have been sent yet).
+    let writes = writes_on(&svc, "pods").await;
+    assert!((24.0..=25.0).contains(&writes), "{writes} pod writes");
+    assert_eq!(writes_on(&svc, "jobs").await, 0.0);
+}
+
+/// The first pull Pod of `api`'s namespace, once there is one.
+async fn wait_first_pod(api: &Api<Pod>) -> Pod {
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        let list = api.list(&ListParams::default()).await.unwrap();
+        if let Some(pod) = list.items.into_iter().next() {
+            return pod;
+        }
+        assert!(std::time::Instant::now() < deadline, "no pull Pod");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_deletes_the_pods_mid_pull() {
+    let _sim = sim(r#"
+nodes:
+  - namePrefix: pm-cancel-
+    count: 6
+    labels: {suite: pm-cancel}
+images:
+  - match: "*"
+    pullSeconds: 120
+"#);
+    let ns = "t-pm-cancel";
+    let pods = JobLog::watch_pods(ns).await;
+    let svc = pods_mode(ns);
+    let id = svc
+        .create(json!({
+            "images": ["nginx:1.25"],
+            "batchSize": 6,
+            "nodeSelector": {"suite": "pm-cancel"}
+        }))
+        .await;
+    wait_for("6 pods pulling", LONG, async || pods.alive() == 6).await;
+    let (code, v) = svc.cancel(&id).await;
+    assert_eq!(code, 200, "{v}");
+    let task = svc.wait_end(&id, LONG).await;
+    assert_eq!(status(&task), "cancelled", "{task:#?}");
+    // Long before the 120 s pulls could have ended.
+    wait_no_pods(ns, Duration::from_secs(60)).await;
+    one_pod_per_node(&pods, 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_task_adopts_the_pods_and_doubles_none() {
+    use rand::{Rng, SeedableRng};
+    let _sim = sim(r#"
+nodes:
+  - namePrefix: pm-kill-
+    count: 100
+    labels: {suite: pm-kill}
+images:
+  - match: "*"
+    pullSeconds: 3
+"#);
+    let ns = "t-pm-kill";
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("prewarm.db");
+    let pods = JobLog::watch_pods(ns).await;
+    let flags = ["--pull-mode", "pods"];
+    let mut svc = Service::start_with(ns, &db, &flags);
+    let id = svc
+        .create(json!({
+            "images": ["nginx:1.25"],
+            "batchSize": 20,
+            "nodeSelector": {"suite": "pm-kill"}
+        }))
+        .await;
+    let seed: u64 = std::env::var("PULL_PODS_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("kill points: PULL_PODS_KILL_SEED={seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for kill in 1..=5 {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..1500))).await;
+        let (_, v) = svc.get(&id).await;
+        assert!(
+            v["status"] == "pending" || v["status"] == "running",
+            "the task ended before kill {kill}; it must run longer: {v:#}"
+        );
+        svc.kill9();
+        svc = Service::start_with(ns, &db, &flags);
+    }
+    let task = svc.wait_end(&id, LONG).await;
+    assert_eq!(status(&task), "completed", "{task:#?}");
+    assert_eq!(task.progress.completed_nodes, 100);
+    assert_eq!(task.progress.failed_nodes, 0);
+    wait_no_pods(ns, Duration::from_secs(60)).await;
+    let per_node = pods.per_node();
+    assert_eq!(per_node.len(), 100);
+    let doubled: Vec<_> = per_node.iter().filter(|(_, p)| p.len() > 1).collect();
+    assert!(doubled.is_empty(), "nodes with several pods: {doubled:#?}");
+}
