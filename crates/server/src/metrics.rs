@@ -136,6 +136,8 @@ pub struct Metrics {
     pub image_pull_duration: Histogram,
     /// The same durations, the most recent ones kept for dry-run ETAs.
     pub recent_node_pulls: RecentDurations,
+    /// Seconds per image pull measured on each node (what node speeds learn from).
+    pub node_pull_seconds: Histogram,
     /// Scheduled executions, by status.
     pub scheduled_executions: Family<StatusLabels, Counter>,
     /// HTTP requests served.
@@ -217,6 +219,13 @@ impl Metrics {
             "prewarm_image_pull_duration_seconds",
             "Time a node took to pull a task's images",
             image_pull_duration.clone(),
+        );
+        let node_pull_seconds =
+            Histogram::new([0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0]);
+        registry.register(
+            "prewarm_node_pull_seconds",
+            "Seconds per image pull measured on a node, from its pod's creation to its last image (serial pulls)",
+            node_pull_seconds.clone(),
         );
         let scheduled_executions = Family::<StatusLabels, Counter>::default();
         registry.register(
@@ -350,6 +359,7 @@ impl Metrics {
             node_pulls,
             image_pull_duration,
             recent_node_pulls: RecentDurations::default(),
+            node_pull_seconds,
             scheduled_executions,
             http_requests,
             http_duration,

@@ -33,7 +33,8 @@ use crate::metrics::Metrics;
 use crate::progress::ProgressHub;
 use crate::store::redis::{Change, Changes, RedisConfig};
 use crate::store::{
-    MemoryStore, PolicyStore, RedisStore, ScheduleStore, SqliteStore, Storage, TaskStore,
+    MemoryStore, NodeSpeedStore, PolicyStore, RedisStore, ScheduleStore, SqliteStore, Storage,
+    TaskStore,
 };
 use crate::webhook::{WebhookConfig, Webhooks};
 
@@ -148,6 +149,7 @@ struct TermParts {
     store: Arc<dyn TaskStore>,
     schedules: Arc<dyn ScheduleStore>,
     policies: Arc<dyn PolicyStore>,
+    node_speeds: Arc<dyn NodeSpeedStore>,
     cluster: Arc<dyn Cluster>,
     clock: Arc<dyn Clock>,
     engine_config: EngineConfig,
@@ -186,7 +188,8 @@ impl TermParts {
         )
         .with_metrics(self.metrics.clone())
         .with_progress(self.progress.clone())
-        .with_webhooks(self.webhooks.clone());
+        .with_webhooks(self.webhooks.clone())
+        .with_node_speeds(self.node_speeds.clone());
         let scheduler = Scheduler::new(
             self.schedules.clone(),
             self.store.clone(),
@@ -382,6 +385,7 @@ impl Application {
         let progress = Arc::new(ProgressHub::new());
         let schedules: Arc<dyn ScheduleStore> = store.clone();
         let policies: Arc<dyn PolicyStore> = store.clone();
+        let node_speeds: Arc<dyn NodeSpeedStore> = store.clone();
         let store: Arc<dyn TaskStore> = store;
         let webhooks = match operations.webhooks {
             Some(config) => Webhooks::start(config, store.clone(), metrics.clone(), leader),
@@ -399,6 +403,7 @@ impl Application {
             history: operations.history,
             keep_warm: KeepWarmHandle::new(),
             policies: policies.clone(),
+            node_speeds: node_speeds.clone(),
         };
         let term = terms.term();
         let audit = operations.guard.audit.clone();

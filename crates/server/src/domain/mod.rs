@@ -1,11 +1,12 @@
 //! Pure logic without I/O: validated task specs, image references, label
-//! rules and the per-node pull state machine.
+//! rules, the per-node pull state machine and learned node speeds.
 
 pub mod coverage;
 pub mod image_ref;
 pub mod keep_warm;
 pub mod labels;
 pub mod node_pull;
+pub mod node_speed;
 pub mod pacing;
 pub mod placement;
 pub mod plan;

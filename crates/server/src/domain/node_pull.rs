@@ -163,6 +163,14 @@ pub struct NodePull {
     pub started: bool,
     /// Where the node stands.
     pub phase: NodePhase,
+    /// Place in the task's start order (slowest expected first), fixed when
+    /// the task starts so that a restart keeps it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rank: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl NodePull {
@@ -213,6 +221,7 @@ impl NodePull {
             attempt: 0,
             started: false,
             phase: NodePhase::Waiting,
+            rank: 0,
         }
     }
 

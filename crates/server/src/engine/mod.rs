@@ -15,7 +15,8 @@
 //! - `window`: starting tasks and filling each task's window within the global cap;
 //! - `job_calls`: Job creations and deletions in the background, create retries;
 //! - `timeouts`: pull and task timeouts on the monotonic clock;
-//! - `writes`: coalesced progress writes, ended tasks, records before deletions.
+//! - `writes`: coalesced progress writes, ended tasks, records before deletions;
+//! - `speeds`: learned node speeds (start order, ETAs), written in batches.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,12 +28,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, JobObservation};
+use crate::domain::node_speed::NodeSpeed;
 pub use crate::domain::selection::select_nodes;
 use crate::domain::selection::DiskMargin;
 use crate::metrics::Metrics;
 use crate::progress::ProgressHub;
-use crate::store::TaskStore;
+use crate::store::{MemoryStore, NodeSpeedStore, TaskStore};
 use crate::webhook::Webhooks;
 
 mod cluster_events;
@@ -40,6 +42,7 @@ mod job_calls;
 pub mod keep_warm;
 mod recovery;
 pub mod scheduler;
+mod speeds;
 mod store_check;
 pub mod submit;
 mod task_run;
@@ -126,6 +129,17 @@ pub struct Engine {
     progress: Arc<ProgressHub>,
     /// Deliveries of ended tasks.
     webhooks: Arc<Webhooks>,
+    /// Where learned node speeds are kept across tasks and restarts.
+    node_speeds: Arc<dyn NodeSpeedStore>,
+    /// The learned node speeds, by node name (loaded once, then kept current here).
+    speeds: HashMap<String, NodeSpeed>,
+    /// Whether `speeds` was loaded from the store.
+    speeds_loaded: bool,
+    /// Nodes whose learned speed changed since it was last written.
+    speeds_unwritten: Vec<String>,
+    /// Live Jobs of pending tasks (a start cut short by a crash or a failed
+    /// write), found at take-up; the task's next start adopts them.
+    prestarted: HashMap<String, Vec<JobObservation>>,
 }
 
 impl Engine {
@@ -154,7 +168,18 @@ impl Engine {
             metrics: Arc::new(Metrics::new()),
             progress: Arc::new(ProgressHub::new()),
             webhooks: Webhooks::disabled(),
+            node_speeds: Arc::new(MemoryStore::new()),
+            speeds: HashMap::new(),
+            speeds_loaded: false,
+            speeds_unwritten: Vec::new(),
+            prestarted: HashMap::new(),
         }
+    }
+
+    /// Learns node speeds into `store` (and starts from what it holds).
+    pub fn with_node_speeds(mut self, store: Arc<dyn NodeSpeedStore>) -> Engine {
+        self.node_speeds = store;
+        self
     }
 
     /// Hands every ended task to `webhooks` (queued; never waits).
@@ -227,6 +252,9 @@ impl Engine {
     pub async fn step(&mut self) {
         let now = self.clock.now();
         let mono = Instant::now();
+        if !self.speeds_loaded && self.store_checks.is_due(mono) {
+            self.load_speeds().await;
+        }
         if self.store_checks.is_due(mono) {
             let ok = self.check_store().await;
             self.store_checks.checked(ok, mono);

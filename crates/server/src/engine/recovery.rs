@@ -24,6 +24,7 @@ impl Engine {
     /// Takes up running tasks after a (re)start from the store and the
     /// cluster. Whatever fails here is tried again at every store check.
     pub(super) async fn recover(&mut self) {
+        self.load_speeds().await;
         if self.take_up_running().await.is_ok() {
             self.resync();
         }
@@ -63,14 +64,21 @@ impl Engine {
                 result = Err(());
             }
         }
-        // Jobs of tasks that are not running any more (crash between "ended" and cleanup).
-        for task_id in jobs_by_task.into_keys() {
+        // Jobs of tasks that are not running: a pending task's start was cut
+        // short after its first Jobs (its next start adopts them); an ended
+        // task's cleanup was (crash between "ended" and cleanup).
+        let mut prestarted = HashMap::new();
+        for (task_id, jobs) in jobs_by_task {
             match self.store.get(&task_id).await {
+                Ok(Some(t)) if t.status == TaskStatus::Pending => {
+                    prestarted.insert(task_id, jobs);
+                }
                 Ok(Some(t)) if !t.status.is_terminal() => {}
                 Ok(_) => self.calls.delete_task_jobs(task_id),
                 Err(e) => tracing::warn!(task = %task_id, error = %e, "orphan check failed"),
             }
         }
+        self.prestarted = prestarted;
         result
     }
 
@@ -103,8 +111,10 @@ impl Engine {
                 return Ok(());
             }
         };
-        nodes.sort_by(|a, b| a.node.cmp(&b.node));
+        // The start order fixed when the task started (records before ranks: by name).
+        nodes.sort_by(|a, b| a.rank.cmp(&b.rank).then_with(|| a.node.cmp(&b.node)));
         let mut run = TaskRun::new(view.clone(), spec, nodes);
+        run.know_speeds(&self.speeds, now);
         run.anchor_start(now, Instant::now());
         run.in_flight = 0;
         let mut by_node: HashMap<usize, Vec<JobObservation>> = HashMap::new();
@@ -139,6 +149,7 @@ impl Engine {
             if adopted {
                 run.in_flight += 1;
                 run.confirmed.insert(i, Instant::now());
+                run.unmeasured(i);
             } else if node.is_started() {
                 // Recorded as started but its Job never made it: start it again
                 // under the same attempt number.

@@ -12,6 +12,7 @@ use crate::cluster::{ContainerState, PodObservation};
 use crate::domain::node_pull::{
     digest_of, summarize, ImageReport, NodePhase, NodePull, PULL_FAILURE_REASONS,
 };
+use crate::domain::node_speed::{self, makespan, NodeSpeed};
 use crate::domain::task::{TaskId, TaskSpec};
 use crate::store::NodeRecord;
 
@@ -54,6 +55,17 @@ pub struct TaskRun {
     pub create_failures: HashMap<usize, (u32, Instant)>,
     /// Nodes whose phase changed since their timers were last fixed.
     untimed: Vec<usize>,
+    /// Per node, the learned seconds per image pull (`None`: no history).
+    pub seconds_per_pull: Vec<Option<f64>>,
+    /// The middle of the learned seconds per pull, for nodes without history.
+    history_median: Option<f64>,
+    /// Per node in flight: when its pod was first seen and how many images
+    /// it pulls; `None` for an attempt taken up after a restart (not measurable).
+    pod_seen: HashMap<usize, Option<(Instant, usize)>>,
+    /// Measured seconds per pull not yet handed to the engine: (node, seconds).
+    pub speed_samples: Vec<(String, f64)>,
+    /// Sum and count of the seconds per pull measured in this task.
+    measured: (f64, u32),
 }
 
 /// The monotonic instant a node's phase refers to (attempt start or retry
@@ -100,6 +112,7 @@ impl TaskRun {
             .map(|(i, n)| (n.node.clone(), i))
             .collect();
         let in_flight = nodes.iter().filter(|n| n.is_started()).count();
+        let node_count = nodes.len();
         TaskRun {
             id: TaskId(view.task_id.clone()),
             view,
@@ -119,7 +132,29 @@ impl TaskRun {
             confirmed: HashMap::new(),
             create_failures: HashMap::new(),
             untimed: Vec::new(),
+            seconds_per_pull: vec![None; node_count],
+            history_median: None,
+            pod_seen: HashMap::new(),
+            speed_samples: Vec::new(),
+            measured: (0.0, 0),
         }
+    }
+
+    /// Takes in the learned speeds of the run's nodes (when the run is built).
+    pub fn know_speeds(&mut self, speeds: &HashMap<String, NodeSpeed>, now: DateTime<Utc>) {
+        self.seconds_per_pull = self
+            .nodes
+            .iter()
+            .map(|n| speeds.get(&n.node).and_then(|s| s.expected_at(now)))
+            .collect();
+        self.history_median =
+            node_speed::median(self.seconds_per_pull.iter().flatten().copied().collect());
+    }
+
+    /// Node `i`'s attempt was taken up running (after a restart): its pull
+    /// time cannot be measured.
+    pub fn unmeasured(&mut self, i: usize) {
+        self.pod_seen.insert(i, None);
     }
 
     /// Fixes the timers of nodes whose phase changed (call with the clocks
@@ -205,8 +240,15 @@ impl TaskRun {
     /// task never has more than `batchSize` Jobs in the cluster.
     pub fn attempt_ended(&mut self, i: usize) {
         self.unrecorded.insert(i);
+        let seen = self.pod_seen.remove(&i).flatten();
         let outcome = match self.nodes[i].phase {
             NodePhase::Completed { at } => {
+                if let Some((seen, pulls)) = seen {
+                    let spp = node_speed::seconds_per_pull(seen.elapsed().as_secs_f64(), pulls);
+                    self.speed_samples.push((self.nodes[i].node.clone(), spp));
+                    self.measured.0 += spp;
+                    self.measured.1 += 1;
+                }
                 let secs = self
                     .attempt_started
                     .get(&i)
@@ -243,6 +285,10 @@ impl TaskRun {
         if !node.is_started() || node.attempt != pod.attempt {
             return false;
         }
+        let pulls = node.pending_images().len();
+        self.pod_seen
+            .entry(i)
+            .or_insert_with(|| Some((Instant::now(), pulls)));
         // The helper init container failing to pull fails every image of the attempt.
         if let Some(helper_failure) = pod.init_containers.iter().find_map(pull_failure) {
             let (reason, message) = helper_failure;
@@ -342,15 +388,47 @@ impl TaskRun {
         self.view.skipped_node_details = s.skipped;
         self.view.image_statuses = s.images;
         self.view.estimated_completion = if self.view.status == TaskStatus::Running {
-            estimate(
-                self.view.started_at,
-                now,
-                s.done_nodes,
-                self.nodes.len() as u32,
-            )
+            self.expected_end(now).or_else(|| {
+                estimate(
+                    self.view.started_at,
+                    now,
+                    s.done_nodes,
+                    self.nodes.len() as u32,
+                )
+            })
         } else {
             None
         };
+    }
+
+    /// When the task should end if every node pulls at its learned speed,
+    /// one image after another, `batchSize` nodes at a time in start order.
+    /// Nodes without history count at this task's measured mean (or the
+    /// middle of the others' history); `None` while nothing is known.
+    fn expected_end(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let fallback = match self.measured {
+            (sum, n) if n > 0 => sum / f64::from(n),
+            _ => self.history_median?,
+        };
+        let mut running = Vec::new();
+        let mut waiting = Vec::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            if node.is_done() {
+                continue;
+            }
+            let work =
+                self.seconds_per_pull[i].unwrap_or(fallback) * node.pending_images().len() as f64;
+            if node.is_started() {
+                let elapsed = self.attempt_started.get(&i).map_or(0.0, |s| {
+                    (now - *s).num_milliseconds().max(0) as f64 / 1000.0
+                });
+                running.push((work - elapsed).max(0.0));
+            } else {
+                waiting.push(work);
+            }
+        }
+        let secs = makespan(&running, &waiting, self.spec.batch_size as usize);
+        Some(now + chrono::Duration::milliseconds((secs * 1000.0) as i64))
     }
 
     /// Ends the task with `status`; returns the node indices whose Jobs may still exist.

@@ -13,6 +13,7 @@ use crate::cluster::{ClusterEvent, NodeInfo};
 use crate::cluster::{ContainerObservation, ContainerState, PodObservation};
 use crate::domain::task::TaskId;
 use crate::domain::task::TaskSpec;
+use crate::store::scripted::ScriptedStore;
 use crate::store::MemoryStore;
 
 fn node(name: &str, labels: &[(&str, &str)]) -> NodeInfo {
@@ -121,6 +122,38 @@ impl Harness {
                     containers,
                 }));
         }
+    }
+
+    /// Reports the pod of the alive Job on `node` with its containers in `state`.
+    fn report_node(&mut self, node: &str, state: ContainerState) {
+        let job = self
+            .cluster
+            .alive()
+            .into_iter()
+            .find(|j| j.node == node)
+            .expect("a Job on the node");
+        let containers = job
+            .images
+            .iter()
+            .map(|(i, _)| ContainerObservation {
+                name: container_name(*i),
+                state: state.clone(),
+                image_id: String::new(),
+            })
+            .collect();
+        self.engine
+            .on_event(ClusterEvent::PodChanged(PodObservation {
+                name: format!("{}-pod", job.name()),
+                job: job.name(),
+                task_id: job.task_id.clone(),
+                node: job.node.clone(),
+                attempt: job.attempt,
+                phase: "Pending".into(),
+                reason: String::new(),
+                message: String::new(),
+                init_containers: Vec::new(),
+                containers,
+            }));
     }
 
     /// Moves both clocks: the wall clock users see and the monotonic one timers use.
@@ -750,4 +783,129 @@ async fn a_running_task_without_a_run_is_taken_up_at_the_next_store_check() {
     h.step().await;
     assert_eq!(h.task(&id).await.status, TaskStatus::Completed);
     assert_eq!(cluster.creates().len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_start_cut_short_after_its_first_jobs_is_resumed_without_duplicates() {
+    let store = Arc::new(ScriptedStore::new());
+    store
+        .put_nodes_failures
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    let cluster = Arc::new(FakeCluster::with_nodes(
+        (0..6).map(|i| node(&format!("n{i}"), &[])).collect(),
+    ));
+    let mut h = Harness::with(store.clone(), cluster.clone(), 500);
+    let id = h
+        .submit(CreateTaskRequest {
+            batch_size: Some(2),
+            ..images(&["nginx:1"])
+        })
+        .await;
+    h.step().await;
+    // The first window's Jobs went out ahead of the node records, whose
+    // write failed: the task is still pending in the store. The engine dies.
+    assert_eq!(cluster.alive().len(), 2);
+    assert_eq!(h.task(&id).await.status, TaskStatus::Pending);
+    drop(h);
+
+    let mut h = Harness::with(store, cluster.clone(), 500);
+    h.engine.recover().await;
+    h.step().await;
+    assert_eq!(h.task(&id).await.status, TaskStatus::Running);
+    assert_eq!(
+        cluster.creates().len(),
+        2,
+        "the first Jobs are adopted, not created again"
+    );
+    for _ in 0..5 {
+        h.report_all(&[]);
+        h.step().await;
+    }
+    let task = h.task(&id).await;
+    assert_eq!(task.status, TaskStatus::Completed);
+    assert_eq!(task.progress.completed_nodes, 6);
+    let mut creates = cluster.creates();
+    creates.sort();
+    creates.dedup();
+    assert_eq!(creates.len(), 6, "one Job per node");
+    assert_eq!(cluster.creates().len(), 6);
+    assert_eq!(cluster.max_alive(&id), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_learned_slow_starts_first_in_the_next_task_and_sets_its_eta() {
+    let store: Arc<dyn TaskStore> = Arc::new(MemoryStore::new());
+    let speeds = Arc::new(MemoryStore::new());
+    let cluster = Arc::new(FakeCluster::with_nodes(
+        (0..4).map(|i| node(&format!("n{i}"), &[])).collect(),
+    ));
+    let mut h = Harness::with(store.clone(), cluster.clone(), 500);
+    h.engine.node_speeds = speeds.clone();
+    let first = h
+        .submit(CreateTaskRequest {
+            batch_size: Some(4),
+            ..images(&["nginx:1"])
+        })
+        .await;
+    h.step().await;
+    let waiting = || ContainerState::Waiting {
+        reason: "ContainerCreating".into(),
+        message: String::new(),
+    };
+    for n in ["n0", "n1", "n2", "n3"] {
+        h.report_node(n, waiting());
+    }
+    h.advance(Duration::from_secs(2)).await;
+    for n in ["n0", "n1", "n2"] {
+        h.report_node(n, ContainerState::Terminated);
+    }
+    h.step().await;
+    h.advance(Duration::from_secs(30)).await;
+    h.report_node("n3", ContainerState::Terminated);
+    h.step().await;
+    h.advance(Duration::from_secs(1)).await;
+    h.step().await;
+    assert_eq!(h.task(&first).await.status, TaskStatus::Completed);
+    let (slowest, total) = speeds.slowest_nodes(1).await.unwrap();
+    assert_eq!(total, 4);
+    assert_eq!(
+        (slowest[0].node.as_str(), slowest[0].seconds_per_pull),
+        ("n3", 32.0)
+    );
+
+    // A restarted engine knows it from the store: n3 goes first, one node at a time.
+    drop(h);
+    let mut h = Harness::with(store.clone(), cluster.clone(), 500);
+    h.engine.node_speeds = speeds.clone();
+    h.engine.recover().await;
+    let second = h
+        .submit(CreateTaskRequest {
+            batch_size: Some(1),
+            ..images(&["nginx:1"])
+        })
+        .await;
+    h.step().await;
+    let alive = cluster.alive();
+    assert_eq!(alive.len(), 1);
+    assert_eq!(
+        (alive[0].task_id.as_str(), alive[0].node.as_str()),
+        (second.as_str(), "n3")
+    );
+    // Serial estimate: 32 s on n3, then 2 s on each of the others.
+    let task = h.task(&second).await;
+    assert_eq!(
+        task.estimated_completion,
+        Some(h.clock.now() + chrono::Duration::seconds(38))
+    );
+
+    // The order is stored with the nodes: a restart keeps it.
+    drop(h);
+    let mut h = Harness::with(store, cluster.clone(), 500);
+    h.engine.recover().await;
+    let order: Vec<&str> = h.engine.runs[&second]
+        .nodes
+        .iter()
+        .map(|n| n.node.as_str())
+        .collect();
+    assert_eq!(order, ["n3", "n0", "n1", "n2"]);
 }

@@ -1,7 +1,7 @@
 //! Admission and windows: pending tasks start (their nodes selected and
-//! stored) while there is room under `--max-concurrent-nodes`, and each
-//! running task keeps up to `batchSize` nodes pulling, retries first,
-//! highest priority first.
+//! ordered slowest first, their first Jobs created, then stored) while
+//! there is room under `--max-concurrent-nodes`, and each running task
+//! keeps up to `batchSize` nodes pulling, retries first, highest priority first.
 
 use std::collections::BTreeMap;
 
@@ -13,10 +13,14 @@ use super::task_run::{record_of, TaskRun};
 use super::writes::owe_webhook;
 use super::Engine;
 use crate::cluster::PullJob;
-use crate::domain::node_pull::NodePull;
+use crate::domain::node_pull::{NodePhase, NodePull};
+use crate::domain::node_speed::rank_longest_first;
 use crate::domain::selection::{select_nodes, DiskCheck};
 use crate::domain::task::TaskSpec;
 use crate::metrics::StatusLabels;
+
+/// Node records per store write when a task starts (each batch is one transaction).
+const NODE_RECORD_BATCH: usize = 1000;
 
 impl Engine {
     /// Admits pending tasks while there is room, then hands free slots to
@@ -33,7 +37,15 @@ impl Engine {
         }
     }
 
-    /// Starts a pending task: selects its nodes and stores them.
+    /// Starts a pending task: selects its nodes, puts them in start order
+    /// (slowest expected first) and creates its first window's Jobs; only
+    /// then stores the node records (in batches) and the running view.
+    ///
+    /// Until that view is stored the task stays `pending` in the store. If
+    /// the engine dies (or a write fails) meanwhile, the task starts again
+    /// and that start adopts the Jobs already created: they are found at
+    /// take-up, or their creation answers 409 (same names). Nothing is lost
+    /// and no Job is created twice.
     async fn start_task(&mut self, mut view: Task) {
         let now = self.clock.now();
         let Some(spec) = self.spec_or_unrecoverable(&view).await else {
@@ -78,15 +90,43 @@ impl Engine {
             .into_iter()
             .map(|n| NodePull::first(n, &spec, &disk, now))
             .collect();
-        let records: Vec<_> = nodes.iter().map(record_of).collect();
-        if let Err(e) = self.store.put_nodes(&view.task_id, &records).await {
-            tracing::error!(task = %view.task_id, error = %e, "could not store selected nodes; will retry");
-            return;
-        }
+        drop(all_nodes);
+        let speeds = &self.speeds;
+        let nodes = rank_longest_first(nodes, |node| {
+            speeds.get(node).and_then(|s| s.expected_at(now))
+        });
+        let task_id = view.task_id.clone();
         view.status = TaskStatus::Running;
         view.started_at = Some(now);
         let mut run = TaskRun::new(view, spec, nodes);
+        run.know_speeds(&self.speeds, now);
         run.anchor_start(now, Instant::now());
+        self.adopt_prestarted(&mut run, now);
+        self.runs.insert(task_id.clone(), run);
+        // The first window's Jobs go out now, ahead of the bookkeeping below.
+        let mut total = self.in_flight_total();
+        self.fill_window(&task_id, &mut total, now, Instant::now());
+        if !self.store_start(&task_id).await {
+            // Still pending in the store: its next start adopts these Jobs.
+            self.runs.remove(&task_id);
+        }
+    }
+
+    /// Stores a started run: its node records in batches, then its view as
+    /// `running` (if still `pending`). False if the task did not start after
+    /// all (cancelled meanwhile: its Jobs go; a failed write: retried later).
+    async fn store_start(&mut self, task_id: &str) -> bool {
+        let now = self.clock.now();
+        let Some(run) = self.runs.get_mut(task_id) else {
+            return false;
+        };
+        let records: Vec<_> = run.nodes.iter().map(record_of).collect();
+        for batch in records.chunks(NODE_RECORD_BATCH) {
+            if let Err(e) = self.store.put_nodes(task_id, batch).await {
+                tracing::error!(task = %task_id, error = %e, "could not store selected nodes; will retry");
+                return false;
+            }
+        }
         run.refresh_view(now);
         match self
             .store
@@ -95,14 +135,45 @@ impl Engine {
         {
             Ok(true) => {
                 self.progress.publish(&run.view);
-                tracing::info!(task = %run.view.task_id, nodes = run.nodes.len(), "task started");
+                tracing::info!(task = %task_id, nodes = run.nodes.len(), "task started");
                 self.metrics.progressed();
                 run.dirty = false;
-                self.runs.insert(run.view.task_id.clone(), run);
+                true
             }
-            Ok(false) => {} // cancelled before it started
-            Err(e) => tracing::error!(task = %run.view.task_id, error = %e, "could not start task"),
+            Ok(false) => {
+                // Cancelled before it started.
+                self.calls.delete_task_jobs(task_id.to_owned());
+                false
+            }
+            Err(e) => {
+                tracing::error!(task = %task_id, error = %e, "could not start task");
+                false
+            }
         }
+    }
+
+    /// Adopts the Jobs an earlier, cut-short start of this task left running
+    /// (found at take-up); Jobs of nodes it no longer pulls on go.
+    fn adopt_prestarted(&mut self, run: &mut TaskRun, now: DateTime<Utc>) {
+        let Some(jobs) = self.prestarted.remove(&run.view.task_id) else {
+            return;
+        };
+        let mut stale = Vec::new();
+        for job in jobs {
+            match run.index.get(&job.node) {
+                Some(&i)
+                    if matches!(run.nodes[i].phase, NodePhase::Waiting)
+                        && job.attempt == run.nodes[i].attempt =>
+                {
+                    run.nodes[i].adopt(job.attempt, now);
+                    run.in_flight += 1;
+                    run.confirmed.insert(i, Instant::now());
+                }
+                _ => stale.push((None, job.name)),
+            }
+        }
+        tracing::info!(task = %run.view.task_id, adopted = run.in_flight, "adopted the Jobs of an interrupted start");
+        self.calls.delete_jobs(stale);
     }
 
     /// Starts nodes in every task's window, highest priority first, within the global cap.
@@ -120,61 +191,67 @@ impl Engine {
             if total >= self.config.max_concurrent_nodes {
                 break;
             }
-            let Some(run) = self.runs.get_mut(&id) else {
-                continue;
-            };
-            let window = run.spec.batch_size as usize;
-            let mut starts = Vec::new();
-            // Retries whose wait is over come first, then never-started nodes in order.
-            let retries: Vec<usize> = (0..run.nodes.len())
-                .filter(|&i| run.nodes[i].started && run.ready(i, now, mono))
-                .collect();
-            for i in retries {
-                if run.in_flight >= window || total >= self.config.max_concurrent_nodes {
-                    break;
-                }
+            self.fill_window(&id, &mut total, now, mono);
+        }
+    }
+
+    /// Starts nodes in task `id`'s window while the global cap allows
+    /// (`total` is the count in flight across tasks, kept current).
+    fn fill_window(&mut self, id: &str, total: &mut usize, now: DateTime<Utc>, mono: Instant) {
+        let Some(run) = self.runs.get_mut(id) else {
+            return;
+        };
+        let window = run.spec.batch_size as usize;
+        let mut starts = Vec::new();
+        // Retries whose wait is over come first, then never-started nodes in order.
+        let retries: Vec<usize> = (0..run.nodes.len())
+            .filter(|&i| run.nodes[i].started && run.ready(i, now, mono))
+            .collect();
+        for i in retries {
+            if run.in_flight >= window || *total >= self.config.max_concurrent_nodes {
+                break;
+            }
+            starts.push(i);
+            run.in_flight += 1;
+            *total += 1;
+        }
+        while run.in_flight < window
+            && *total < self.config.max_concurrent_nodes
+            && run.cursor < run.nodes.len()
+        {
+            let i = run.cursor;
+            if !run.nodes[i].started && run.ready(i, now, mono) {
                 starts.push(i);
                 run.in_flight += 1;
-                total += 1;
+                *total += 1;
+            } else if !run.nodes[i].started && !run.nodes[i].is_done() {
+                // A node waiting on a failed create: look again on the next pass.
+                break;
             }
-            while run.in_flight < window
-                && total < self.config.max_concurrent_nodes
-                && run.cursor < run.nodes.len()
-            {
-                let i = run.cursor;
-                if !run.nodes[i].started && run.ready(i, now, mono) {
-                    starts.push(i);
-                    run.in_flight += 1;
-                    total += 1;
-                } else if !run.nodes[i].started && !run.nodes[i].is_done() {
-                    // A node waiting on a failed create: look again on the next pass.
-                    break;
-                }
-                run.cursor += 1;
-            }
-            for i in starts {
-                let attempt = run.nodes[i].start(now);
-                run.set_timer(i, mono);
-                run.attempt_started.insert(i, now);
-                run.dirty = true;
-                let job = PullJob {
-                    task_id: run.view.task_id.clone(),
-                    task_suffix: run.id.suffix().to_owned(),
-                    node: run.nodes[i].node.clone(),
-                    attempt,
-                    images: run.nodes[i]
-                        .pending_images()
-                        .into_iter()
-                        .map(|ix| (ix, run.spec.images[ix].as_str().to_owned()))
-                        .collect(),
-                    pull_policy: run.spec.pull_policy.as_str().to_owned(),
-                    image_pull_secrets: run.spec.image_pull_secrets.clone(),
-                    priority_class_name: run.spec.priority_class_name.clone(),
-                    helper_image: self.config.helper_image.clone(),
-                    active_deadline_seconds: self.config.pull_timeout.as_secs().max(1) as i64,
-                };
-                self.calls.create(run.view.task_id.clone(), i, attempt, job);
-            }
+            run.cursor += 1;
+        }
+        for i in starts {
+            let attempt = run.nodes[i].start(now);
+            run.set_timer(i, mono);
+            run.attempt_started.insert(i, now);
+            run.dirty = true;
+            let job = PullJob {
+                task_id: run.view.task_id.clone(),
+                task_suffix: run.id.suffix().to_owned(),
+                node: run.nodes[i].node.clone(),
+                attempt,
+                images: run.nodes[i]
+                    .pending_images()
+                    .into_iter()
+                    .map(|ix| (ix, run.spec.images[ix].as_str().to_owned()))
+                    .collect(),
+                pull_policy: run.spec.pull_policy.as_str().to_owned(),
+                image_pull_secrets: run.spec.image_pull_secrets.clone(),
+                priority_class_name: run.spec.priority_class_name.clone(),
+                helper_image: self.config.helper_image.clone(),
+                active_deadline_seconds: self.config.pull_timeout.as_secs().max(1) as i64,
+            };
+            self.calls.create(run.view.task_id.clone(), i, attempt, job);
         }
     }
 }

@@ -54,6 +54,7 @@ impl Engine {
     pub(super) async fn end_run(&mut self, mut run: TaskRun, expected: TaskStatus) {
         // Attempts that ended in the same step as the task are not flushed with the runs.
         count_ended_attempts(&self.metrics, &mut run);
+        self.learn(std::mem::take(&mut run.speed_samples));
         let records: Vec<_> = run.nodes.iter().map(record_of).collect();
         run.unrecorded.clear();
         owe_webhook(&mut run.view);
@@ -98,8 +99,10 @@ impl Engine {
     pub(super) async fn flush(&mut self, force_views: bool) {
         let now = self.clock.now();
         let mut doomed = Vec::new();
+        let mut samples = Vec::new();
         for run in self.runs.values_mut() {
             count_ended_attempts(&self.metrics, run);
+            samples.append(&mut run.speed_samples);
             let records = run.take_records();
             if !records.is_empty() {
                 if let Err(e) = self.store.put_nodes(&run.view.task_id, &records).await {
@@ -120,11 +123,13 @@ impl Engine {
             );
         }
         self.calls.delete_jobs(doomed);
+        self.learn(samples);
         let mono = Instant::now();
         if !force_views && mono.duration_since(self.last_view_flush) < VIEW_FLUSH_EVERY {
             return;
         }
         self.last_view_flush = mono;
+        self.write_speeds().await;
         let mut lost = Vec::new();
         for run in self.runs.values_mut().filter(|r| r.dirty) {
             run.refresh_view(now);

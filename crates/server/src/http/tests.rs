@@ -480,6 +480,7 @@ async fn task_with_node_results(store: &MemoryStore) -> String {
         attempt: 0,
         started: true,
         phase,
+        rank: 0,
     };
     let nodes = [
         node("n0", vec![pulled(), pulled()], NodePhase::Completed { at }),

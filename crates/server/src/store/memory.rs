@@ -13,6 +13,7 @@ use prewarm_api::{
 use super::schedules::{ended_at, may_finish, Fire, FireOutcome, ScheduleStore, StoredSchedule};
 use super::{CancelOutcome, NodeRecord, Retention, StoreError, StoreResult, TaskStore};
 
+mod node_speed_store;
 mod policy_store;
 
 /// A `TaskStore` kept in process memory.
@@ -40,6 +41,8 @@ struct Inner {
     policies: HashMap<String, KeepWarmPolicy>,
     /// Their kept runs, newest first.
     policy_runs: HashMap<String, VecDeque<PolicyRun>>,
+    /// Learned pull speeds by node name.
+    node_speeds: HashMap<String, crate::domain::node_speed::NodeSpeed>,
 }
 
 impl MemoryStore {

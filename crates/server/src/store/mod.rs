@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use prewarm_api::{Task, TaskStatus};
 
 pub mod memory;
+pub mod node_speeds;
 pub mod policies;
 pub mod redis;
 pub mod schedules;
@@ -17,6 +18,7 @@ pub mod sqlite;
 
 pub use self::redis::RedisStore;
 pub use memory::MemoryStore;
+pub use node_speeds::NodeSpeedStore;
 pub use policies::PolicyStore;
 pub use schedules::{Fire, FireOutcome, ScheduleStore, StoredSchedule};
 pub use sqlite::SqliteStore;
@@ -132,14 +134,16 @@ pub trait TaskStore: Send + Sync + 'static {
 }
 
 /// One backend holding everything the service stores: tasks, scheduled
-/// tasks and keep-warm policies. The service is built from one of these,
-/// whichever backend it is.
-pub trait Storage: TaskStore + ScheduleStore + PolicyStore {}
+/// tasks, keep-warm policies and learned node speeds. The service is built
+/// from one of these, whichever backend it is.
+pub trait Storage: TaskStore + ScheduleStore + PolicyStore + NodeSpeedStore {}
 
-impl<S: TaskStore + ScheduleStore + PolicyStore> Storage for S {}
+impl<S: TaskStore + ScheduleStore + PolicyStore + NodeSpeedStore> Storage for S {}
 
 #[cfg(test)]
 pub(crate) mod contract;
+#[cfg(test)]
+pub(crate) mod node_speed_contract;
 #[cfg(test)]
 pub(crate) mod policy_contract;
 #[cfg(test)]

@@ -32,6 +32,7 @@ use redis::{AsyncCommands, Script};
 use super::{CancelOutcome, NodeRecord, Retention, StoreError, StoreResult, TaskStore};
 
 mod changes;
+mod node_speed_store;
 mod policy_store;
 mod schedule_store;
 
@@ -156,6 +157,14 @@ impl Keys {
     }
     fn policy_runs(&self, id: &str) -> String {
         format!("{}keep-warm-runs:{id}", self.prefix)
+    }
+    /// Node name → learned pull speed (JSON).
+    fn node_speeds(&self) -> String {
+        format!("{}node-speeds", self.prefix)
+    }
+    /// Node names scored by minus their seconds per pull (slowest first, then by name).
+    fn node_speed_order(&self) -> String {
+        format!("{}node-speeds-slowest", self.prefix)
     }
     /// New and cancelled task ids.
     pub(crate) fn wake_channel(&self) -> String {
@@ -831,6 +840,7 @@ mod tests {
     crate::store::contract::store_contract_tests!(guarded: RedisServer::with_store().await);
     crate::store::schedule_contract::schedule_contract_tests!(guarded: RedisServer::with_store().await);
     crate::store::policy_contract::policy_contract_tests!(guarded: RedisServer::with_store().await);
+    crate::store::node_speed_contract::node_speed_contract_tests!(guarded: RedisServer::with_store().await);
 
     use std::time::Duration;
 

@@ -1,5 +1,6 @@
 //! A memory store for unit tests that fails on demand: `Duplicate` on the
-//! first inserts, every call failing while "broken", or `get` never answering.
+//! first inserts, every call failing while "broken", `put_nodes` failing a
+//! set number of times, or `get` never answering.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -22,6 +23,8 @@ pub(crate) struct ScriptedStore {
     pub(crate) broken: AtomicBool,
     /// `get` never answers.
     pub(crate) hang_on_get: bool,
+    /// `put_nodes` fails this many more times.
+    pub(crate) put_nodes_failures: AtomicUsize,
 }
 
 impl ScriptedStore {
@@ -32,6 +35,7 @@ impl ScriptedStore {
             duplicates_left: AtomicUsize::new(0),
             broken: AtomicBool::new(false),
             hang_on_get: false,
+            put_nodes_failures: AtomicUsize::new(0),
         }
     }
 
@@ -92,6 +96,11 @@ impl TaskStore for ScriptedStore {
     }
     async fn put_nodes(&self, task_id: &str, records: &[NodeRecord]) -> StoreResult<()> {
         self.check()?;
+        let left = self.put_nodes_failures.load(Ordering::SeqCst);
+        if left > 0 {
+            self.put_nodes_failures.store(left - 1, Ordering::SeqCst);
+            return Err(StoreError::Backend("node records lost".into()));
+        }
         self.inner.put_nodes(task_id, records).await
     }
     async fn nodes(&self, task_id: &str) -> StoreResult<Vec<NodeRecord>> {

@@ -93,6 +93,13 @@ const MIGRATIONS: &[&str] = &[
       WHERE status <> 'running';
      CREATE INDEX scheduled_executions_ended ON scheduled_executions (ended_at)
          WHERE ended_at IS NOT NULL;",
+    // 7: learned pull speed per node, indexed slowest first.
+    "CREATE TABLE node_speeds (
+         node             TEXT PRIMARY KEY NOT NULL,
+         seconds_per_pull REAL NOT NULL,
+         body             TEXT NOT NULL
+     ) WITHOUT ROWID;
+     CREATE INDEX node_speeds_slowest ON node_speeds (seconds_per_pull DESC, node);",
 ];
 
 /// A `TaskStore` in an SQLite database file.
@@ -529,6 +536,7 @@ impl TaskStore for SqliteStore {
     }
 }
 
+mod node_speed_store;
 mod policy_store;
 mod schedule_store;
 
@@ -554,6 +562,7 @@ mod tests {
     crate::store::contract::store_contract_tests!(guarded: temp_store());
     crate::store::schedule_contract::schedule_contract_tests!(guarded: temp_store());
     crate::store::policy_contract::policy_contract_tests!(guarded: temp_store());
+    crate::store::node_speed_contract::node_speed_contract_tests!(guarded: temp_store());
 
     mod in_memory {
         use super::SqliteStore;
