@@ -67,7 +67,8 @@ pub struct CreateKeepWarmPolicyRequest {
 }
 
 /// Body of `PUT /api/v1/keep-warm/{id}`: fields present replace the stored
-/// ones, absent fields keep them (`removeTaint: ""` turns gating off).
+/// ones, absent fields keep them (`removeTaint: ""` turns gating off,
+/// `fromWorkload: null` removes the workload).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateKeepWarmPolicyRequest {
@@ -101,9 +102,14 @@ pub struct UpdateKeepWarmPolicyRequest {
     /// See [`CreateKeepWarmPolicyRequest::priority`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
-    /// See [`CreateKeepWarmPolicyRequest::from_workload`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from_workload: Option<WorkloadRef>,
+    /// See [`CreateKeepWarmPolicyRequest::from_workload`]; `null` removes it.
+    #[serde(
+        default,
+        deserialize_with = "crate::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<WorkloadRef>, nullable = true)]
+    pub from_workload: Option<Option<WorkloadRef>>,
     /// See [`CreateKeepWarmPolicyRequest::remove_taint`]; empty turns it off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remove_taint: Option<String>,

@@ -195,9 +195,19 @@ pub struct ResolvedWorkload {
     pub image_pull_secrets: Vec<String>,
 }
 
+/// A patch field that can be removed as well as set: absent stays `None`
+/// (keep), `null` becomes `Some(None)` (remove), a value `Some(Some(v))`.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
 /// Declares [`CreateTaskRequest`] and [`TaskConfigPatch`] from one list of the
 /// task's optional settings, so the patch can set exactly what a create body
-/// can (apart from `fromWorkload`, which a stored config keeps), and
+/// can (and remove `fromWorkload`), and
 /// [`TaskConfigPatch::apply`] merges every one of them. Each setting has the
 /// create body's doc and the patch's (as a literal: the OpenAPI derive reads
 /// only literal docs).
@@ -237,6 +247,10 @@ macro_rules! task_request_and_patch {
                 #[serde(default, skip_serializing_if = "Option::is_none")]
                 pub $field: Option<$ty>,
             )+
+            /// Replaces the workload the images and nodes come from; `null` removes it.
+            #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+            #[schema(value_type = Option<WorkloadRef>, nullable = true)]
+            pub from_workload: Option<Option<WorkloadRef>>,
         }
 
         impl TaskConfigPatch {
@@ -245,7 +259,7 @@ macro_rules! task_request_and_patch {
                 CreateTaskRequest {
                     images: self.images.unwrap_or(base.images),
                     $( $field: self.$field.or(base.$field), )+
-                    from_workload: base.from_workload,
+                    from_workload: self.from_workload.unwrap_or(base.from_workload),
                 }
             }
         }

@@ -4,6 +4,7 @@
 //! cluster object. In `PullMode::Pods` the pull Pods stand in for the Jobs:
 //! same names, labels and calls, one object less per node.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -122,11 +123,7 @@ impl KubeCluster {
                     }
                 }
             },
-            |n| {
-                let info = node_info(n);
-                (!info.ready).then_some(ClusterEvent::NodeChanged(info))
-            },
-            |n| n.metadata.name.clone().map(ClusterEvent::NodeDeleted),
+            NodeChanges::default().into_events(),
         );
         let jobs = (mode == PullMode::Jobs).then(|| {
             watches.spawn(
@@ -134,8 +131,10 @@ impl KubeCluster {
                 Api::<Job>::namespaced(client.clone(), namespace),
                 watcher::Config::default().labels(&selector),
                 |j: &mut Job| j.metadata.managed_fields = None,
-                |j| job_observation(j).map(ClusterEvent::JobChanged),
-                |j| job_observation(j).map(ClusterEvent::JobDeleted),
+                each(
+                    |j| job_observation(j).map(ClusterEvent::JobChanged),
+                    |j| job_observation(j).map(ClusterEvent::JobDeleted),
+                ),
             )
         });
         let pods = watches.spawn(
@@ -143,12 +142,14 @@ impl KubeCluster {
             Api::<Pod>::namespaced(client.clone(), namespace),
             watcher::Config::default().labels(&selector),
             |p: &mut Pod| p.metadata.managed_fields = None,
-            |p| pod_observation(p).map(ClusterEvent::PodChanged),
-            // A pull Pod is its own Job in pods mode: its deletion is the Job's.
-            move |p| match mode {
-                PullMode::Jobs => None,
-                PullMode::Pods => pod_as_job(p).map(ClusterEvent::JobDeleted),
-            },
+            each(
+                |p| pod_observation(p).map(ClusterEvent::PodChanged),
+                // A pull Pod is its own Job in pods mode: its deletion is the Job's.
+                move |p| match mode {
+                    PullMode::Jobs => None,
+                    PullMode::Pods => pod_as_job(p).map(ClusterEvent::JobDeleted),
+                },
+            ),
         );
 
         KubeCluster {
@@ -203,6 +204,68 @@ where
     }
 }
 
+/// Engine events of a kind whose objects map one by one: `on_apply` and
+/// `on_delete` per object, `Resynced` after every list.
+fn each<K>(
+    on_apply: impl Fn(&K) -> Option<ClusterEvent> + Send + 'static,
+    on_delete: impl Fn(&K) -> Option<ClusterEvent> + Send + 'static,
+) -> impl FnMut(&watcher::Event<K>) -> Option<ClusterEvent> + Send + 'static {
+    move |ev| match ev {
+        watcher::Event::Init => None,
+        watcher::Event::InitApply(obj) | watcher::Event::Apply(obj) => on_apply(obj),
+        watcher::Event::InitDone => Some(ClusterEvent::Resynced),
+        watcher::Event::Delete(obj) => on_delete(obj),
+    }
+}
+
+/// Which node updates become events: a node that joined, or whose
+/// [`NodeInfo::fingerprint`] changed (Ready, cordon, labels, taints, images),
+/// and every update of a NotReady one (its pulls fail); heartbeats and
+/// other status updates stay silent. Remembers one hash per node.
+#[derive(Default)]
+struct NodeChanges {
+    /// Fingerprint per node name.
+    seen: HashMap<String, u64>,
+    /// Names listed since the current relist began (`None` outside one).
+    listed: Option<HashSet<String>>,
+}
+
+impl NodeChanges {
+    fn into_events(mut self) -> impl FnMut(&watcher::Event<Node>) -> Option<ClusterEvent> {
+        move |ev| self.on_event(ev)
+    }
+
+    fn on_event(&mut self, ev: &watcher::Event<Node>) -> Option<ClusterEvent> {
+        match ev {
+            watcher::Event::Init => {
+                self.listed = Some(HashSet::new());
+                None
+            }
+            watcher::Event::InitApply(node) | watcher::Event::Apply(node) => {
+                let info = node_info(node);
+                if let Some(listed) = self.listed.as_mut() {
+                    listed.insert(info.name.clone());
+                }
+                let print = info.fingerprint();
+                let changed = self.seen.insert(info.name.clone(), print) != Some(print);
+                (changed || !info.ready).then_some(ClusterEvent::NodeChanged(info))
+            }
+            watcher::Event::InitDone => {
+                // Nodes deleted while the watch was down are not listed again.
+                if let Some(listed) = self.listed.take() {
+                    self.seen.retain(|name, _| listed.contains(name));
+                }
+                Some(ClusterEvent::Resynced)
+            }
+            watcher::Event::Delete(node) => {
+                let name = node.metadata.name.clone()?;
+                self.seen.remove(&name);
+                Some(ClusterEvent::NodeDeleted(name))
+            }
+        }
+    }
+}
+
 /// What every watch shares: where events go, the connection flag, the stop token.
 struct Watches<'a> {
     events: &'a broadcast::Sender<ClusterEvent>,
@@ -213,17 +276,16 @@ struct Watches<'a> {
 impl Watches<'_> {
     /// Runs a kube-runtime reflector over `api` until the cluster is dropped:
     /// its store is the cache the engine reads (a relist replaces it whole,
-    /// so objects deleted meanwhile are gone from it), and its changes become
-    /// engine events (`Resynced` after every list). Errors back off with
-    /// kube-runtime's default backoff and mark the API disconnected.
+    /// so objects deleted meanwhile are gone from it), and `to_event` turns
+    /// its changes into engine events. Errors back off with kube-runtime's
+    /// default backoff and mark the API disconnected.
     fn spawn<K>(
         &self,
         kind: &'static str,
         api: Api<K>,
         config: watcher::Config,
         strip: impl FnMut(&mut K) + Send + 'static,
-        on_apply: impl Fn(&K) -> Option<ClusterEvent> + Send + 'static,
-        on_delete: impl Fn(&K) -> Option<ClusterEvent> + Send + 'static,
+        mut to_event: impl FnMut(&watcher::Event<K>) -> Option<ClusterEvent> + Send + 'static,
     ) -> Store<K>
     where
         K: kube::Resource<DynamicType = ()>
@@ -263,13 +325,7 @@ impl Watches<'_> {
                     }
                 };
                 connected.store(true, Ordering::Relaxed);
-                let out = match &ev {
-                    watcher::Event::Init => None,
-                    watcher::Event::InitApply(obj) | watcher::Event::Apply(obj) => on_apply(obj),
-                    watcher::Event::InitDone => Some(ClusterEvent::Resynced),
-                    watcher::Event::Delete(obj) => on_delete(obj),
-                };
-                if let Some(ev) = out {
+                if let Some(ev) = to_event(&ev) {
                     let _ = events.send(ev);
                 }
             }
@@ -586,6 +642,79 @@ pub async fn client_config(kubeconfig: Option<&Path>) -> anyhow::Result<Config> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn node(name: &str, ready: bool, images: &[&str], heartbeat: &str) -> Node {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "resourceVersion": heartbeat},
+            "status": {
+                "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" },
+                                "lastHeartbeatTime": heartbeat}],
+                "images": [{"names": images}]
+            }
+        }))
+        .unwrap()
+    }
+
+    fn changed(ev: Option<ClusterEvent>) -> Option<(String, bool)> {
+        match ev {
+            Some(ClusterEvent::NodeChanged(n)) => Some((n.name, n.ready)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn node_events_for_joins_and_changes_not_for_heartbeats() {
+        let mut changes = NodeChanges::default();
+        let mut on = |ev| changes.on_event(&ev);
+        assert!(on(watcher::Event::Init).is_none());
+        let a = node("a", true, &["nginx:1"], "2026-01-01T00:00:00Z");
+        assert_eq!(
+            changed(on(watcher::Event::InitApply(a.clone()))),
+            Some(("a".into(), true)),
+            "first seen"
+        );
+        assert!(matches!(
+            on(watcher::Event::InitDone),
+            Some(ClusterEvent::Resynced)
+        ));
+        // A heartbeat changes nothing the engine reads: no event.
+        let beat = node("a", true, &["nginx:1"], "2026-01-01T00:00:10Z");
+        assert!(on(watcher::Event::Apply(beat)).is_none());
+        // A node joining NotReady, then turning Ready.
+        let b = node("b", false, &[], "2026-01-01T00:00:00Z");
+        assert_eq!(
+            changed(on(watcher::Event::Apply(b.clone()))),
+            Some(("b".into(), false))
+        );
+        assert_eq!(
+            changed(on(watcher::Event::Apply(b))),
+            Some(("b".into(), false)),
+            "every update of a NotReady node"
+        );
+        let b = node("b", true, &[], "2026-01-01T00:00:20Z");
+        assert_eq!(
+            changed(on(watcher::Event::Apply(b.clone()))),
+            Some(("b".into(), true))
+        );
+        // New images on a Ready node.
+        let b2 = node("b", true, &["nginx:1"], "2026-01-01T00:00:30Z");
+        assert_eq!(
+            changed(on(watcher::Event::Apply(b2))),
+            Some(("b".into(), true))
+        );
+        assert!(matches!(
+            on(watcher::Event::Delete(b)),
+            Some(ClusterEvent::NodeDeleted(ref n)) if n == "b"
+        ));
+        // A node deleted while the watch was down is not listed again: the
+        // relist forgets it, and one joining under its name later is new.
+        let c = node("c", true, &[], "2026-01-01T00:01:00Z");
+        assert!(changed(on(watcher::Event::Apply(c.clone()))).is_some());
+        assert!(on(watcher::Event::Init).is_none());
+        assert!(on(watcher::Event::InitApply(a)).is_none(), "unchanged");
+        assert!(on(watcher::Event::InitDone).is_some());
+        assert!(changed(on(watcher::Event::Apply(c))).is_some());
+    }
 
     #[test]
     fn node_info_reads_disk_pressure_allocatable_disk_and_image_sizes() {

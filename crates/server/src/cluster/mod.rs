@@ -124,6 +124,27 @@ impl NodeInfo {
     pub fn usable(&self) -> bool {
         self.ready && !self.unschedulable
     }
+
+    /// A digest of what the engine and keep-warm read: name, Ready, cordon,
+    /// labels, taints, images, disk pressure and room (a change of any is
+    /// worth an event).
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (
+            &self.name,
+            self.ready,
+            self.unschedulable,
+            &self.labels,
+            &self.images,
+        )
+            .hash(&mut h);
+        (self.disk_pressure, self.ephemeral_storage).hash(&mut h);
+        for t in &self.taints {
+            (&t.key, &t.value, &t.effect).hash(&mut h);
+        }
+        h.finish()
+    }
 }
 
 /// How one pull container stands, as the kubelet reported it.

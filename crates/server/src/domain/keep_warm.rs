@@ -78,7 +78,7 @@ pub fn apply_update(
         image_pull_secrets: req.image_pull_secrets.unwrap_or(c.image_pull_secrets),
         batch_size: req.batch_size.unwrap_or(c.batch_size),
         priority: req.priority.unwrap_or(c.priority),
-        from_workload: req.from_workload.or(c.from_workload),
+        from_workload: req.from_workload.unwrap_or(c.from_workload),
         remove_taint: match req.remove_taint {
             Some(key) => Some(key).filter(|k| !k.is_empty()),
             None => c.remove_taint,
@@ -332,6 +332,37 @@ mod tests {
             Utc::now(),
         );
         assert_eq!(bad.unwrap_err().field, "images");
+    }
+
+    #[test]
+    fn an_update_keeps_sets_or_removes_from_workload() {
+        let p = policy(serde_json::json!({
+            "name": "web", "images": ["nginx"],
+            "fromWorkload": {"kind": "Deployment", "namespace": "shop", "name": "web"}
+        }))
+        .unwrap();
+        let update = |p: &KeepWarmPolicy, body| {
+            let req: UpdateKeepWarmPolicyRequest = serde_json::from_value(body).unwrap();
+            apply_update(p, req, Utc::now()).unwrap()
+        };
+        let kept = update(&p, serde_json::json!({"priority": 5}));
+        assert_eq!(kept.from_workload, p.from_workload);
+        let moved = update(
+            &kept,
+            serde_json::json!({"fromWorkload": {"kind": "StatefulSet", "namespace": "shop", "name": "db"}}),
+        );
+        assert_eq!(moved.from_workload.as_ref().unwrap().name, "db");
+        let removed = update(&moved, serde_json::json!({"fromWorkload": null}));
+        assert_eq!(removed.from_workload, None);
+        assert_eq!(removed.images, ["nginx"]);
+        // Without a workload, the images must stand on their own.
+        let req: UpdateKeepWarmPolicyRequest =
+            serde_json::from_value(serde_json::json!({"fromWorkload": null, "images": []}))
+                .unwrap();
+        assert_eq!(
+            apply_update(&p, req, Utc::now()).unwrap_err().field,
+            "images"
+        );
     }
 
     #[test]

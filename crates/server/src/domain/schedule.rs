@@ -562,6 +562,28 @@ mod tests {
         .unwrap();
         assert_eq!(u.task_config.images, ["redis:7"]);
         assert_eq!(u.task_config.batch_size, Some(3), "kept");
+        // fromWorkload is set by a patch, kept without one, removed by null.
+        let patch = |u: &ScheduledTask, body: serde_json::Value| {
+            let req: UpdateScheduledTaskRequest =
+                serde_json::from_value(serde_json::json!({ "taskConfig": body })).unwrap();
+            apply_update(u, req, later).unwrap()
+        };
+        let set = patch(
+            &u,
+            serde_json::json!({"fromWorkload": {"kind": "DaemonSet", "namespace": "ops", "name": "agent"}}),
+        );
+        assert_eq!(
+            set.task_config.from_workload.as_ref().unwrap().name,
+            "agent"
+        );
+        let kept = patch(&set, serde_json::json!({"batchSize": 4}));
+        assert_eq!(
+            kept.task_config.from_workload,
+            set.task_config.from_workload
+        );
+        let removed = patch(&kept, serde_json::json!({"fromWorkload": null}));
+        assert_eq!(removed.task_config.from_workload, None);
+        assert_eq!(removed.task_config.images, ["redis:7"]);
         assert_eq!(u.updated_at, later);
         assert_eq!(u.created_at, now);
         let err = apply_update(

@@ -11,12 +11,11 @@
 //! same decisions, so nodes that joined while the service was down are
 //! warmed at the first pass.
 //!
-//! A pass runs when the nodes change in a way that matters here (one joins
-//! or leaves, turns Ready, changes its taints, labels or image list: checked
-//! on the node cache every [`NODE_CHECK`], then after [`SETTLE`] so nodes
-//! joining together share one task), when the API changes a policy, and at
-//! least every [`RESYNC`]. (The cluster reports changes of Ready nodes to no
-//! one, so the cache is compared instead of waiting for events.)
+//! A pass runs when the cluster reports a node change that matters here (one
+//! joins or leaves, turns Ready or NotReady, changes its taints, labels or
+//! image list; after [`SETTLE`], so nodes joining together share one task),
+//! after a relist, when the API changes a policy, when a failed node's
+//! backoff ends, and at least every [`RESYNC`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -32,18 +31,16 @@ use super::submit::submit_task;
 use super::EngineHandle;
 use crate::clock::Clock;
 use crate::cluster::workload::resolve_spec;
-use crate::cluster::{Cluster, ClusterEvent, NodeInfo};
+use crate::cluster::{Cluster, ClusterEvent};
 use crate::domain::keep_warm::{decide, policy_spec, GATE_EFFECT};
 use crate::domain::node_pull::{NodePhase, NodePull};
 use crate::domain::task::{TaskSpec, MAX_NODE_NAMES};
 use crate::store::{PolicyStore, StoreResult, TaskStore};
 
 /// Longest time between passes without a wake.
-pub const RESYNC: Duration = Duration::from_secs(5);
+pub const RESYNC: Duration = Duration::from_secs(30);
 /// How long node changes are gathered before a pass.
 pub const SETTLE: Duration = Duration::from_millis(500);
-/// How often the node cache is compared with the last pass's.
-pub const NODE_CHECK: Duration = Duration::from_secs(1);
 /// First wait before a node whose run failed is tried again; doubles per failure.
 const RETRY_FIRST: Duration = Duration::from_secs(30);
 /// Longest wait before a failed node is tried again.
@@ -96,25 +93,6 @@ pub struct KeepWarm {
     backoff: HashMap<PolicyNode, Backoff>,
     /// Last seen `updatedAt` per policy: an edited policy starts afresh.
     versions: HashMap<String, chrono::DateTime<chrono::Utc>>,
-    /// [`nodes_fingerprint`] of the node cache at the last pass.
-    seen_nodes: u64,
-}
-
-/// A digest of what a pass reads from the nodes: names, Ready, cordon,
-/// labels, taints and image lists.
-fn nodes_fingerprint(nodes: &[NodeInfo]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut sum = 0u64;
-    for n in nodes {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (&n.name, n.ready, n.unschedulable, &n.labels, &n.images).hash(&mut h);
-        for t in &n.taints {
-            (&t.key, &t.value, &t.effect).hash(&mut h);
-        }
-        // Order-independent: the cache lists nodes in no fixed order.
-        sum = sum.wrapping_add(h.finish());
-    }
-    sum ^ nodes.len() as u64
 }
 
 impl KeepWarm {
@@ -137,7 +115,6 @@ impl KeepWarm {
             warmed: HashSet::new(),
             backoff: HashMap::new(),
             versions: HashMap::new(),
-            seen_nodes: 0,
         }
     }
 
@@ -178,36 +155,33 @@ impl KeepWarm {
         events: &mut broadcast::Receiver<ClusterEvent>,
         shutdown: &CancellationToken,
     ) -> bool {
-        let deadline = Instant::now() + RESYNC;
-        let mut check = tokio::time::interval(NODE_CHECK);
-        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        check.tick().await;
+        let now = Instant::now();
+        // The next backoff to end, if sooner than the resync.
+        let deadline = self
+            .backoff
+            .values()
+            .map(|b| b.until)
+            .filter(|until| *until > now)
+            .fold(now + RESYNC, Instant::min);
         let mut events_open = true;
-        let changed = loop {
+        loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return false,
                 _ = self.notify.notified() => return true,
                 _ = tokio::time::sleep_until(deadline) => return true,
-                _ = check.tick() => {
-                    if nodes_fingerprint(&self.cluster.nodes()) != self.seen_nodes {
-                        break true;
-                    }
-                }
                 event = events.recv(), if events_open => match event {
                     Ok(ClusterEvent::NodeChanged(_) | ClusterEvent::NodeDeleted(_) | ClusterEvent::Resynced)
-                    | Err(broadcast::error::RecvError::Lagged(_)) => break true,
+                    | Err(broadcast::error::RecvError::Lagged(_)) => break,
                     Ok(_) => {}
                     Err(broadcast::error::RecvError::Closed) => events_open = false,
                 },
             }
-        };
-        if changed {
-            tokio::select! {
-                _ = shutdown.cancelled() => return false,
-                _ = tokio::time::sleep(SETTLE) => {}
-            }
         }
-        true
+        // Nodes joining together share one pass (and one task).
+        tokio::select! {
+            _ = shutdown.cancelled() => false,
+            _ = tokio::time::sleep(SETTLE) => true,
+        }
     }
 
     /// One level-triggered pass over every policy.
@@ -245,7 +219,6 @@ impl KeepWarm {
         self.forget_changed(&policies);
 
         let nodes = self.cluster.nodes();
-        self.seen_nodes = nodes_fingerprint(&nodes);
         for policy in policies.iter().filter(|p| p.enabled) {
             let Some(spec) = self.run_spec(policy).await else {
                 continue;

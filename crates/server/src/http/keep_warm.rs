@@ -205,7 +205,7 @@ pub async fn update(
     AppJson(request): AppJson<UpdateKeepWarmPolicyRequest>,
 ) -> Result<Json<KeepWarmPolicy>, ApiError> {
     let current = load(&state, &id).await?;
-    let reads_workload = request.from_workload.is_some();
+    let reads_workload = matches!(request.from_workload, Some(Some(_)));
     let updated = apply_update(&current, request, state.clock.now())?;
     if reads_workload {
         super::workload::resolve(&state, policy_spec(&updated)?).await?;

@@ -158,7 +158,8 @@ pub async fn get_one(
 }
 
 /// `PUT /api/v1/scheduled-tasks/{id}`: every field optional, `taskConfig`
-/// merged into the stored one. A new schedule, zone or enabled state makes
+/// merged into the stored one (`fromWorkload` set, checked like at create,
+/// or removed with `null`). A new schedule, zone or enabled state makes
 /// fires count from now.
 #[utoipa::path(
     put, path = "/api/v1/scheduled-tasks/{id}", operation_id = "updateScheduledTask", tag = "scheduled-tasks",
@@ -167,7 +168,9 @@ pub async fn get_one(
     responses(
         (status = 200, description = "The updated scheduled task", body = ScheduledTask),
         (status = 400, description = "Malformed JSON or a rule broken", body = ErrorBody),
-        (status = 404, description = "No such scheduled task", body = ErrorBody),
+        (status = 404, description = "No such scheduled task (or `taskConfig.fromWorkload` names no existing workload)", body = ErrorBody),
+        (status = 422, description = "The workload cannot be used", body = ErrorBody),
+        (status = 503, description = "The Kubernetes API did not answer the workload read", body = ErrorBody),
     )
 )]
 pub async fn update(
@@ -177,7 +180,15 @@ pub async fn update(
 ) -> Result<Json<ScheduledTask>, ApiError> {
     let now = state.clock.now();
     let current = load(&state, &id).await?;
+    let reads_workload = request
+        .task_config
+        .as_ref()
+        .is_some_and(|c| matches!(c.from_workload, Some(Some(_))));
     let updated = apply_update(&current.task, request, now)?;
+    if reads_workload {
+        // A workload named now must exist now (it is read again at each run).
+        super::workload::resolve(&state, task_spec(&updated)?).await?;
+    }
     let reschedule = updated.cron_expr != current.task.cron_expr
         || updated.timezone != current.task.timezone
         || updated.enabled != current.task.enabled;
