@@ -3,6 +3,7 @@
 //! ```sh
 //! cargo bench -p prewarm --bench engine -- --nodes 1000 --batch 100 --pull-seconds 2
 //! cargo bench -p prewarm --bench engine -- --nodes 5000 --batch 500 --pull-seconds 20 --stores sqlite,redis
+//! KCM_QPS=20 cargo bench -p prewarm --bench engine -- --nodes 1000 --batch 100 --pull-seconds 4 --pull-modes jobs,pods
 //! ```
 //!
 //! Prints, for one task of 2 images over N nodes with a rolling window of
@@ -14,6 +15,10 @@
 //! measurement runs once per store, one after another on the same nodes
 //! (each with images of its own, so none is already present), and the
 //! makespans are compared; `redis` starts a `redis-server` of its own.
+//! `--pull-modes jobs,pods` does the same per pull mode (in pods mode the
+//! "first Job" is the first pull Pod, and there is no Job → pod step).
+//! `KCM_QPS` sets the controller-manager's client QPS of the control plane
+//! the bench starts (default 500; the upstream default is 20).
 
 mod common;
 use common::{percentile, Service};
@@ -64,6 +69,9 @@ struct Args {
     /// proxy in front of the API server, one run each (0: no proxy).
     #[arg(long, value_delimiter = ',', default_value = "0")]
     throttle: Vec<f64>,
+    /// Pull modes to measure, one after another: `jobs`, `pods`.
+    #[arg(long, value_delimiter = ',', default_value = "jobs")]
+    pull_modes: Vec<String>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long = "bench", hide = true)]
     _bench: bool,
@@ -102,9 +110,15 @@ async fn main() {
             _ => {}
         }
         for &throttle in &args.throttle {
-            let run = Run { store, throttle };
-            let makespan = measure(&args, &cluster, run, &store_args).await;
-            makespans.push((run.label(), makespan));
+            for mode in &args.pull_modes {
+                let run = Run {
+                    store,
+                    throttle,
+                    mode,
+                };
+                let makespan = measure(&args, &cluster, run, &store_args).await;
+                makespans.push((run.label(), makespan));
+            }
         }
     }
     if let [(first, base), rest @ ..] = makespans.as_slice() {
@@ -117,21 +131,31 @@ async fn main() {
     }
 }
 
-/// One measured run: a store, and the share of Job creates throttled.
+/// One measured run: a store, the share of Job creates throttled, the pull mode.
 #[derive(Clone, Copy)]
 struct Run<'a> {
     store: &'a str,
     throttle: f64,
+    mode: &'a str,
 }
 
 impl Run<'_> {
-    /// `sqlite`, or `sqlite-429x5%` with throttling; names the run's namespace and image tags.
+    /// `sqlite`, `sqlite-429x5pct` with throttling, `sqlite-pods` in pods
+    /// mode; names the run's namespace and image tags.
     fn label(&self) -> String {
+        let mut label = self.store.to_owned();
         if self.throttle > 0.0 {
-            format!("{}-429x{}pct", self.store, (self.throttle * 100.0).round())
-        } else {
-            self.store.to_owned()
+            label += &format!("-429x{}pct", (self.throttle * 100.0).round());
         }
+        if self.mode != "jobs" {
+            label += &format!("-{}", self.mode);
+        }
+        label
+    }
+
+    /// Whether the pull Pods are made directly (no Jobs).
+    fn pods(&self) -> bool {
+        self.mode == "pods"
     }
 }
 
@@ -159,7 +183,7 @@ async fn measure(args: &Args, cluster: &LocalCluster, run: Run<'_>, store_args: 
     let service = Service::start(
         kubeconfig,
         &namespace,
-        ["--max-concurrent-nodes", "1000"]
+        ["--max-concurrent-nodes", "1000", "--pull-mode", run.mode]
             .into_iter()
             .chain(store_args.iter().map(String::as_str)),
     );
@@ -167,31 +191,16 @@ async fn measure(args: &Args, cluster: &LocalCluster, run: Run<'_>, store_args: 
     let http = prewarm_cli::tls::http_client_builder().build().unwrap();
     let client = cluster.kube_client().await;
 
-    // Job and pod creation times as the watch delivers them.
-    let job_seen: Arc<Mutex<Vec<(String, String, Instant)>>> = Arc::default();
+    // Pull object (Job, or pull Pod in pods mode) and pod creation times as
+    // the watches deliver them.
+    let job_seen: Seen = Arc::default();
     let pod_seen: Arc<Mutex<std::collections::HashMap<String, Instant>>> = Arc::default();
     let watches = {
-        let seen = job_seen.clone();
-        let api: Api<Job> = Api::namespaced(client.clone(), &namespace);
-        let jobs = tokio::spawn(async move {
-            let mut s = std::pin::pin!(watcher(api, watcher::Config::default()));
-            while let Some(Ok(ev)) = s.next().await {
-                if let watcher::Event::Apply(j) = ev {
-                    let task = j
-                        .metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|l| l.get("prewarm.io/task-id"))
-                        .cloned()
-                        .unwrap_or_default();
-                    let name = j.metadata.name.clone().unwrap_or_default();
-                    let mut seen = seen.lock().unwrap();
-                    if !seen.iter().any(|(_, n, _)| *n == name) {
-                        seen.push((task, name, Instant::now()));
-                    }
-                }
-            }
-        });
+        let jobs = if run.pods() {
+            first_seen::<Pod>(Api::namespaced(client.clone(), &namespace), &job_seen)
+        } else {
+            first_seen::<Job>(Api::namespaced(client.clone(), &namespace), &job_seen)
+        };
         let seen = pod_seen.clone();
         let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
         let pods = tokio::spawn(async move {
@@ -279,7 +288,8 @@ async fn measure(args: &Args, cluster: &LocalCluster, run: Run<'_>, store_args: 
     let writes: f64 = after.0 - before.0;
     let reads: f64 = after.1 - before.1;
     println!(
-        "command: cargo bench -p prewarm --bench engine -- --nodes {} --batch {} --pull-seconds {} --stores {} --throttle {}",
+        "command: KCM_QPS={} cargo bench -p prewarm --bench engine -- --nodes {} --batch {} --pull-seconds {} --stores {} --throttle {} --pull-modes {}",
+        std::env::var("KCM_QPS").unwrap_or_else(|_| "500".to_owned()),
         args.nodes,
         args.batch,
         args.pull_seconds,
@@ -288,7 +298,8 @@ async fn measure(args: &Args, cluster: &LocalCluster, run: Run<'_>, store_args: 
             .iter()
             .map(f64::to_string)
             .collect::<Vec<_>>()
-            .join(",")
+            .join(","),
+        args.pull_modes.join(",")
     );
     println!("run: {store}");
     if let Some(proxy) = &proxy {
@@ -323,19 +334,53 @@ async fn measure(args: &Args, cluster: &LocalCluster, run: Run<'_>, store_args: 
         percentile(&first_job_ms, 1.0),
         first_job_ms.len()
     );
-    println!(
-        "Job -> pod: median {:.0} ms  p95 {:.0} ms  ({:.0}% of a node's {:.0} ms pull)",
-        percentile(&job_to_pod_ms, 0.5),
-        percentile(&job_to_pod_ms, 0.95),
-        percentile(&job_to_pod_ms, 0.5) / pull_ms * 100.0,
-        pull_ms
-    );
+    if run.pods() {
+        println!("Job -> pod: none (pull mode pods: the service creates the pod)");
+    } else {
+        println!(
+            "Job -> pod: median {:.0} ms  p95 {:.0} ms  ({:.0}% of a node's {:.0} ms pull)",
+            percentile(&job_to_pod_ms, 0.5),
+            percentile(&job_to_pod_ms, 0.95),
+            percentile(&job_to_pod_ms, 0.5) / pull_ms * 100.0,
+            pull_ms
+        );
+    }
     println!("service peak RSS: {:.1} MiB", service.status_mib("VmHWM:"));
     drop(service);
     for watch in watches {
         watch.abort();
     }
     makespan
+}
+
+/// (task, name, when first seen) of every pull object.
+type Seen = Arc<Mutex<Vec<(String, String, Instant)>>>;
+
+/// Watches `api` and records (task, name, when first seen) of every object.
+fn first_seen<K>(api: Api<K>, seen: &Seen) -> tokio::task::JoinHandle<()>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    let seen = seen.clone();
+    tokio::spawn(async move {
+        let mut s = std::pin::pin!(watcher(api, watcher::Config::default()));
+        while let Some(Ok(ev)) = s.next().await {
+            if let watcher::Event::Apply(obj) = ev {
+                let meta = obj.meta();
+                let task = meta
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("prewarm.io/task-id"))
+                    .cloned()
+                    .unwrap_or_default();
+                let name = meta.name.clone().unwrap_or_default();
+                let mut seen = seen.lock().unwrap();
+                if !seen.iter().any(|(_, n, _)| *n == name) {
+                    seen.push((task, name, Instant::now()));
+                }
+            }
+        }
+    })
 }
 
 async fn wait_done(http: &reqwest::Client, url: &str, id: &str) -> serde_json::Value {

@@ -482,19 +482,20 @@ async fn deploy_rbac_is_enough_for_a_task_and_no_more() {
         );
         assert!(ok, "{file}: {out}");
     }
-    let sa = "system:serviceaccount:prewarm:prewarm";
     for (verb, what, ns, want) in [
         ("list", "secrets", "prewarm", false),
         ("get", "secrets", "default", false),
-        ("create", "pods", "prewarm", false),
-        ("create", "jobs", "default", false),
+        // Pull mode pods (the default): the pull Pods, no Jobs.
+        ("create", "pods", "prewarm", true),
+        ("deletecollection", "pods", "prewarm", true),
+        ("create", "pods", "default", false),
+        ("create", "jobs", "prewarm", false),
+        ("delete", "jobs", "prewarm", false),
         ("create", "namespaces", "", false),
         ("delete", "nodes", "", false),
         ("update", "nodes/status", "", false),
         // Only to remove a keep-warm policy's gating taint from a warm node.
         ("patch", "nodes", "", true),
-        ("create", "jobs", "prewarm", true),
-        ("deletecollection", "jobs", "prewarm", true),
         ("watch", "pods", "prewarm", true),
         ("list", "nodes", "", true),
         ("create", "leases.coordination.k8s.io", "prewarm", true),
@@ -523,13 +524,11 @@ async fn deploy_rbac_is_enough_for_a_task_and_no_more() {
             false,
         ),
     ] {
-        let mut args = vec!["auth", "can-i", verb, what, "--as", sa];
-        if !ns.is_empty() {
-            args.extend(["-n", ns]);
-        }
-        let (ok, out) = kubectl(&admin, &args);
-        assert_eq!(ok, want, "can-i {verb} {what} -n {ns:?}: {out}");
-        assert_eq!(out.trim().starts_with("yes"), want, "{out}");
+        assert_eq!(
+            can_i(&admin, verb, what, ns),
+            want,
+            "can-i {verb} {what} -n {ns:?}"
+        );
     }
 
     // The service account's own token, from the TokenRequest API.
@@ -601,9 +600,48 @@ images:
   - match: "*"
     pullSeconds: 1
 "#);
-    let svc = Service::start_against(&sa_config, "prewarm", &dir.path().join("prewarm.db"), &[]);
+    let db = dir.path().join("prewarm.db");
+    let svc = Service::start_against(&sa_config, "prewarm", &db, &["--pull-mode", "pods"]);
     let id = svc
         .create(json!({"images": ["nginx:1.25", "redis:7"], "nodeSelector": {"suite": "rbac"}}))
+        .await;
+    let task = svc.wait_end(&id, LONG).await;
+    assert_eq!(status(&task), "completed", "{task:#?}\n{}", svc.log());
+    assert_eq!(task.progress.completed_nodes, 3);
+    wait_no_pods("prewarm", Duration::from_secs(30)).await;
+    let log = svc.log();
+    assert!(
+        !log.contains("forbidden") && !log.contains("Forbidden"),
+        "{log}"
+    );
+    drop(svc);
+
+    // The component deploy/pull-mode-jobs: Jobs, and Pods only to read.
+    let component = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let jobs_rbac = role_of(&component_build(component.path(), "pull-mode-jobs"));
+    let role = component.path().join("role.yaml");
+    std::fs::write(&role, jobs_rbac).unwrap();
+    let (ok, out) = kubectl(&admin, &["apply", "-f", role.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    wait_for("the Jobs rule in force", LONG, async || {
+        can_i(&admin, "create", "jobs", "prewarm")
+    })
+    .await;
+    for (verb, what, want) in [
+        ("deletecollection", "jobs", true),
+        ("watch", "pods", true),
+        ("create", "pods", false),
+        ("delete", "pods", false),
+    ] {
+        assert_eq!(
+            can_i(&admin, verb, what, "prewarm"),
+            want,
+            "can-i {verb} {what}"
+        );
+    }
+    let svc = Service::start_against(&sa_config, "prewarm", &db, &["--pull-mode", "jobs"]);
+    let id = svc
+        .create(json!({"images": ["nginx:1.26"], "nodeSelector": {"suite": "rbac"}}))
         .await;
     let task = svc.wait_end(&id, LONG).await;
     assert_eq!(status(&task), "completed", "{task:#?}\n{}", svc.log());
@@ -614,6 +652,51 @@ images:
         !log.contains("forbidden") && !log.contains("Forbidden"),
         "{log}"
     );
+}
+
+/// Whether the service account `prewarm:prewarm` may `verb` `what` in `ns`.
+fn can_i(admin: &Path, verb: &str, what: &str, ns: &str) -> bool {
+    let sa = "system:serviceaccount:prewarm:prewarm";
+    let mut args = vec!["auth", "can-i", verb, what, "--as", sa];
+    if !ns.is_empty() {
+        args.extend(["-n", ns]);
+    }
+    let (ok, out) = kubectl(admin, &args);
+    assert_eq!(out.trim().starts_with("yes"), ok, "{out}");
+    ok
+}
+
+/// `kubectl kustomize` of deploy/base with the component `deploy/<component>`,
+/// from a kustomization written in `dir` (kustomize takes relative paths).
+fn component_build(dir: &Path, component: &str) -> String {
+    let deploy = repo().join("deploy").canonicalize().unwrap();
+    let up = "../".repeat(dir.canonicalize().unwrap().components().count() - 1);
+    let deploy = format!(
+        "{up}{}",
+        deploy.display().to_string().trim_start_matches('/')
+    );
+    std::fs::write(
+        dir.join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - {deploy}/base\ncomponents:\n  - {deploy}/{component}\n"
+        ),
+    )
+    .unwrap();
+    let (ok, out) = kubectl(
+        cluster().kubeconfig_path(),
+        &["kustomize", dir.to_str().unwrap()],
+    );
+    assert!(ok, "{out}");
+    out
+}
+
+/// The Role document of a built kustomization.
+fn role_of(built: &str) -> String {
+    built
+        .split("\n---\n")
+        .find(|doc| doc.lines().any(|l| l == "kind: Role"))
+        .expect("a Role")
+        .to_owned()
 }
 
 /// The command docs/replicas.md gives for API servers older than 1.21, which
@@ -628,9 +711,9 @@ async fn deploy_ha_is_accepted_by_the_api_server() {
     assert!(ok, "{out}");
     let objects = [
         "serviceaccount/prewarm",
-        "role.rbac.authorization.k8s.io/prewarm-jobs",
+        "role.rbac.authorization.k8s.io/prewarm-pulls",
         "clusterrole.rbac.authorization.k8s.io/prewarm-nodes",
-        "rolebinding.rbac.authorization.k8s.io/prewarm-jobs",
+        "rolebinding.rbac.authorization.k8s.io/prewarm-pulls",
         "clusterrolebinding.rbac.authorization.k8s.io/prewarm-nodes",
         "configmap/prewarm-redis",
         "service/prewarm",

@@ -62,12 +62,18 @@ impl RealNode {
 
     /// The service binary in `namespace`, its helper image from the local registry.
     fn service(&self, namespace: &str) -> (Service, tempfile::TempDir) {
+        self.service_flags(namespace, &[])
+    }
+
+    /// Like `service`, with extra flags.
+    fn service_flags(&self, namespace: &str, extra: &[&str]) -> (Service, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let svc = Service::start_with(
-            namespace,
-            &dir.path().join("prewarm.db"),
-            &["--helper-image", &self.image("prewarm-noop:1")],
-        );
+        let helper = self.image("prewarm-noop:1");
+        let flags: Vec<&str> = ["--helper-image", helper.as_str()]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        let svc = Service::start_with(namespace, &dir.path().join("prewarm.db"), &flags);
         (svc, dir)
     }
 
@@ -192,6 +198,48 @@ images:
     assert_eq!(digests[hello.as_str()], [hello_digest]);
     assert_eq!(digests[busybox.as_str()], [busybox_digest]);
     wait_no_jobs("t-mixed", Duration::from_secs(60)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real node: scripts/test.sh real-node group"]
+async fn pull_mode_pods_pulls_on_the_real_kubelet_and_leaves_nothing() {
+    let real = real_node();
+    let hello = real.image("hello:1");
+    let busybox = real.image("busybox:1");
+    let ns = "t-pods-mode";
+    let pods = JobLog::watch_pods(ns).await;
+    let jobs = JobLog::watch(ns).await;
+    let (svc, _dir) = real.service_flags(ns, &["--pull-mode", "pods"]);
+    let id = svc
+        .create(json!({
+            "images": [hello, busybox],
+            "nodeNames": [real.node],
+            "pullPolicy": "Always"
+        }))
+        .await;
+    let task = svc.wait_end(&id, LONG).await;
+    assert_eq!(status(&task), "completed", "{task:#?}");
+    let digests: BTreeMap<&str, &[String]> = task
+        .image_statuses
+        .iter()
+        .map(|s| (s.image.as_str(), s.digests.as_slice()))
+        .collect();
+    assert_eq!(
+        digests[hello.as_str()],
+        [real.registry_digest(&hello, None)]
+    );
+    assert_eq!(
+        digests[busybox.as_str()],
+        [real.registry_digest(&busybox, None)]
+    );
+    wait_no_pods(ns, LONG).await;
+    eventually("no containers left in containerd", LONG, || {
+        let left = real.containers_of(ns);
+        async move { left.is_empty().then_some(()) }
+    })
+    .await;
+    assert_eq!(pods.created(), 1, "one pull Pod for the node");
+    assert_eq!(jobs.created(), 0, "no Job in pods mode");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

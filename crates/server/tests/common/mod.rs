@@ -62,7 +62,8 @@ impl Service {
         Self::start_against(cluster().kubeconfig_path(), namespace, db, extra)
     }
 
-    /// Starts the service against the cluster of `kubeconfig`, on `db`, with extra flags.
+    /// Starts the service against the cluster of `kubeconfig`, on `db`, with
+    /// extra flags (`--pull-mode jobs` unless they name a mode).
     pub fn start_against(kubeconfig: &Path, namespace: &str, db: &Path, extra: &[&str]) -> Service {
         let log = db.with_extension(format!("{}.log", std::process::id()));
         let log = log.with_file_name(format!(
@@ -89,6 +90,14 @@ impl Service {
             .args(
                 (!extra.contains(&"--helper-image"))
                     .then_some(["--helper-image", "prewarm:test"])
+                    .into_iter()
+                    .flatten(),
+            )
+            // These tests count and watch Jobs: jobs mode unless a test
+            // picks a mode (tests/pull_pods.rs covers pods mode).
+            .args(
+                (!extra.contains(&"--pull-mode"))
+                    .then_some(["--pull-mode", "jobs"])
                     .into_iter()
                     .flatten(),
             )
