@@ -289,6 +289,9 @@ task_request_and_patch! {
     image_pull_secrets: Vec<String>, patch: "See [`CreateTaskRequest::image_pull_secrets`].";
     /// Include nodes with NoSchedule/NoExecute taints (default true).
     tolerate_taints: bool, patch: "See [`CreateTaskRequest::tolerate_taints`].";
+    /// The first successful pull of each tag fixes its digest; later nodes
+    /// pull `repo@sha256:…`, so every node gets the same bytes (default false).
+    pin_digests: bool, patch: "See [`CreateTaskRequest::pin_digests`].";
     /// Whole-task limit in seconds, 0 = none.
     timeout_seconds: u64, patch: "See [`CreateTaskRequest::timeout_seconds`].";
     /// Priority class set on the pull pods.
@@ -478,6 +481,13 @@ pub struct ImageStatus {
     pub failed_nodes: u32,
     /// Distinct digests the nodes resolved, sorted.
     pub digests: Vec<String>,
+    /// With `pinDigests`: the digest the first successful pull resolved,
+    /// which later nodes pull (`repo@sha256:…`); null until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned_digest: Option<String>,
+    /// The nodes resolved more than one digest: the tag moved during the task.
+    #[serde(default)]
+    pub digest_drift: bool,
 }
 
 /// The task view of `GET /api/v1/tasks/{id}`.
@@ -512,6 +522,10 @@ pub struct Task {
     pub image_pull_secrets: Vec<String>,
     /// Whether tainted nodes are included.
     pub tolerate_taints: bool,
+    /// Whether the first successful pull of each tag fixes the digest the
+    /// other nodes pull (`imageStatuses[].pinnedDigest`).
+    #[serde(default)]
+    pub pin_digests: bool,
     /// Whole-task limit, 0 = none.
     pub timeout_seconds: u64,
     /// Priority class of the pull pods.

@@ -14,7 +14,7 @@ use prewarm_api::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::image_ref::matches_node_image;
+use super::image_ref::{matches_node_image, ImageRef};
 use super::selection::DiskCheck;
 use super::task::TaskSpec;
 use crate::cluster::NodeInfo;
@@ -567,7 +567,9 @@ pub fn summarize(images: &[String], batch_size: u32, nodes: &[NodePull]) -> Summ
                 image: image.clone(),
                 completed_nodes: completed,
                 failed_nodes: failed,
+                digest_drift: digests.len() > 1,
                 digests: digests.into_iter().collect(),
+                pinned_digest: None,
             })
             .collect(),
         done_nodes,
@@ -624,6 +626,12 @@ pub fn image_results<'a>(
         }
         result
     })
+}
+
+/// What a node pulls for `image` once its digest is pinned: the normalized
+/// repository by digest (`docker.io/library/nginx@sha256:…`).
+pub fn pinned_reference(image: &ImageRef, digest: &str) -> String {
+    format!("{}@{digest}", image.normalized_name())
 }
 
 /// The digest part of a container `imageID` (`repo@sha256:…`, `docker-pullable://…`, `sha256:…`).
@@ -804,6 +812,35 @@ mod tests {
         assert!(matches!(n.phase, NodePhase::Failed { .. }));
         assert!(matches!(n.images[1], ImagePull::Failed(ref f) if f.reason == "Timeout"));
         assert!(matches!(n.images[0], ImagePull::Pulled { .. }));
+    }
+
+    #[test]
+    fn more_than_one_digest_of_an_image_is_drift() {
+        let spec = spec(0);
+        let images = vec!["a:1".to_string(), "b:1".to_string()];
+        let mut nodes: Vec<NodePull> = (0..3)
+            .map(|i| NodePull::new(format!("n{i}"), vec![false, false]))
+            .collect();
+        for (n, d) in nodes.iter_mut().zip(["sha256:x", "sha256:x", "sha256:y"]) {
+            n.start(t(0));
+            n.observe(
+                &[
+                    (0, ImageReport::Pulled(Some(d.into()))),
+                    (1, ImageReport::Pulled(Some("sha256:b".into()))),
+                ],
+                &spec,
+                t(1),
+            );
+        }
+        let s = summarize(&images, 10, &nodes);
+        assert!(s.images[0].digest_drift);
+        assert_eq!(s.images[0].digests, ["sha256:x", "sha256:y"]);
+        assert!(!s.images[1].digest_drift);
+        let nginx = ImageRef::parse("nginx:1.25").unwrap();
+        assert_eq!(
+            pinned_reference(&nginx, "sha256:ab"),
+            "docker.io/library/nginx@sha256:ab"
+        );
     }
 
     #[test]

@@ -79,6 +79,8 @@ pub struct TaskSpec {
     pub image_pull_secrets: Vec<String>,
     /// Whether nodes with NoSchedule/NoExecute taints are included.
     pub tolerate_taints: bool,
+    /// The first successful pull of each tag fixes the digest later nodes pull.
+    pub pin_digests: bool,
     /// Whole-task limit, 0 = none.
     pub timeout_seconds: u64,
     /// Priority class of the pull pods.
@@ -207,6 +209,7 @@ impl TaskSpec {
             pull_policy: req.pull_policy.unwrap_or_default(),
             image_pull_secrets,
             tolerate_taints: req.tolerate_taints.unwrap_or(true),
+            pin_digests: req.pin_digests.unwrap_or(false),
             timeout_seconds,
             priority_class_name: req.priority_class_name,
             from_workload: req.from_workload,
@@ -270,6 +273,7 @@ impl TaskSpec {
             pull_policy: Some(self.pull_policy),
             image_pull_secrets: Some(self.image_pull_secrets.clone()),
             tolerate_taints: Some(self.tolerate_taints),
+            pin_digests: Some(self.pin_digests),
             timeout_seconds: Some(self.timeout_seconds),
             priority_class_name: self.priority_class_name.clone(),
             from_workload: self.from_workload.clone(),
@@ -291,6 +295,7 @@ impl TaskSpec {
             pull_policy: Some(task.pull_policy),
             image_pull_secrets: Some(task.image_pull_secrets.clone()),
             tolerate_taints: Some(task.tolerate_taints),
+            pin_digests: Some(task.pin_digests),
             timeout_seconds: Some(task.timeout_seconds),
             priority_class_name: task.priority_class_name.clone(),
             from_workload: task.from_workload.clone(),
@@ -329,6 +334,7 @@ impl TaskSpec {
             pull_policy: self.pull_policy,
             image_pull_secrets: self.image_pull_secrets.clone(),
             tolerate_taints: self.tolerate_taints,
+            pin_digests: self.pin_digests,
             timeout_seconds: self.timeout_seconds,
             priority_class_name: self.priority_class_name.clone(),
             from_workload: self.from_workload.clone(),

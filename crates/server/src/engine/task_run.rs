@@ -10,7 +10,8 @@ use tokio::time::Instant;
 use crate::cluster::pull_job::{container_index, job_name};
 use crate::cluster::{ContainerState, PodObservation};
 use crate::domain::node_pull::{
-    digest_of, summarize, ImageReport, NodePhase, NodePull, PULL_FAILURE_REASONS,
+    digest_of, pinned_reference, summarize, ImagePull, ImageReport, NodePhase, NodePull,
+    PULL_FAILURE_REASONS,
 };
 use crate::domain::node_speed::{self, makespan, NodeSpeed};
 use crate::domain::task::{TaskId, TaskSpec};
@@ -66,6 +67,9 @@ pub struct TaskRun {
     pub speed_samples: Vec<(String, f64)>,
     /// Sum and count of the seconds per pull measured in this task.
     measured: (f64, u32),
+    /// With `pinDigests`, per image: the digest its first successful pull
+    /// resolved (or the one it was given by), which later Jobs pull.
+    pub pins: Vec<Option<String>>,
 }
 
 /// The monotonic instant a node's phase refers to (attempt start or retry
@@ -113,6 +117,7 @@ impl TaskRun {
             .collect();
         let in_flight = nodes.iter().filter(|n| n.is_started()).count();
         let node_count = nodes.len();
+        let pins = initial_pins(&view, &spec, &nodes);
         TaskRun {
             id: TaskId(view.task_id.clone()),
             view,
@@ -137,6 +142,50 @@ impl TaskRun {
             pod_seen: HashMap::new(),
             speed_samples: Vec::new(),
             measured: (0.0, 0),
+            pins,
+        }
+    }
+
+    /// Nodes this task may have pulling at once: `batchSize`, or one while a
+    /// task with `pinDigests` waits for the first successful pull of an
+    /// image that nodes still need (so no two nodes resolve a tag apart).
+    pub fn window(&self) -> usize {
+        let awaits_pin = self.spec.pin_digests
+            && self.pins.iter().enumerate().any(|(ix, pin)| {
+                pin.is_none()
+                    && self
+                        .nodes
+                        .iter()
+                        .any(|n| matches!(n.images.get(ix), Some(ImagePull::Pending { .. })))
+            });
+        if awaits_pin {
+            1
+        } else {
+            self.spec.batch_size as usize
+        }
+    }
+
+    /// What Jobs pull for image `ix`: the pinned digest once there is one,
+    /// else the image as given.
+    pub fn pull_reference(&self, ix: usize) -> String {
+        let image = &self.spec.images[ix];
+        match &self.pins[ix] {
+            Some(digest) if image.digest().is_none() => pinned_reference(image, digest),
+            _ => image.as_str().to_owned(),
+        }
+    }
+
+    /// With `pinDigests`, fixes the digest of every image node `i` is the
+    /// first to have pulled.
+    fn pin_pulled(&mut self, i: usize) {
+        if !self.spec.pin_digests {
+            return;
+        }
+        for (pin, slot) in self.pins.iter_mut().zip(&self.nodes[i].images) {
+            if let (None, ImagePull::Pulled { digest: Some(d) }) = (&pin, slot) {
+                *pin = Some(d.clone());
+                self.dirty = true;
+            }
         }
     }
 
@@ -321,7 +370,9 @@ impl TaskRun {
             })
             .collect();
         let before = self.nodes[i].clone();
-        if self.nodes[i].observe(&reports, &self.spec, now) {
+        let ended = self.nodes[i].observe(&reports, &self.spec, now);
+        self.pin_pulled(i);
+        if ended {
             self.attempt_ended(i);
             return true;
         }
@@ -387,6 +438,9 @@ impl TaskRun {
         self.view.failed_node_details_total = s.failed_total;
         self.view.skipped_node_details = s.skipped;
         self.view.image_statuses = s.images;
+        for (status, pin) in self.view.image_statuses.iter_mut().zip(&self.pins) {
+            status.pinned_digest.clone_from(pin);
+        }
         self.view.estimated_completion = if self.view.status == TaskStatus::Running {
             self.expected_end(now).or_else(|| {
                 estimate(
@@ -447,6 +501,36 @@ impl TaskRun {
         self.refresh_view(now);
         self.dirty = true;
     }
+}
+
+/// The pins a run starts with: an image given by digest is pinned to it;
+/// a tag to the digest the stored view shows, else (the view was not written
+/// before a restart) to one a node record holds.
+fn initial_pins(view: &Task, spec: &TaskSpec, nodes: &[NodePull]) -> Vec<Option<String>> {
+    spec.images
+        .iter()
+        .enumerate()
+        .map(|(ix, image)| {
+            if !spec.pin_digests {
+                return None;
+            }
+            image
+                .digest()
+                .map(str::to_owned)
+                .or_else(|| {
+                    view.image_statuses
+                        .iter()
+                        .find(|s| s.image == image.as_str())
+                        .and_then(|s| s.pinned_digest.clone())
+                })
+                .or_else(|| {
+                    nodes.iter().find_map(|n| match n.images.get(ix) {
+                        Some(ImagePull::Pulled { digest: Some(d) }) => Some(d.clone()),
+                        _ => None,
+                    })
+                })
+        })
+        .collect()
 }
 
 /// `(reason, message)` if a container is stuck on a pull failure.

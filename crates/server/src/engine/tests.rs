@@ -428,6 +428,82 @@ async fn disk_pressure_and_small_disks_are_skipped_without_a_job() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn pinned_digests_let_one_node_resolve_the_tags_then_pull_by_digest() {
+    let nodes = (0..4).map(|i| node(&format!("n{i}"), &[])).collect();
+    let mut h = Harness::new(nodes, 500);
+    let id = h
+        .submit(CreateTaskRequest {
+            batch_size: Some(3),
+            pin_digests: Some(true),
+            ..images(&["nginx:1", "redis:7"])
+        })
+        .await;
+    h.step().await;
+    let first = h.cluster.alive();
+    assert_eq!(first.len(), 1, "one node resolves the tags first");
+    assert_eq!(
+        first[0].images,
+        [(0, "nginx:1".to_owned()), (1, "redis:7".to_owned())]
+    );
+    h.report_all(&[]);
+    for _ in 0..5 {
+        h.step().await;
+    }
+    let d0 = format!("sha256:{:064}", 0);
+    let d1 = format!("sha256:{:064}", 1);
+    let later = h.cluster.alive();
+    assert_eq!(
+        later.len(),
+        3,
+        "the whole window once both digests are pinned"
+    );
+    for job in &later {
+        assert_eq!(
+            job.images,
+            [
+                (0, format!("docker.io/library/nginx@{d0}")),
+                (1, format!("docker.io/library/redis@{d1}"))
+            ]
+        );
+    }
+    for _ in 0..5 {
+        h.report_all(&[]);
+        h.step().await;
+    }
+    let task = h.task(&id).await;
+    assert_eq!(task.status, TaskStatus::Completed);
+    assert!(task.pin_digests);
+    assert_eq!(task.image_statuses[0].pinned_digest.as_deref(), Some(&*d0));
+    assert_eq!(task.image_statuses[1].pinned_digest.as_deref(), Some(&*d1));
+    assert_eq!(task.image_statuses[0].digests, [d0]);
+    assert!(!task.image_statuses[0].digest_drift);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_pinning_the_window_is_full_at_once_and_nothing_is_pinned() {
+    let nodes = (0..4).map(|i| node(&format!("n{i}"), &[])).collect();
+    let mut h = Harness::new(nodes, 500);
+    let id = h
+        .submit(CreateTaskRequest {
+            batch_size: Some(3),
+            ..images(&["nginx:1"])
+        })
+        .await;
+    h.step().await;
+    assert_eq!(h.cluster.alive().len(), 3);
+    h.report_all(&[]);
+    h.step().await;
+    let task = h.task(&id).await;
+    assert!(!task.pin_digests);
+    assert_eq!(task.image_statuses[0].pinned_digest, None);
+    assert!(h
+        .cluster
+        .alive()
+        .iter()
+        .all(|j| j.images == [(0, "nginx:1".to_owned())]));
+}
+
+#[tokio::test(start_paused = true)]
 async fn no_matching_node_fails_with_a_message() {
     let mut h = Harness::new(vec![node("a0", &[])], 500);
     let id = h

@@ -201,7 +201,7 @@ impl Engine {
         let Some(run) = self.runs.get_mut(id) else {
             return;
         };
-        let window = run.spec.batch_size as usize;
+        let window = run.window();
         let mut starts = Vec::new();
         // Retries whose wait is over come first, then never-started nodes in order.
         let retries: Vec<usize> = (0..run.nodes.len())
@@ -243,7 +243,7 @@ impl Engine {
                 images: run.nodes[i]
                     .pending_images()
                     .into_iter()
-                    .map(|ix| (ix, run.spec.images[ix].as_str().to_owned()))
+                    .map(|ix| (ix, run.pull_reference(ix)))
                     .collect(),
                 pull_policy: run.spec.pull_policy.as_str().to_owned(),
                 image_pull_secrets: run.spec.image_pull_secrets.clone(),
