@@ -421,6 +421,7 @@ impl Application {
                 progress: progress.clone(),
                 guard: operations.guard,
                 webhooks: webhooks.clone(),
+                image_keys: Arc::default(),
             },
             operations.serving.request_timeout,
         );

@@ -115,6 +115,7 @@ impl TestAppBuilder {
                 keep_warm: KeepWarmHandle::new(),
                 guard: Arc::new(guard),
                 webhooks: Webhooks::disabled(),
+                image_keys: Arc::default(),
             },
             self.request_timeout,
         );

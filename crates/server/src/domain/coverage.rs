@@ -1,10 +1,13 @@
 //! Image coverage: which of the matching nodes report which images.
 //!
-//! Each node's image names are parsed once into match keys (normalized
-//! repository plus tag, or plus digest), so the cost is one parse per
-//! reported name whatever the number of asked images.
+//! Each node's image names are parsed into match keys (normalized
+//! repository plus tag, or plus digest) once per version of its image list
+//! and kept, hashed, in an [`ImageKeyCache`]: a request costs a hash of each
+//! node's names, not a parse of each, whatever the number of asked images.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
 
 use prewarm_api::{Coverage, CoverageGroup, ImageCoverage, NodeCoverage};
 
@@ -47,6 +50,73 @@ fn node_keys(names: &[String]) -> HashSet<String> {
     keys
 }
 
+/// A stable 64-bit hash (SipHash with fixed keys).
+fn hash_of(value: impl Hash) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
+}
+
+/// A node's match keys, hashed and sorted (8 bytes per key).
+type KeySet = Arc<[u64]>;
+
+/// Each node's image match keys, computed once per version of its image
+/// list (the kubelet rewrites it only when images come or go) and dropped
+/// when the node is gone.
+#[derive(Debug, Default)]
+pub struct ImageKeyCache {
+    /// Node name → (hash of its image names, their keys).
+    nodes: Mutex<HashMap<String, (u64, KeySet)>>,
+}
+
+impl ImageKeyCache {
+    /// An empty cache.
+    pub fn new() -> ImageKeyCache {
+        ImageKeyCache::default()
+    }
+
+    /// The keys of every node in `nodes`, in order.
+    fn keys_of(&self, nodes: &[&NodeInfo]) -> Vec<KeySet> {
+        let mut cache = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        nodes
+            .iter()
+            .map(|node| {
+                let version = hash_of(&node.images);
+                match cache.get(&node.name) {
+                    Some((v, keys)) if *v == version => keys.clone(),
+                    _ => {
+                        let mut keys: Vec<u64> =
+                            node_keys(&node.images).iter().map(hash_of).collect();
+                        keys.sort_unstable();
+                        let keys: KeySet = keys.into();
+                        cache.insert(node.name.clone(), (version, keys.clone()));
+                        keys
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// Forgets the nodes that are not in `nodes` (the cluster's now).
+    pub fn forget_others(&self, nodes: &[NodeInfo]) {
+        let current: HashSet<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+        self.nodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|name, _| current.contains(name.as_str()));
+    }
+
+    /// Nodes held.
+    pub fn len(&self) -> usize {
+        self.nodes.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether no node is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 fn percent(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         0.0
@@ -56,19 +126,23 @@ fn percent(part: u64, whole: u64) -> f64 {
 }
 
 /// Coverage of `images` over the Ready nodes matching `selector` (exact
-/// labels), optionally summarized per value of the `group_by` label.
+/// labels), optionally summarized per value of the `group_by` label; node
+/// keys come from `cache`.
 pub fn coverage(
     nodes: &[NodeInfo],
     images: &[ImageRef],
     selector: &BTreeMap<String, String>,
     group_by: Option<&str>,
+    cache: &ImageKeyCache,
 ) -> Coverage {
-    let wanted: Vec<String> = images.iter().map(wanted_key).collect();
+    let wanted: Vec<u64> = images.iter().map(|i| hash_of(wanted_key(i))).collect();
     let mut matching: Vec<&NodeInfo> = nodes
         .iter()
         .filter(|n| selector.iter().all(|(k, v)| n.labels.get(k) == Some(v)))
         .collect();
     matching.sort_by(|a, b| a.name.cmp(&b.name));
+    let ready: Vec<&NodeInfo> = matching.iter().copied().filter(|n| n.ready).collect();
+    let mut keys = cache.keys_of(&ready).into_iter();
 
     let mut out = Coverage {
         images: images
@@ -92,11 +166,11 @@ pub fn coverage(
         if node.images.len() >= KUBELET_IMAGE_CAP {
             out.nodes_at_image_cap += 1;
         }
-        let keys = node_keys(&node.images);
+        let keys = keys.next().unwrap_or_default();
         let mut missing = Vec::new();
         let mut present = 0u64;
         for ((key, image), cov) in wanted.iter().zip(images).zip(out.images.iter_mut()) {
-            if keys.contains(key) {
+            if keys.binary_search(key).is_ok() {
                 cov.nodes_with_image += 1;
                 present += 1;
             } else {
@@ -170,7 +244,18 @@ mod tests {
             .map(|s| ImageRef::parse(s).unwrap())
             .collect();
         let selector = [("pool".to_owned(), "web".to_owned())].into();
-        let c = coverage(&nodes, &images, &selector, Some("zone"));
+        let cache = ImageKeyCache::new();
+        let c = coverage(&nodes, &images, &selector, Some("zone"), &cache);
+        assert_eq!(cache.len(), 3, "the Ready matching nodes");
+        assert_eq!(
+            coverage(&nodes, &images, &selector, Some("zone"), &cache),
+            c
+        );
+        // A node whose image list changed is read again.
+        let mut later = nodes.clone();
+        later[1].images.push("nginx:1.25".to_owned());
+        let c2 = coverage(&later, &images, &selector, Some("zone"), &cache);
+        assert_eq!(c2.images[0].nodes_with_image, 3);
         assert_eq!(c.total_nodes, 3);
         assert_eq!(c.not_ready_nodes, 1);
         assert_eq!(c.images[0].nodes_with_image, 2);
@@ -197,7 +282,9 @@ mod tests {
                 );
             }
         }
-        let empty = coverage(&[], &images, &selector, None);
+        let empty = coverage(&[], &images, &selector, None, &cache);
         assert_eq!(empty.percentage, 0.0, "no node is no coverage");
+        cache.forget_others(&later[..1]);
+        assert_eq!(cache.len(), 1, "gone nodes are forgotten");
     }
 }

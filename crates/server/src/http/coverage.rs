@@ -51,6 +51,7 @@ pub async fn get(
             .map_err(|e| e.to_string())
     })?;
     let nodes = state.cluster.nodes();
+    state.image_keys.forget_others(&nodes);
     let Some(reference) = workload else {
         let images = images.ok_or_else(|| ApiError::InvalidParameter {
             name: "images".to_owned(),
@@ -61,6 +62,7 @@ pub async fn get(
             &images,
             &selector,
             group_by.as_deref(),
+            &state.image_keys,
         )));
     };
     let spec = TaskSpec::from_request(CreateTaskRequest {
@@ -86,6 +88,7 @@ pub async fn get(
         &spec.images,
         &selector,
         group_by.as_deref(),
+        &state.image_keys,
     )))
 }
 

@@ -84,6 +84,8 @@ pub struct AppState {
     pub guard: Arc<guard::Guard>,
     /// End-of-task webhooks (and their create-time address check).
     pub webhooks: Arc<crate::webhook::Webhooks>,
+    /// Nodes' image match keys for coverage, kept between requests.
+    pub image_keys: Arc<crate::domain::coverage::ImageKeyCache>,
 }
 
 /// The whole API as one router, layers included.
