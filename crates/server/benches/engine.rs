@@ -65,12 +65,12 @@ struct Args {
     /// Stores to measure, one after another: `sqlite`, `redis`, `memory`.
     #[arg(long, value_delimiter = ',', default_value = "sqlite")]
     stores: Vec<String>,
-    /// Shares of Job creates answered `429` with `Retry-After: 1` by a fault
+    /// Shares of pull creates (Jobs or Pods) answered `429` with `Retry-After: 1` by a fault
     /// proxy in front of the API server, one run each (0: no proxy).
     #[arg(long, value_delimiter = ',', default_value = "0")]
     throttle: Vec<f64>,
     /// Pull modes to measure, one after another: `jobs`, `pods`.
-    #[arg(long, value_delimiter = ',', default_value = "jobs")]
+    #[arg(long, value_delimiter = ',', default_value = "pods")]
     pull_modes: Vec<String>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long = "bench", hide = true)]
@@ -131,7 +131,7 @@ async fn main() {
     }
 }
 
-/// One measured run: a store, the share of Job creates throttled, the pull mode.
+/// One measured run: a store, the share of pull creates throttled, the pull mode.
 #[derive(Clone, Copy)]
 struct Run<'a> {
     store: &'a str,
@@ -140,14 +140,14 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// `sqlite`, `sqlite-429x5pct` with throttling, `sqlite-pods` in pods
+    /// `sqlite`, `sqlite-429x5pct` with throttling, `sqlite-jobs` in jobs
     /// mode; names the run's namespace and image tags.
     fn label(&self) -> String {
         let mut label = self.store.to_owned();
         if self.throttle > 0.0 {
             label += &format!("-429x{}pct", (self.throttle * 100.0).round());
         }
-        if self.mode != "jobs" {
+        if self.mode != "pods" {
             label += &format!("-{}", self.mode);
         }
         label

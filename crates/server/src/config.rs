@@ -497,7 +497,7 @@ mod tests {
         assert_eq!(cfg.database, PathBuf::from("./prewarm.db"));
         assert_eq!(cfg.helper_image, DEFAULT_HELPER_IMAGE);
         assert_eq!(cfg.max_concurrent_nodes, 500);
-        assert_eq!(cfg.pull_mode, PullMode::Jobs);
+        assert_eq!(cfg.pull_mode, PullMode::Pods);
         assert_eq!(cfg.pull_timeout(), Duration::from_secs(600));
         assert_eq!(cfg.disk_margin, DiskMargin::default());
         assert_eq!(cfg.log_level, "info");
@@ -515,7 +515,7 @@ mod tests {
                 ("PREWARM_DATABASE", "/var/lib/prewarm/tasks.db"),
                 ("PREWARM_HELPER_IMAGE", "registry.local/prewarm:dev"),
                 ("PREWARM_MAX_CONCURRENT_NODES", "7"),
-                ("PREWARM_PULL_MODE", "Pods"),
+                ("PREWARM_PULL_MODE", "Jobs"),
                 ("PREWARM_PULL_TIMEOUT", "30"),
                 ("PREWARM_DISK_MARGIN", "25%"),
                 ("LOG_LEVEL", "prewarm=debug,kube=warn"),
@@ -531,7 +531,7 @@ mod tests {
         assert_eq!(cfg.database, PathBuf::from("/var/lib/prewarm/tasks.db"));
         assert_eq!(cfg.helper_image, "registry.local/prewarm:dev");
         assert_eq!(cfg.max_concurrent_nodes, 7);
-        assert_eq!(cfg.pull_mode, PullMode::Pods);
+        assert_eq!(cfg.pull_mode, PullMode::Jobs);
         assert_eq!(cfg.pull_timeout(), Duration::from_secs(30));
         assert_eq!(cfg.disk_margin, DiskMargin::percent(25).unwrap());
         assert_eq!(cfg.log_level, "prewarm=debug,kube=warn");

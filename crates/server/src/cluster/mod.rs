@@ -39,11 +39,12 @@ pub const NODE_ANNOTATION: &str = "prewarm.io/node-name";
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum PullMode {
     /// A pull Pod created directly: no controller in between, so the
-    /// controller-manager's client QPS does not pace the pulls.
+    /// controller-manager's client QPS does not pace the pulls (the default:
+    /// twice as fast as Jobs at the upstream QPS of 20, see BENCHMARKS.md).
+    #[default]
     Pods,
     /// A Job per node, whose pod the controller-manager's Job controller
     /// creates (for clusters whose policies admit only Jobs).
-    #[default]
     Jobs,
 }
 

@@ -3,8 +3,8 @@
 //! 127.0.0.1; the proxy forwards every request to the real API server (TLS
 //! and credentials from the real kubeconfig) unless a fault says otherwise:
 //!
-//! - Job creates answered `429` with `Retry-After` (the next N, or a share of
-//!   all of them), or `500`;
+//! - pull creates (Jobs, or Pods in `--pull-mode pods`) answered `429` with
+//!   `Retry-After` (the next N, or a share of all of them), or `500`;
 //! - open watch streams cut; new watches refused (`503`) or expired
 //!   (`410 Gone`, so the client lists again);
 //! - every answer delayed.
@@ -35,7 +35,7 @@ pub struct FaultProxy {
 struct Faults {
     upstream: kube::Client,
     throttle_next: AtomicUsize,
-    /// Share of Job creates answered 429, in thousandths.
+    /// Share of pull creates answered 429, in thousandths.
     throttle_per_mille: AtomicU64,
     retry_after_secs: AtomicU64,
     fail_next: AtomicUsize,
@@ -120,7 +120,7 @@ impl FaultProxy {
         &self.kubeconfig
     }
 
-    /// Answers the next `n` Job creates with 429 and `Retry-After: retry_after`.
+    /// Answers the next `n` pull creates with 429 and `Retry-After: retry_after`.
     pub fn throttle_creates(&self, n: usize, retry_after: Duration) {
         self.faults
             .retry_after_secs
@@ -128,7 +128,7 @@ impl FaultProxy {
         self.faults.throttle_next.store(n, Ordering::SeqCst);
     }
 
-    /// Answers a `share` (0 to 1) of all Job creates with 429 and `Retry-After: retry_after`.
+    /// Answers a `share` (0 to 1) of all pull creates with 429 and `Retry-After: retry_after`.
     pub fn throttle_share(&self, share: f64, retry_after: Duration) {
         self.faults
             .retry_after_secs
@@ -138,7 +138,7 @@ impl FaultProxy {
             .store((share * 1000.0).round() as u64, Ordering::SeqCst);
     }
 
-    /// Answers the next `n` Job creates that are not throttled with 500.
+    /// Answers the next `n` pull creates that are not throttled with 500.
     pub fn fail_creates(&self, n: usize) {
         self.faults.fail_next.store(n, Ordering::SeqCst);
     }
@@ -167,17 +167,17 @@ impl FaultProxy {
             .store(by.as_millis() as u64, Ordering::SeqCst);
     }
 
-    /// Job creates answered 429 so far.
+    /// pull creates answered 429 so far.
     pub fn throttled(&self) -> usize {
         self.faults.throttled.load(Ordering::SeqCst)
     }
 
-    /// Job creates answered 500 so far.
+    /// pull creates answered 500 so far.
     pub fn failed(&self) -> usize {
         self.faults.failed.load(Ordering::SeqCst)
     }
 
-    /// Job creates passed on to the API server so far.
+    /// pull creates passed on to the API server so far.
     pub fn creates_forwarded(&self) -> usize {
         self.faults.creates_forwarded.load(Ordering::SeqCst)
     }
@@ -244,7 +244,10 @@ async fn forward(State(f): State<Arc<Faults>>, req: Request) -> Response {
         .unwrap_or_default()
         .split('&')
         .any(|kv| kv == "watch=true" || kv == "watch=1");
-    let is_job_create = req.method() == http::Method::POST && path.ends_with("/jobs");
+    // The service's pull creates: Jobs, or the pull Pods in pods mode (in
+    // jobs mode only the controller-manager creates Pods, not through here).
+    let is_job_create =
+        req.method() == http::Method::POST && (path.ends_with("/jobs") || path.ends_with("/pods"));
     if is_job_create {
         let share = f.throttle_per_mille.load(Ordering::SeqCst);
         let by_share = share > 0 && rand::rng().random_range(0..1000) < share;
