@@ -270,7 +270,8 @@ async fn run_events(ctx: Arc<Context>) {
                 delete_nodes(&ctx, |n| glob.is_match(n)).await;
             }
             EventAction::MoveTag(image, digest) => {
-                tracing::info!(image = %image.normalized(), digest, "event: moving a tag");
+                let at_ms = Timestamp::now().as_millisecond();
+                tracing::info!(image = %image.normalized(), digest, at_ms, "event: moving a tag");
                 ctx.scenario.moved_tags.move_to(image, digest);
             }
             EventAction::SetReady(glob, ready) => {

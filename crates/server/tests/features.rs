@@ -590,3 +590,230 @@ nodes:
     .await;
     assert_eq!(code, 404, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_under_disk_pressure_or_short_of_room_are_skipped_and_pull_nothing() {
+    let _sim = sim(r#"
+timeScale: 0.05
+nodes:
+  - namePrefix: disk-
+    count: 2
+    labels: {suite: disk}
+  - names: [disk-full]
+    labels: {suite: disk}
+    diskPressure: true
+  - names: [disk-small]
+    labels: {suite: disk}
+    ephemeralStorage: 1Gi
+images:
+  - match: "example.com/big/*"
+    sizeBytes: 2147483648
+preloaded:
+  - image: "example.com/big/model:1"
+    nodes: "disk-0"
+"#);
+    let ns = "t-disk";
+    let svc = Service::start(ns);
+    let jobs = JobLog::watch(ns).await;
+    let body = json!({
+        "images": ["example.com/big/model:1", "nginx:1.25"],
+        "nodeSelector": {"suite": "disk"},
+        "batchSize": 4
+    });
+    // The plan says what the run will do: 2 GiB + 10% does not fit on a 1 GiB disk.
+    let plan = eventually(
+        "the four nodes planned with their disks",
+        || post(&svc, "/api/v1/tasks", &[("dryRun", "true")], &body),
+        |p| {
+            p["selectedNodes"] == 4
+                && p["skippedByReason"] == json!({"DiskPressure": 1, "InsufficientDisk": 1})
+        },
+    )
+    .await;
+    assert_eq!(plan["jobs"], 2, "{plan}");
+    let small = &plan["skippedNodeDetails"][1];
+    assert_eq!(small["nodeName"], "disk-small", "{plan}");
+    assert_eq!(
+        small["message"],
+        "needs 2.20 GiB (images 2.00 GiB + 10% margin), has 1.00 GiB \
+         (allocatable ephemeral-storage 1.00 GiB - images 0.0 MiB)"
+    );
+
+    let id = svc.create(body).await;
+    let task = svc.wait_end(&id, LONG).await;
+    assert_eq!(status(&task), "completed", "{task:#?}");
+    assert_eq!(task.progress.total_nodes, 4);
+    assert_eq!(task.progress.completed_nodes, 2);
+    assert_eq!(task.progress.skipped_nodes, 2);
+    let skipped: Vec<(&str, &str)> = task
+        .skipped_node_details
+        .iter()
+        .map(|d| (d.node_name.as_str(), d.reason.as_str()))
+        .collect();
+    assert_eq!(
+        skipped,
+        [
+            ("disk-full", "DiskPressure"),
+            ("disk-small", "InsufficientDisk")
+        ]
+    );
+    assert!(
+        task.skipped_node_details[1]
+            .message
+            .contains("has 1.00 GiB"),
+        "{task:#?}"
+    );
+    wait_no_jobs(ns, Duration::from_secs(30)).await;
+    let per_node = jobs.per_node();
+    assert_eq!(
+        per_node.keys().collect::<Vec<_>>(),
+        ["disk-0", "disk-1"],
+        "Jobs only where there is room"
+    );
+    for node in ["disk-full", "disk-small"] {
+        let images = reported_images(node).await;
+        assert!(
+            !images
+                .iter()
+                .any(|i| i.contains("big/model") || i.contains("nginx")),
+            "{node} pulled nothing: {images:?}"
+        );
+    }
+}
+
+const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+/// When kube-sim moved the tag (Unix ms), from its log; None before it did.
+fn tag_moved_at(sim: &Sim) -> Option<i64> {
+    let log = sim.log();
+    let line = log.lines().find(|l| l.contains("event: moving a tag"))?;
+    // Drop ANSI colour codes, then read `at_ms=<digits>`.
+    let mut plain = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|c| c.is_ascii_alphabetic());
+        } else {
+            plain.push(c);
+        }
+    }
+    let digits: String = plain
+        .split("at_ms=")
+        .nth(1)?
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// (node, digest, end in Unix ms) of every node of a one-image task.
+async fn node_digests(svc: &Service, id: &str) -> Vec<(String, String, i64)> {
+    let (code, page) = get(
+        svc,
+        &format!("/api/v1/tasks/{id}/nodes"),
+        &[("limit", "1000")],
+    )
+    .await;
+    assert_eq!(code, 200, "{page}");
+    page["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let at: chrono::DateTime<chrono::Utc> =
+                serde_json::from_value(r["timestamp"].clone()).unwrap();
+            (
+                r["nodeName"].as_str().unwrap().to_owned(),
+                r["digest"].as_str().unwrap_or_default().to_owned(),
+                at.timestamp_millis(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_moving_mid_task_drifts_unless_digests_are_pinned() {
+    // The tag moves 15 s after kube-sim is ready. Node *-0 pulls in 0.5 s,
+    // the others in 6 s, one node at a time: both tasks begin pulls before
+    // the move and after it, whenever the service came up within ~14 s.
+    let sim = sim(&format!(
+        r#"
+timeScale: 0.05
+nodes:
+  - namePrefix: pin-
+    count: 5
+    labels: {{suite: pin}}
+  - namePrefix: drift-
+    count: 5
+    labels: {{suite: drift}}
+images:
+  - match: "example.com/team/app*"
+    nodes: "*-0"
+    pullSeconds: 10
+    digest: "{D1}"
+  - match: "example.com/team/app*"
+    pullSeconds: 120
+    digest: "{D1}"
+events:
+  - after: 15s
+    moveTag: {{image: "example.com/team/app:v1", digest: "{D2}"}}
+"#
+    ));
+    let ns = "t-digests";
+    let svc = Service::start(ns);
+    let body = |suite: &str, pin: bool| {
+        json!({
+            "images": ["example.com/team/app:v1"],
+            "nodeSelector": {"suite": suite},
+            "batchSize": 1,
+            "pinDigests": pin
+        })
+    };
+    let pin_body = body("pin", true);
+    let pinned = eventually(
+        "the pinned task planned over five nodes",
+        || post(&svc, "/api/v1/tasks", &[("dryRun", "true")], &pin_body),
+        |p| p["selectedNodes"] == 5,
+    )
+    .await;
+    assert_eq!(pinned["jobs"], 5);
+    let pinned = svc.create(pin_body).await;
+    let drifting = svc.create(body("drift", false)).await;
+
+    let first = svc
+        .wait_until(&pinned, LONG, |t| {
+            t.image_statuses[0].pinned_digest.is_some()
+        })
+        .await;
+    assert_eq!(first.image_statuses[0].pinned_digest.as_deref(), Some(D1));
+    assert!(
+        tag_moved_at(&sim).is_none(),
+        "the first pull came after the tag moved (service too slow to start?)"
+    );
+
+    let pinned = svc.wait_end(&pinned, LONG).await;
+    let drifting = svc.wait_end(&drifting, LONG).await;
+    let moved = tag_moved_at(&sim).expect("the tag moved during the tasks");
+    assert_eq!(status(&pinned), "completed", "{pinned:#?}");
+    assert_eq!(status(&drifting), "completed", "{drifting:#?}");
+
+    // Pinned: every node holds the first pull's digest, nodes that began
+    // after the move included.
+    let image = &pinned.image_statuses[0];
+    assert_eq!(image.digests, [D1], "{pinned:#?}");
+    assert_eq!(image.pinned_digest.as_deref(), Some(D1));
+    assert!(!image.digest_drift);
+    let nodes = node_digests(&svc, &pinned.task_id).await;
+    assert!(nodes.iter().all(|(_, d, _)| d == D1), "{nodes:?}");
+    assert!(
+        nodes.iter().any(|(_, _, end)| *end > moved + 6_000),
+        "a pinned node began its pull after the move: {nodes:?}, moved at {moved}"
+    );
+
+    // Not pinned: the nodes before the move got D1, the ones after D2.
+    let image = &drifting.image_statuses[0];
+    assert_eq!(image.digests, [D1, D2], "{drifting:#?}");
+    assert!(image.digest_drift);
+    assert_eq!(image.pinned_digest, None);
+}
