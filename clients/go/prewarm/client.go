@@ -191,6 +191,15 @@ func (c *Client) Coverage(ctx context.Context, images []string, nodeSelector map
 	return &cov, c.do(ctx, http.MethodGet, "/api/v1/coverage", q, nil, &cov)
 }
 
+// NodeStats returns the nodes' learned pull speeds, slowest first (the
+// nodes tasks start first); limit is 1..=1000.
+func (c *Client) NodeStats(ctx context.Context, limit int) (*NodeStatsList, error) {
+	q := url.Values{}
+	q.Set("limit", strconv.Itoa(limit))
+	var stats NodeStatsList
+	return &stats, c.do(ctx, http.MethodGet, "/api/v1/nodes/stats", q, nil, &stats)
+}
+
 // GetTask returns one task view.
 func (c *Client) GetTask(ctx context.Context, id string) (*Task, error) {
 	var t Task

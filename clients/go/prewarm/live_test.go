@@ -250,6 +250,25 @@ func TestLivePlanAndCoverage(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	// Every node of the run has a learned pull speed, listed slowest first.
+	for {
+		stats, err := c.NodeStats(ctx, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if stats.Total >= plan.SelectedNodes {
+			for i := 1; i < len(stats.Nodes); i++ {
+				if stats.Nodes[i].SecondsPerPull > stats.Nodes[i-1].SecondsPerPull {
+					t.Fatalf("not slowest first: %+v", stats.Nodes)
+				}
+			}
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the run's nodes were not learned: %+v", stats)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 func TestLiveKeepWarmPolicy(t *testing.T) {

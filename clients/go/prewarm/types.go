@@ -285,6 +285,20 @@ type PlannedImage struct {
 	PullsNeeded    int    `json:"pullsNeeded"`
 }
 
+// NodeStats is one node's learned pull speed.
+type NodeStats struct {
+	Node           string    `json:"node"`
+	SecondsPerPull float64   `json:"secondsPerPull"`
+	Samples        int       `json:"samples"`
+	UpdatedAt      time.Time `json:"updatedAt"`
+}
+
+// NodeStatsList is the answer of GET /api/v1/nodes/stats: slowest first.
+type NodeStatsList struct {
+	Nodes []NodeStats `json:"nodes"`
+	Total int         `json:"total"`
+}
+
 // Coverage is the answer of GET /api/v1/coverage.
 type Coverage struct {
 	TotalNodes      int             `json:"totalNodes"`

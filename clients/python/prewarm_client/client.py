@@ -242,6 +242,13 @@ class PrewarmClient:
             params["groupBy"] = group_by
         return self._request("GET", "/api/v1/coverage", params=params)
 
+    def node_stats(self, limit: int = 20) -> Json:
+        """The nodes' learned pull speeds, slowest first (the nodes tasks start first).
+
+        Returns ``{nodes: [{node, secondsPerPull, samples, updatedAt}], total}``.
+        """
+        return self._request("GET", "/api/v1/nodes/stats", params={"limit": limit})
+
     def get_task(self, task_id: str) -> Json:
         """One task view."""
         return self._request("GET", "/api/v1/tasks/%s" % _seg(task_id))

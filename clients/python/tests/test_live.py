@@ -199,6 +199,12 @@ def test_plan_creates_nothing_and_coverage_follows_a_run(client):
     while client.coverage([image], node_selector=selector())["percentage"] != 100.0:
         assert time.monotonic() < deadline, "coverage never reached 100%"
         time.sleep(0.2)
+    # Every node of the run has a learned pull speed, listed slowest first.
+    while client.node_stats(limit=1000)["total"] < plan["selectedNodes"]:
+        assert time.monotonic() < deadline, "the run's nodes were not learned"
+        time.sleep(0.2)
+    speeds = [n["secondsPerPull"] for n in client.node_stats(limit=1000)["nodes"]]
+    assert speeds == sorted(speeds, reverse=True) and speeds[-1] > 0
 
 
 def test_keep_warm_policy_warms_its_nodes_and_is_managed(client):

@@ -567,7 +567,9 @@ pub struct Task {
     pub started_at: Option<DateTime<Utc>>,
     /// When it ended.
     pub finished_at: Option<DateTime<Utc>>,
-    /// Projected end from the observed node throughput.
+    /// Projected end: each node's learned seconds per pull times its images
+    /// (pulled one after another), `batchSize` nodes at a time in start
+    /// order; from the observed node throughput while nothing is learned.
     pub estimated_completion: Option<DateTime<Utc>>,
     /// How the end-of-task webhook went: `pending` from the moment the task
     /// ended until it was delivered or gave up; `null` when none is set.
@@ -1025,4 +1027,30 @@ mod tests {
         }
         assert_eq!(TaskStatus::parse("done"), None);
     }
+}
+
+/// One node's learned pull speed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStats {
+    /// Node name.
+    pub node: String,
+    /// Seconds per image pull: the mean of the node's measured pulls, each
+    /// weighing half as much a week later. A node's expected time in a task
+    /// is this times the images it pulls there (one after another).
+    pub seconds_per_pull: f64,
+    /// Pull attempts measured on the node in all.
+    pub samples: u64,
+    /// When the last pull was measured.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Body of `GET /api/v1/nodes/stats`: the slowest nodes first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatsList {
+    /// At most `limit` nodes, most seconds per pull first (then by name).
+    pub nodes: Vec<NodeStats>,
+    /// Nodes with a learned speed.
+    pub total: u64,
 }

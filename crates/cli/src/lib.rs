@@ -1,4 +1,4 @@
-//! The prewarm client: `task`, `schedule`, `keep-warm` and `coverage` commands over the HTTP API,
+//! The prewarm client: `task`, `schedule`, `keep-warm`, `coverage` and `nodes` commands over the HTTP API,
 //! live progress from the task's event stream, shell completions.
 //!
 //! The commands are a clap `Subcommand` ([`ClientCommand`]) so that they can
@@ -18,6 +18,7 @@ pub mod client;
 pub mod coverage;
 pub mod follow;
 pub mod keep_warm;
+pub mod nodes;
 pub mod output;
 pub mod schedule;
 pub mod task;
@@ -68,6 +69,8 @@ pub enum ClientCommand {
     KeepWarm(keep_warm::KeepWarmArgs),
     /// Show how many matching nodes hold IMAGE…; with --min, exit 1 when below (a CI gate).
     Coverage(coverage::CoverageArgs),
+    /// Show the nodes' learned pull speeds, slowest first (the nodes tasks start first).
+    Nodes(nodes::NodesArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -112,6 +115,7 @@ pub fn run(command: ClientCommand, cli: impl FnOnce() -> clap::Command, bin: &st
             ClientCommand::Schedule(args) => schedule::run(args).await,
             ClientCommand::KeepWarm(args) => keep_warm::run(args).await,
             ClientCommand::Coverage(args) => coverage::run(args).await,
+            ClientCommand::Nodes(args) => nodes::run(args).await,
             ClientCommand::Completions { .. } => Ok(client::EXIT_OK),
         }
     });

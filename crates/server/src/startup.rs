@@ -413,6 +413,7 @@ impl Application {
                 scheduler: term.1.handle(),
                 policies,
                 keep_warm: terms.keep_warm.clone(),
+                node_speeds,
                 store,
                 cluster,
                 engine: term.0.handle(),

@@ -51,6 +51,8 @@ pub(crate) struct TestApp {
     pub(crate) tasks: Arc<dyn TaskStore>,
     /// The cron scheduler, not running: `step` moves it.
     pub(crate) scheduler: Scheduler,
+    /// Where learned node speeds live.
+    pub(crate) node_speeds: Arc<MemoryStore>,
 }
 
 /// How a [`TestApp`] differs from the default one.
@@ -113,6 +115,7 @@ impl TestAppBuilder {
                 scheduler: scheduler.handle(),
                 policies: schedules.clone(),
                 keep_warm: KeepWarmHandle::new(),
+                node_speeds: schedules.clone(),
                 guard: Arc::new(guard),
                 webhooks: Webhooks::disabled(),
                 image_keys: Arc::default(),
@@ -125,6 +128,7 @@ impl TestAppBuilder {
             cluster,
             tasks,
             scheduler,
+            node_speeds: schedules,
         }
     }
 }

@@ -47,6 +47,7 @@ fn every_guarded_operation_declares_bearer_auth_and_its_errors() {
                 || path.starts_with("/api/v1/scheduled-tasks")
                 || path == "/api/v1/whoami"
                 || path == "/api/v1/coverage"
+                || path == "/api/v1/nodes/stats"
                 || path.starts_with("/api/v1/keep-warm")
             {
                 for code in ["401", "403", "429", "500"] {

@@ -36,6 +36,7 @@ pub mod extract;
 pub mod guard;
 pub mod health;
 pub mod keep_warm;
+pub mod nodes;
 pub mod openapi;
 pub mod rate_limit;
 pub mod schedules;
@@ -80,6 +81,8 @@ pub struct AppState {
     pub policies: Arc<dyn PolicyStore>,
     /// Tells the keep-warm controller a policy changed.
     pub keep_warm: KeepWarmHandle,
+    /// Learned node pull speeds.
+    pub node_speeds: Arc<dyn crate::store::NodeSpeedStore>,
     /// Authentication, rate limits and the audit log.
     pub guard: Arc<guard::Guard>,
     /// End-of-task webhooks (and their create-time address check).
@@ -111,6 +114,7 @@ pub fn router_with_timeout(state: AppState, request_timeout: Duration) -> Router
         .route("/api/v1/tasks/{id}/watch", get(stream::watch))
         .route("/api/v1/tasks/{id}/events", get(stream::events))
         .route("/api/v1/coverage", get(coverage::get))
+        .route("/api/v1/nodes/stats", get(nodes::stats))
         .merge(schedules::routes())
         .merge(keep_warm::routes())
         .route("/api/v1/openapi.json", get(openapi::openapi_json))

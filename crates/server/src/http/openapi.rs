@@ -18,7 +18,7 @@ use utoipa::openapi::{ContentBuilder, HttpMethod, OpenApi as OpenApiDoc, Ref};
 use utoipa::{Modify, OpenApi};
 
 use super::auth::required_role;
-use super::{coverage, health, keep_warm, schedules, tasks, whoami};
+use super::{coverage, health, keep_warm, nodes, schedules, tasks, whoami};
 
 /// The API description; paths come from the handlers named here.
 #[derive(OpenApi)]
@@ -35,6 +35,7 @@ use super::{coverage, health, keep_warm, schedules, tasks, whoami};
         tasks::cancel,
         tasks::nodes,
         coverage::get,
+        nodes::stats,
         super::stream::events,
         super::stream::watch,
         schedules::create,
@@ -65,6 +66,7 @@ use super::{coverage, health, keep_warm, schedules, tasks, whoami};
     tags(
         (name = "tasks", description = "Prewarm tasks"),
         (name = "coverage", description = "How many nodes hold which images"),
+        (name = "nodes", description = "What the service learned about each node's pull speed"),
         (name = "scheduled-tasks", description = "Cron schedules that create tasks, and their executions"),
         (name = "keep-warm", description = "Policies keeping images on every matching node, including nodes that join later"),
         (name = "operations", description = "Health, readiness, metrics, API description")
