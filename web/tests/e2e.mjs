@@ -165,6 +165,19 @@ await test('create a task in the form and watch its bar reach 100% without reloa
   await shot(page, 'task-detail');
 });
 
+await test('an image whose nodes hold different digests is flagged as drift', async (page) => {
+  const id = await createTask({ images: ['drift/app:1'], batchSize: 6 });
+  await waitStatus(id, ['completed']);
+  await page.goto(`${URL}/#/tasks/${id}`);
+  const row = page.locator('#image-table tr[data-image="drift/app:1"]');
+  await row.locator('.badge.drift').waitFor();
+  assert.match(await row.locator('.badge.drift').textContent(), /2 different digests/);
+  assert.match(await row.getAttribute('class'), /drifted/);
+  assert.equal(await row.locator('code.digest').count(), 2);
+  assert.equal(await row.locator('.badge.pinned').count(), 0);
+  await shot(page, 'task-digest-drift');
+});
+
 await test('the task page follows a running task live to completion and charts it', async (page) => {
   let loads = 0;
   page.on('load', () => { loads += 1; });

@@ -29,6 +29,7 @@ type CreateTaskRequest struct {
 	PullPolicy        string            `json:"pullPolicy,omitempty"`
 	ImagePullSecrets  []string          `json:"imagePullSecrets,omitempty"`
 	TolerateTaints    *bool             `json:"tolerateTaints,omitempty"`
+	PinDigests        bool              `json:"pinDigests,omitempty"`
 	TimeoutSeconds    int64             `json:"timeoutSeconds,omitempty"`
 	PriorityClassName string            `json:"priorityClassName,omitempty"`
 }
@@ -61,12 +62,16 @@ type SkippedNodeDetail struct {
 	Timestamp time.Time `json:"timestamp"`
 }
 
-// ImageStatus is one image's outcome across the task's nodes.
+// ImageStatus is one image's outcome across the task's nodes. PinnedDigest is
+// set with PinDigests once the first pull fixed it; DigestDrift says the nodes
+// resolved more than one digest (the tag moved during the task).
 type ImageStatus struct {
 	Image          string   `json:"image"`
 	CompletedNodes int      `json:"completedNodes"`
 	FailedNodes    int      `json:"failedNodes"`
 	Digests        []string `json:"digests"`
+	PinnedDigest   string   `json:"pinnedDigest,omitempty"`
+	DigestDrift    bool     `json:"digestDrift"`
 }
 
 // Task is the task view of GET /api/v1/tasks/{id}.
@@ -85,6 +90,7 @@ type Task struct {
 	PullPolicy        string            `json:"pullPolicy"`
 	ImagePullSecrets  []string          `json:"imagePullSecrets"`
 	TolerateTaints    bool              `json:"tolerateTaints"`
+	PinDigests        bool              `json:"pinDigests"`
 	TimeoutSeconds    int64             `json:"timeoutSeconds"`
 	PriorityClassName *string           `json:"priorityClassName"`
 	Progress          Progress          `json:"progress"`

@@ -62,6 +62,7 @@ _TASK_FIELDS = {
     "pull_policy": "pullPolicy",
     "image_pull_secrets": "imagePullSecrets",
     "tolerate_taints": "tolerateTaints",
+    "pin_digests": "pinDigests",
     "timeout_seconds": "timeoutSeconds",
     "priority_class_name": "priorityClassName",
 }
@@ -191,7 +192,8 @@ class PrewarmClient:
         ``options`` are the other create fields, in snake_case (``node_names``,
         ``priority``, ``max_retries``, ``retry_strategy``, ``retry_delay``,
         ``webhook_url``, ``pull_policy``, ``image_pull_secrets``,
-        ``tolerate_taints``, ``timeout_seconds``, ``priority_class_name``).
+        ``tolerate_taints``, ``pin_digests``, ``timeout_seconds``,
+        ``priority_class_name``).
         """
         unknown = set(options) - set(_TASK_FIELDS)
         if unknown:

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 import prewarm_client
-from prewarm_client.client import _parse_sse
+from prewarm_client.client import _TASK_FIELDS, _camel, _parse_sse
 from prewarm_client.errors import error_for
 
 
@@ -55,6 +55,11 @@ def test_unknown_create_option_is_a_type_error():
     client = prewarm_client.PrewarmClient("http://127.0.0.1:1")
     with pytest.raises(TypeError):
         client.create_task(["nginx"], batchsize=3)
+
+
+def test_task_options_are_sent_in_camel_case():
+    body = _camel(dict(images=["nginx"], pin_digests=True, tolerate_taints=None), _TASK_FIELDS)
+    assert body == {"images": ["nginx"], "pinDigests": True}
 
 
 def test_ca_bundle_comes_from_the_argument_or_the_environment(tmp_path, monkeypatch):

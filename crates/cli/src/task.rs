@@ -124,6 +124,9 @@ pub struct TaskConfigFlags {
     /// Whole-task limit in seconds (0 = none).
     #[arg(long = "task-timeout", value_name = "SECONDS")]
     pub task_timeout: Option<u64>,
+    /// Pin each tag to the digest of its first successful pull: every node gets the same bytes.
+    #[arg(long)]
+    pub pin_digests: bool,
 }
 
 impl TaskConfigFlags {
@@ -168,6 +171,9 @@ impl TaskConfigFlags {
         }
         if let Some(v) = self.task_timeout {
             put("timeoutSeconds", json!(v));
+        }
+        if self.pin_digests {
+            put("pinDigests", json!(true));
         }
         body
     }
@@ -405,9 +411,15 @@ pub(crate) fn plan_details(p: &Value) -> String {
         out.push_str("\nSkipped nodes:\n");
         let rows: Vec<Vec<String>> = skipped
             .iter()
-            .map(|s| vec![cell(&s["nodeName"]), cell(&s["reason"])])
+            .map(|s| {
+                vec![
+                    cell(&s["nodeName"]),
+                    cell(&s["reason"]),
+                    cell(&s["message"]),
+                ]
+            })
             .collect();
-        out.push_str(&table(&["NODE", "REASON"], &rows));
+        out.push_str(&table(&["NODE", "REASON", "MESSAGE"], &rows));
     }
     out
 }
@@ -439,6 +451,7 @@ fn task_details(t: &Value) -> String {
         pairs.push(("Error", cell(&t["errorMessage"])));
     }
     let mut out = fields(&pairs);
+    out.push_str(&image_table(t));
     let failed = t["failedNodeDetails"]
         .as_array()
         .map(Vec::as_slice)
@@ -485,4 +498,98 @@ fn task_details(t: &Value) -> String {
         out.push_str(&table(&["NODE", "REASON", "MESSAGE"], &rows));
     }
     out
+}
+
+/// Per image: nodes holding it, failures, and the digests the nodes resolved
+/// (the pinned one marked; more than one digest flagged as drift).
+fn image_table(t: &Value) -> String {
+    let statuses = t["imageStatuses"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if statuses.is_empty() {
+        return String::new();
+    }
+    let rows: Vec<Vec<String>> = statuses
+        .iter()
+        .map(|s| {
+            let pinned = s["pinnedDigest"].as_str();
+            let digests: Vec<String> = s["digests"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .map(|d| {
+                    let d = cell(d);
+                    if Some(d.as_str()) == pinned {
+                        format!("{d} (pinned)")
+                    } else {
+                        d
+                    }
+                })
+                .collect();
+            let digests = match (digests.is_empty(), pinned) {
+                (true, Some(p)) => format!("{p} (pinned)"),
+                (true, None) => "-".to_owned(),
+                (false, _) => digests.join(", "),
+            };
+            let note = if s["digestDrift"].as_bool() == Some(true) {
+                "DRIFT: the nodes hold different digests".to_owned()
+            } else {
+                String::new()
+            };
+            vec![
+                cell(&s["image"]),
+                cell(&s["completedNodes"]),
+                cell(&s["failedNodes"]),
+                digests,
+                note,
+            ]
+        })
+        .collect();
+    format!(
+        "\n{}",
+        table(&["IMAGE", "NODES", "FAILED", "DIGESTS", ""], &rows)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pin_digests_is_sent_only_when_asked() {
+        let flags = TaskConfigFlags::default();
+        assert_eq!(flags.to_json(&[]).get("pinDigests"), None);
+        let flags = TaskConfigFlags {
+            pin_digests: true,
+            ..Default::default()
+        };
+        assert_eq!(flags.to_json(&[])["pinDigests"], json!(true));
+    }
+
+    #[test]
+    fn the_task_table_shows_pinned_digests_and_drift() {
+        let t = json!({
+            "taskId": "task-1", "status": "completed", "images": ["a:1", "b:1"],
+            "progress": {"completedNodes": 3, "failedNodes": 0, "skippedNodes": 0, "totalNodes": 3},
+            "imageStatuses": [
+                {"image": "a:1", "completedNodes": 3, "failedNodes": 0,
+                 "digests": ["sha256:aa"], "pinnedDigest": "sha256:aa", "digestDrift": false},
+                {"image": "b:1", "completedNodes": 3, "failedNodes": 0,
+                 "digests": ["sha256:b1", "sha256:b2"], "digestDrift": true}
+            ]
+        });
+        let out = task_details(&t);
+        let a = out.lines().find(|l| l.starts_with("a:1")).unwrap();
+        assert!(
+            a.contains("sha256:aa (pinned)") && !a.contains("DRIFT"),
+            "{out}"
+        );
+        let b = out.lines().find(|l| l.starts_with("b:1")).unwrap();
+        assert!(
+            b.contains("sha256:b1, sha256:b2") && b.contains("DRIFT"),
+            "{out}"
+        );
+    }
 }

@@ -77,6 +77,7 @@ export function taskFields(initial = {}) {
     'Receives a POST when the task ends.');
   const timeout = field('Task timeout (seconds, 0 = none)', numberInput('timeout-seconds', initial.timeoutSeconds ?? 0, 0, 604800));
   const taints = h('input', { id: 'tolerate-taints', type: 'checkbox', checked: initial.tolerateTaints ?? true });
+  const pin = h('input', { id: 'pin-digests', type: 'checkbox', checked: initial.pinDigests ?? false });
 
   // Node selector rows.
   const rows = h('div', { class: 'selector-rows' });
@@ -152,7 +153,8 @@ export function taskFields(initial = {}) {
       h('summary', {}, 'Retries, pull policy, secrets, webhook'),
       h('div', { class: 'grid-3' }, retries.el, strategy.el, delay.el),
       h('div', { class: 'grid-3' }, policy.el, timeout.el,
-        h('div', { class: 'field checkbox' }, taints, h('label', { for: 'tolerate-taints' }, 'Include tainted nodes'))),
+        h('div', { class: 'field checkbox' }, taints, h('label', { for: 'tolerate-taints' }, 'Include tainted nodes'),
+          pin, h('label', { for: 'pin-digests', title: 'The first successful pull of each tag fixes its digest; every node gets the same bytes.' }, 'Pin digests'))),
       secrets.el,
       webhook.el));
 
@@ -182,6 +184,7 @@ export function taskFields(initial = {}) {
         retryDelay: Number(delay.input.value),
         pullPolicy: policy.input.value,
         tolerateTaints: taints.checked,
+        pinDigests: pin.checked,
         timeoutSeconds: Number(timeout.input.value),
       };
       // Sent even when empty, so editing a schedule (whose taskConfig merges) can clear them.

@@ -125,17 +125,27 @@ export function render(root, { match }, ctx) {
       ['Priority', String(t.priority)],
       ['Retries', `${t.maxRetries} (${t.retryStrategy}, ${t.retryDelay}s)`],
       ['Pull policy', t.pullPolicy],
+      t.pinDigests && ['Digests', 'pinned to the first successful pull of each tag'],
       t.imagePullSecrets && t.imagePullSecrets.length && ['Pull secrets', t.imagePullSecrets.join(', ')],
       t.webhookUrl && ['Webhook', t.webhookUrl],
     ]));
     const statuses = new Map((t.imageStatuses || []).map((s) => [s.image, s]));
     replace(imagesBody, t.images.map((image) => {
       const st = statuses.get(image) || { completedNodes: 0, failedNodes: 0, digests: [] };
-      return h('tr', { 'data-image': image },
+      // A pinned digest is marked; more than one digest (the tag moved mid-task) is flagged.
+      const digests = st.digests.length ? st.digests : (st.pinnedDigest ? [st.pinnedDigest] : []);
+      const cells = digests.map((d) => h('span', {},
+        h('code', { class: 'digest', title: d }, d),
+        d === st.pinnedDigest ? h('span', { class: 'badge pinned' }, 'pinned') : null));
+      if (st.digestDrift) {
+        cells.unshift(h('span', { class: 'badge drift', role: 'note' },
+          `Drift: the nodes hold ${st.digests.length} different digests of this tag`));
+      }
+      return h('tr', { 'data-image': image, class: st.digestDrift ? 'drifted' : null },
         h('th', { scope: 'row', class: 'mono' }, image),
         h('td', {}, String(st.completedNodes)),
         h('td', {}, String(st.failedNodes)),
-        h('td', { class: 'digests' }, st.digests.length ? st.digests.map((d) => h('code', { class: 'digest', title: d }, d)) : h('span', { class: 'muted' }, '—')));
+        h('td', { class: 'digests' }, cells.length ? cells : h('span', { class: 'muted' }, '—')));
     }));
     loadFailed();
     skippedSection.hidden = !(t.skippedNodeDetails || []).length;
