@@ -245,7 +245,6 @@ images:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_twenty_times_during_a_1000_node_task_loses_nothing_and_doubles_nothing() {
-    use rand::{Rng, SeedableRng};
     let _sim = sim(r#"
 nodes:
   - namePrefix: fx-kill-
@@ -266,24 +265,9 @@ images:
             "nodeSelector": {"suite": "fx-kill"}
         }))
         .await;
-    let seed: u64 = std::env::var("FAULTS_KILL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    eprintln!("kill points: FAULTS_KILL_SEED={seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    for kill in 1..=20 {
-        // A random point of the run (the first ones fall on the task's start).
-        let point = Duration::from_millis(rng.random_range(0..2000));
-        tokio::time::sleep(point).await;
-        let (_, v) = svc.get(&id).await;
-        assert!(
-            v["status"] == "pending" || v["status"] == "running",
-            "the task ended before kill {kill}; it must run longer: {v:#}"
-        );
-        svc.kill9();
-        svc = Service::start_with("t-fx-kill", &db, &[]);
-    }
+    // Random points of the run (the first ones fall on the task's start).
+    svc.kill9_while_running(&id, 20, 2000, "FAULTS_KILL_SEED", &[])
+        .await;
     let task = svc.wait_end(&id, Duration::from_secs(900)).await;
     assert_eq!(status(&task), "completed", "{task:#?}");
     assert_eq!(task.progress.total_nodes, 1000);

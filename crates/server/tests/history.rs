@@ -184,14 +184,7 @@ async fn twenty_thousand_stored_tasks_are_trimmed_to_the_limits() {
         404
     );
     assert_eq!(get_json(nodes("task-20260101-010000")).await["total"], 1);
-    let metrics = http()
-        .get(format!("{}/metrics", svc.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = svc.metrics().await;
     assert!(
         metrics
             .lines()

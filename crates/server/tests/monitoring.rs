@@ -393,14 +393,7 @@ images:
     .unwrap();
     let queries = dashboard_queries(&dashboard);
     assert!(queries.len() >= 15, "{} queries", queries.len());
-    let exposed = http()
-        .get(format!("{}/metrics", service.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let exposed = service.metrics().await;
     for (title, expr) in queries {
         let result = query(&prom, &expr).await;
         if result.is_empty()

@@ -37,17 +37,6 @@ async fn call(
     (code, r.json().await.unwrap_or(Value::Null))
 }
 
-async fn metrics(url: &str) -> String {
-    http()
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// The value of the sample `name` (with its labels, exactly as exposed), or 0.
 fn sample(text: &str, name: &str) -> f64 {
     text.lines()
@@ -111,10 +100,10 @@ images:
 
     // The running gauge shows the task while it runs, the counters when it ends.
     wait_for("tasks_running = 1", LONG, async || {
-        sample(&metrics(&svc.url).await, "prewarm_tasks_running") == 1.0
+        sample(&svc.metrics().await, "prewarm_tasks_running") == 1.0
     })
     .await;
-    let before = metrics(&svc.url).await;
+    let before = svc.metrics().await;
     let task = loop {
         let (_, v) = call(M::GET, &format!("{tasks}/{id}"), Some("tok-viewer-1"), None).await;
         if v["status"] != "running" && v["status"] != "pending" {
@@ -124,10 +113,10 @@ images:
     };
     assert_eq!(task["status"], "completed", "{task:#}");
     wait_for("tasks_running = 0", Duration::from_secs(10), async || {
-        sample(&metrics(&svc.url).await, "prewarm_tasks_running") == 0.0
+        sample(&svc.metrics().await, "prewarm_tasks_running") == 0.0
     })
     .await;
-    let after = metrics(&svc.url).await;
+    let after = svc.metrics().await;
     let delta = |name: &str| sample(&after, name) - sample(&before, name);
     assert_eq!(
         delta("prewarm_tasks_total{status=\"completed\"}"),

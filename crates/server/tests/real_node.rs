@@ -126,6 +126,14 @@ impl RealNode {
     }
 }
 
+/// Each image's resolved digests, by image.
+fn digests_of(task: &prewarm_api::Task) -> BTreeMap<&str, &[String]> {
+    task.image_statuses
+        .iter()
+        .map(|s| (s.image.as_str(), s.digests.as_slice()))
+        .collect()
+}
+
 async fn create_namespace(name: &str) {
     let api: Api<Namespace> = Api::all(cluster().kube_client().await);
     let mut ns = Namespace::default();
@@ -190,11 +198,7 @@ images:
     let task = svc.wait_end(&id, LONG).await;
     assert_eq!(status(&task), "completed", "{task:#?}");
     assert_eq!(task.progress.completed_nodes, 4);
-    let digests: BTreeMap<&str, &[String]> = task
-        .image_statuses
-        .iter()
-        .map(|s| (s.image.as_str(), s.digests.as_slice()))
-        .collect();
+    let digests = digests_of(&task);
     assert_eq!(digests[hello.as_str()], [hello_digest]);
     assert_eq!(digests[busybox.as_str()], [busybox_digest]);
     wait_no_jobs("t-mixed", Duration::from_secs(60)).await;
@@ -219,11 +223,7 @@ async fn pull_mode_pods_pulls_on_the_real_kubelet_and_leaves_nothing() {
         .await;
     let task = svc.wait_end(&id, LONG).await;
     assert_eq!(status(&task), "completed", "{task:#?}");
-    let digests: BTreeMap<&str, &[String]> = task
-        .image_statuses
-        .iter()
-        .map(|s| (s.image.as_str(), s.digests.as_slice()))
-        .collect();
+    let digests = digests_of(&task);
     assert_eq!(
         digests[hello.as_str()],
         [real.registry_digest(&hello, None)]

@@ -214,6 +214,52 @@ impl Service {
         }
     }
 
+    /// The service's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        http()
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// SIGKILLs the service `kills` times at random points (up to `max_ms`
+    /// apart, seeded from `$<seed_var>` or at random, printed), starting it
+    /// again on its database with `extra` each time; task `id` must still
+    /// be running at every kill.
+    pub async fn kill9_while_running(
+        &mut self,
+        id: &str,
+        kills: usize,
+        max_ms: u64,
+        seed_var: &str,
+        extra: &[&str],
+    ) {
+        use rand::{Rng, SeedableRng};
+        let seed: u64 = std::env::var(seed_var)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(rand::random);
+        eprintln!("kill points: {seed_var}={seed}");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        for kill in 1..=kills {
+            let point = Duration::from_millis(rng.random_range(0..max_ms));
+            tokio::time::sleep(point).await;
+            let (_, v) = self.get(id).await;
+            assert!(
+                v["status"] == "pending" || v["status"] == "running",
+                "the task ended before kill {kill}; it must run longer: {v:#}"
+            );
+            self.kill9();
+            let (db, dir) = (self.db.clone(), self._dir.take());
+            *self = Service::start_with(&self.namespace, &db, extra);
+            self._dir = dir;
+        }
+    }
+
     /// Polls until `check` holds for the task view.
     pub async fn wait_until(
         &self,
@@ -285,6 +331,14 @@ pub fn http() -> reqwest::Client {
 /// Starts kube-sim with a scenario.
 pub fn sim(scenario: &str) -> Sim {
     Sim::start(cluster().kubeconfig_path(), scenario)
+}
+
+/// kube-sim with `count` nodes `<suite>-0 …` labelled `suite: <suite>`,
+/// where every image takes `pull_seconds`.
+pub fn sim_suite(suite: &str, count: usize, pull_seconds: u32) -> Sim {
+    sim(&format!(
+        "nodes:\n  - namePrefix: {suite}-\n    count: {count}\n    labels: {{suite: {suite}}}\nimages:\n  - match: \"*\"\n    pullSeconds: {pull_seconds}\n"
+    ))
 }
 
 /// The test's own watch on a task's Jobs: who existed, when, at most how many at once.
