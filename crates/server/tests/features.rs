@@ -1,6 +1,6 @@
 //! Planning and observing warmth end to end (real kube-apiserver, kube-sim
 //! nodes, the real `prewarm` binary): dry-run plans, image coverage and its
-//! CLI gate.
+//! CLI gate, learned node speeds deciding which nodes start first.
 
 mod common;
 
@@ -816,4 +816,103 @@ events:
     assert_eq!(image.digests, [D1, D2], "{drifting:#?}");
     assert!(image.digest_drift);
     assert_eq!(image.pinned_digest, None);
+}
+
+/// Nodes of the pull Pods of task `id` alive now, sorted.
+async fn pulling_nodes(ns: &str, id: &str) -> Vec<String> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(cluster().kube_client().await, ns);
+    let list = api
+        .list(&kube::api::ListParams::default().labels(&format!("prewarm.io/task-id={id}")))
+        .await
+        .unwrap();
+    let mut nodes: Vec<String> = list
+        .items
+        .into_iter()
+        .filter_map(|p| p.spec?.node_name)
+        .collect();
+    nodes.sort();
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_learned_slow_start_in_the_first_window_of_the_next_task() {
+    // Two nodes pull 12x slower than the rest; by name they come last.
+    let _sim = sim(r#"
+nodes:
+  - namePrefix: sp-a-
+    count: 6
+    labels: {suite: speeds}
+  - namePrefix: sp-z-slow-
+    count: 2
+    labels: {suite: speeds}
+images:
+  - match: "*"
+    nodes: "sp-z-slow-*"
+    pullSeconds: 6
+  - match: "*"
+    pullSeconds: 0.5
+"#);
+    let ns = "t-speeds";
+    let svc = Service::start_flags(ns, &["--pull-mode", "pods"]);
+    let body = |image: &str| json!({"images": [image], "batchSize": 2, "nodeSelector": {"suite": "speeds"}});
+    // No history yet: name order, so the slow nodes start last.
+    eventually(
+        "the nodes in the service's cache",
+        || {
+            get(
+                &svc,
+                "/api/v1/coverage",
+                &[("images", "x"), ("nodeSelector", "suite=speeds")],
+            )
+        },
+        |c| c["totalNodes"] == 8,
+    )
+    .await;
+    let first = svc.create(body("speeds/app:1")).await;
+    let task = svc.wait_end(&first, LONG).await;
+    assert_eq!(status(&task), "completed", "{task:#?}");
+
+    // What was learned: the two slow nodes, slowest first, then the others.
+    let stats = eventually(
+        "every node's speed learned",
+        || get(&svc, "/api/v1/nodes/stats", &[("limit", "8")]),
+        |s| s["total"] == 8,
+    )
+    .await;
+    let order: Vec<&str> = stats["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node"].as_str().unwrap())
+        .collect();
+    let mut slowest = order[..2].to_vec();
+    slowest.sort();
+    assert_eq!(slowest, ["sp-z-slow-0", "sp-z-slow-1"], "{stats:#}");
+    let cli = prewarm(&svc, &["nodes", "stats", "--limit", "2"]).await;
+    assert!(cli.status.success(), "{}", show(&cli));
+    let table = String::from_utf8_lossy(&cli.stdout);
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .unwrap_or_default()
+            .starts_with("sp-z-slow-"),
+        "{table}"
+    );
+
+    // The next task starts them first: they hold its whole first window.
+    let second = svc.create(body("speeds/app:2")).await;
+    wait_for("the second task's first window", LONG, async || {
+        pulling_nodes(ns, &second).await.len() == 2
+    })
+    .await;
+    assert_eq!(
+        pulling_nodes(ns, &second).await,
+        ["sp-z-slow-0", "sp-z-slow-1"]
+    );
+    let (_, view) = svc.get(&second).await;
+    assert!(view["estimatedCompletion"].is_string(), "{view:#}");
+    let task = svc.wait_end(&second, LONG).await;
+    assert_eq!(status(&task), "completed", "{task:#?}");
 }
