@@ -435,6 +435,11 @@ pub struct Progress {
     pub total_batches: u32,
     /// completed / (total − skipped) × 100, one decimal.
     pub percentage: f64,
+    /// Nodes ready to pull but held back because a registry they pull from is
+    /// out of pull tokens (`--registry-pull-rate`, `registryPullRate`) or backing
+    /// off after refusing pulls (429 `toomanyrequests`).
+    #[serde(default)]
+    pub waiting_for_registry: u32,
 }
 
 /// One (node, image) pair that failed for good.

@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::cluster::PullMode;
+use crate::domain::pacing::HostRate;
 use crate::domain::selection::DiskMargin;
 use crate::engine::EngineConfig;
 use crate::history::HistoryLimits;
@@ -215,6 +216,16 @@ pub struct ServeConfig {
     /// ephemeral-storage minus its images has less is skipped (`InsufficientDisk`).
     #[arg(long, env = "PREWARM_DISK_MARGIN", default_value = "10%")]
     pub disk_margin: DiskMargin,
+    /// Pull rate of a registry host, `HOST=N/DURATION` (e.g. `docker.io=100/6h`):
+    /// at most N needed (node, image) pulls begin in any DURATION. Repeatable
+    /// (comma-separated in the variable); hosts not listed are not paced.
+    #[arg(
+        long = "registry-pull-rate",
+        env = "PREWARM_REGISTRY_PULL_RATE",
+        value_name = "HOST=N/DURATION",
+        value_delimiter = ','
+    )]
+    pub registry_pull_rates: Vec<HostRate>,
 
     /// Log filter, an EnvFilter directive (`info`, `prewarm=debug,kube=warn`, ...).
     #[arg(long, env = "LOG_LEVEL", default_value = "info", value_parser = parse_log_filter)]
@@ -346,6 +357,7 @@ impl ServeConfig {
             max_concurrent_nodes: self.max_concurrent_nodes,
             pull_timeout: self.pull_timeout(),
             disk_margin: self.disk_margin,
+            registry_pull_rates: self.registry_pull_rates.clone(),
         }
     }
 }

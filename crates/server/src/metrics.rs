@@ -90,6 +90,13 @@ pub fn failure_reason(reason: &str) -> &'static str {
         .unwrap_or("Other")
 }
 
+/// Labels of `prewarm_registry_throttled_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegistryLabels {
+    /// Registry host as references normalize it (`docker.io`, `ghcr.io`).
+    pub registry: String,
+}
+
 /// Labels of `prewarm_http_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
@@ -170,6 +177,10 @@ pub struct Metrics {
     pub tasks_trimmed: Counter,
     /// Ended executions of scheduled tasks deleted by the history trim.
     pub executions_trimmed: Counter,
+    /// How long nodes waited for a registry token before their pull started.
+    pub registry_wait: Histogram,
+    /// Pulls a registry refused for its rate limit (429, toomanyrequests), by registry.
+    pub registry_throttled: Family<RegistryLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -325,6 +336,20 @@ impl Metrics {
             "Ended executions of scheduled tasks deleted by the history trim (--retention, --max-tasks)",
             executions_trimmed.clone(),
         );
+        let registry_wait = Histogram::new([
+            1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0, 21600.0,
+        ]);
+        registry.register(
+            "prewarm_registry_wait_seconds",
+            "Time a node waited for registry pull tokens (--registry-pull-rate, registryPullRate, 429 backoff) before its pull started",
+            registry_wait.clone(),
+        );
+        let registry_throttled = Family::<RegistryLabels, Counter>::default();
+        registry.register(
+            "prewarm_registry_throttled",
+            "Pulls a registry refused for its rate limit (429 toomanyrequests), by registry host",
+            registry_throttled.clone(),
+        );
         registry.register_collector(Box::new(crate::process_metrics::ProcessCollector));
         for status in TASK_END_STATUSES {
             let _ = tasks_total.get_or_create(&StatusLabels {
@@ -376,6 +401,8 @@ impl Metrics {
             store_errors,
             tasks_trimmed,
             executions_trimmed,
+            registry_wait,
+            registry_throttled,
         };
         metrics.progressed();
         metrics

@@ -36,6 +36,7 @@ pub(crate) fn engine_config() -> EngineConfig {
         max_concurrent_nodes: 10,
         pull_timeout: Duration::from_secs(60),
         disk_margin: Default::default(),
+        registry_pull_rates: Vec::new(),
     }
 }
 

@@ -329,8 +329,9 @@ impl Pacing {
     /// backoff is already running (refusals of one burst count once), the host
     /// closes for `THROTTLE_BACKOFF × 2^(refusals-1)` (capped) stretched by
     /// `jitter` (0..1 → up to +50 %), and the task's bucket is halved — or,
-    /// for a host without a rate, becomes half of `in_flight` (its pulls now
-    /// running) per `THROTTLE_BACKOFF`. Returns the wait when a new backoff began.
+    /// for a host without a rate, becomes `in_flight` (the task's pulls from it
+    /// that were running, the refused one included) per `THROTTLE_BACKOFF`,
+    /// instead of all at once. Returns the wait when a new backoff began.
     pub fn throttled(
         &mut self,
         task: &str,
@@ -363,7 +364,7 @@ impl Pacing {
         let lowered = match self.key(task, overrides, host) {
             Some(key) => self.buckets[&key].halved(now),
             None => Bucket::new(RegistryRate {
-                pulls: (in_flight / 2).max(1),
+                pulls: in_flight.max(1),
                 per: THROTTLE_BACKOFF,
             }),
         };
@@ -561,14 +562,14 @@ mod tests {
         assert_eq!(wait, Duration::from_secs(180));
         p.served("docker.io", at(300));
         assert!(p.backoffs.is_empty());
-        // A host without a rate gets half of what was in flight per backoff period.
+        // A host without a rate gets what was in flight per backoff period.
         p.throttled("a", &none, "ghcr.io", 10, 0.0, at(300))
             .unwrap();
         let key = BucketKey {
             task: Some("a".into()),
             host: "ghcr.io".into(),
         };
-        assert_eq!(p.buckets[&key].capacity(), 5);
+        assert_eq!(p.buckets[&key].capacity(), 10);
         assert!(p.time_for("a", &none, "ghcr.io", 1, at(300)) >= THROTTLE_BACKOFF);
     }
 }

@@ -16,6 +16,7 @@ use super::image_ref::ImageRef;
 use super::labels::{
     validate_dns1123_label, validate_dns1123_subdomain, validate_label_key, validate_label_value,
 };
+use super::pacing::RegistryRate;
 
 /// A rejected request field: which one, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -94,6 +95,9 @@ pub struct TaskSpec {
     pub trigger: TaskTrigger,
     /// The keep-warm policy behind a `keep-warm` task.
     pub keep_warm_policy_id: Option<String>,
+    /// `registryPullRate`: this task's own pull rates by registry host
+    /// (instead of `--registry-pull-rate` for those hosts).
+    pub registry_pull_rates: BTreeMap<String, RegistryRate>,
 }
 
 impl TaskSpec {
@@ -216,6 +220,7 @@ impl TaskSpec {
             workload: None,
             trigger: TaskTrigger::Api,
             keep_warm_policy_id: None,
+            registry_pull_rates: BTreeMap::new(),
         })
     }
 

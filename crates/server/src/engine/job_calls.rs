@@ -184,6 +184,7 @@ impl Engine {
         let wait = create_backoff(failures, err.retry_after());
         tracing::warn!(task = %task_id, node = %node.node, error = %err, failures, retry_in_ms = wait.as_millis() as u64, "pull Job creation failed; retrying");
         run.nodes[i].unstart(now + chrono::Duration::from_std(wait).unwrap_or_default());
+        run.give_back(i, false);
         run.set_timer(i, mono + wait);
         run.in_flight = run.in_flight.saturating_sub(1);
         run.cursor = run.cursor.min(i);

@@ -12,7 +12,8 @@
 //! - `store_check`: cancellations, new and orphaned tasks from the store, with backoff;
 //! - `recovery`: taking up running tasks and their live Jobs, `Unrecoverable` ends;
 //! - `cluster_events`: watch events, relists and the periodic resync applied to the runs;
-//! - `window`: starting tasks and filling each task's window within the global cap;
+//! - `window`: starting tasks and filling each task's window within the global cap,
+//!   with registry pull tokens (`domain::pacing`);
 //! - `job_calls`: Job creations and deletions in the background, create retries;
 //! - `timeouts`: pull and task timeouts on the monotonic clock;
 //! - `writes`: coalesced progress writes, ended tasks, records before deletions;
@@ -30,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::cluster::{Cluster, JobObservation};
 use crate::domain::node_speed::NodeSpeed;
+use crate::domain::pacing::{HostRate, Pacing};
 pub use crate::domain::selection::select_nodes;
 use crate::domain::selection::DiskMargin;
 use crate::metrics::Metrics;
@@ -40,6 +42,7 @@ use crate::webhook::Webhooks;
 mod cluster_events;
 mod job_calls;
 pub mod keep_warm;
+mod pacing;
 mod recovery;
 pub mod scheduler;
 mod speeds;
@@ -69,6 +72,8 @@ pub struct EngineConfig {
     pub pull_timeout: Duration,
     /// Room kept free beyond a node's new images (disk preflight).
     pub disk_margin: DiskMargin,
+    /// `--registry-pull-rate`: registry hosts whose pulls are paced.
+    pub registry_pull_rates: Vec<HostRate>,
 }
 
 /// How often the loop wakes without events.
@@ -140,6 +145,8 @@ pub struct Engine {
     /// Live Jobs of pending tasks (a start cut short by a crash or a failed
     /// write), found at take-up; the task's next start adopts them.
     prestarted: HashMap<String, Vec<JobObservation>>,
+    /// Registry pull tokens and 429 backoffs, across tasks.
+    pacing: Pacing,
 }
 
 impl Engine {
@@ -154,6 +161,7 @@ impl Engine {
         Engine {
             store,
             calls: JobCalls::new(cluster.clone()),
+            pacing: Pacing::new(&config.registry_pull_rates),
             cluster,
             clock,
             config,

@@ -80,7 +80,9 @@ impl Engine {
                     }
                 }
                 Ok(None) => {
-                    self.runs.remove(&id);
+                    if let Some(mut run) = self.runs.remove(&id) {
+                        self.end_pacing(&mut run, tokio::time::Instant::now());
+                    }
                     self.calls.delete_task_jobs(id);
                 }
                 Ok(Some(_)) => {}

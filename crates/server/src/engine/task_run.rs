@@ -1,7 +1,7 @@
 //! One running task in the engine's memory: its spec, its nodes, and the
 //! bookkeeping that decides what to write and which Jobs to delete.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use prewarm_api::{Task, TaskStatus};
@@ -14,6 +14,7 @@ use crate::domain::node_pull::{
     PULL_FAILURE_REASONS,
 };
 use crate::domain::node_speed::{self, makespan, NodeSpeed};
+use crate::domain::pacing::{is_rate_limited, BucketKey};
 use crate::domain::task::{TaskId, TaskSpec};
 use crate::store::NodeRecord;
 
@@ -70,6 +71,21 @@ pub struct TaskRun {
     /// With `pinDigests`, per image: the digest its first successful pull
     /// resolved (or the one it was given by), which later Jobs pull.
     pub pins: Vec<Option<String>>,
+    /// Registry host of each task image, in `spec.images` order.
+    pub image_hosts: Vec<String>,
+    /// Pull tokens held by started nodes' attempts.
+    pub grants: HashMap<usize, Vec<BucketKey>>,
+    /// Tokens of ended attempts to give back, and whether the attempt completed.
+    pub ended_grants: Vec<(Vec<BucketKey>, bool)>,
+    /// Registry hosts that refused a pull for their rate limit since the engine last looked.
+    pub throttled: Vec<String>,
+    /// Never-started nodes the window passed over for want of registry
+    /// tokens, grouped by the hosts they pull from, with since when.
+    pub held_back: BTreeMap<Vec<String>, BTreeMap<usize, Instant>>,
+    /// Ready nodes held back by registry pacing at the last window pass.
+    pub waiting_for_registry: u32,
+    /// How long the paced registries need for the pulls still to start (set by the engine).
+    pub pacing_wait: Option<std::time::Duration>,
 }
 
 /// The monotonic instant a node's phase refers to (attempt start or retry
@@ -118,6 +134,11 @@ impl TaskRun {
         let in_flight = nodes.iter().filter(|n| n.is_started()).count();
         let node_count = nodes.len();
         let pins = initial_pins(&view, &spec, &nodes);
+        let image_hosts = spec
+            .images
+            .iter()
+            .map(|i| i.registry().to_owned())
+            .collect();
         TaskRun {
             id: TaskId(view.task_id.clone()),
             view,
@@ -143,6 +164,13 @@ impl TaskRun {
             speed_samples: Vec::new(),
             measured: (0.0, 0),
             pins,
+            image_hosts,
+            grants: HashMap::new(),
+            ended_grants: Vec::new(),
+            throttled: Vec::new(),
+            held_back: BTreeMap::new(),
+            waiting_for_registry: 0,
+            pacing_wait: None,
         }
     }
 
@@ -186,6 +214,25 @@ impl TaskRun {
                 *pin = Some(d.clone());
                 self.dirty = true;
             }
+        }
+    }
+
+    /// The registry hosts node `i` still pulls from, sorted, without repeats.
+    pub fn registries_of(&self, i: usize) -> Vec<String> {
+        let mut hosts: Vec<String> = self.nodes[i]
+            .pending_images()
+            .into_iter()
+            .map(|ix| self.image_hosts[ix].clone())
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        hosts
+    }
+
+    /// Node `i`'s attempt is over (or never got its Job): its pull tokens go back.
+    pub fn give_back(&mut self, i: usize, completed: bool) {
+        if let Some(keys) = self.grants.remove(&i) {
+            self.ended_grants.push((keys, completed));
         }
     }
 
@@ -317,6 +364,8 @@ impl TaskRun {
                 }
             }
         }
+        let completed = matches!(self.nodes[i].phase, NodePhase::Completed { .. });
+        self.give_back(i, completed);
         self.attempt_started.remove(&i);
         self.confirmed.remove(&i);
         self.untimed.push(i);
@@ -373,6 +422,13 @@ impl TaskRun {
         let ended = self.nodes[i].observe(&reports, &self.spec, now);
         self.pin_pulled(i);
         if ended {
+            for (index, report) in &reports {
+                if let ImageReport::Failed { message, .. } = report {
+                    if is_rate_limited(message) {
+                        self.throttled.extend(self.image_hosts.get(*index).cloned());
+                    }
+                }
+            }
             self.attempt_ended(i);
             return true;
         }
@@ -441,15 +497,22 @@ impl TaskRun {
         for (status, pin) in self.view.image_statuses.iter_mut().zip(&self.pins) {
             status.pinned_digest.clone_from(pin);
         }
+        self.view.progress.waiting_for_registry = self.waiting_for_registry;
         self.view.estimated_completion = if self.view.status == TaskStatus::Running {
-            self.expected_end(now).or_else(|| {
-                estimate(
-                    self.view.started_at,
-                    now,
-                    s.done_nodes,
-                    self.nodes.len() as u32,
-                )
-            })
+            let paced = self
+                .pacing_wait
+                .and_then(|w| chrono::Duration::from_std(w).ok())
+                .map(|w| now + w);
+            self.expected_end(now)
+                .or_else(|| {
+                    estimate(
+                        self.view.started_at,
+                        now,
+                        s.done_nodes,
+                        self.nodes.len() as u32,
+                    )
+                })
+                .max(paced)
         } else {
             None
         };

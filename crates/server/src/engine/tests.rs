@@ -59,6 +59,7 @@ impl Harness {
                 max_concurrent_nodes: cap,
                 pull_timeout: Duration::from_secs(600),
                 disk_margin: Default::default(),
+                registry_pull_rates: Vec::new(),
             },
         );
         Harness {
@@ -89,6 +90,11 @@ impl Harness {
 
     /// Reports every alive Job's pod: images listed in `fail` fail with `reason`, others ran.
     fn report_all(&mut self, fail: &[(&str, &str)]) {
+        self.report_all_saying(fail, "i/o timeout");
+    }
+
+    /// Like `report_all`, the failures with the kubelet message `message`.
+    fn report_all_saying(&mut self, fail: &[(&str, &str)], message: &str) {
         for job in self.cluster.alive() {
             let containers = job
                 .images
@@ -97,7 +103,7 @@ impl Harness {
                     let state = match fail.iter().find(|(img, _)| img == image) {
                         Some((_, reason)) => ContainerState::Waiting {
                             reason: reason.to_string(),
-                            message: "i/o timeout".into(),
+                            message: message.into(),
                         },
                         None => ContainerState::Terminated,
                     };
@@ -984,4 +990,132 @@ async fn a_node_learned_slow_starts_first_in_the_next_task_and_sets_its_eta() {
         .map(|n| n.node.as_str())
         .collect();
     assert_eq!(order, ["n3", "n0", "n1", "n2"]);
+}
+
+/// Nodes with a live Job, sorted.
+fn alive_nodes(h: &Harness) -> Vec<String> {
+    let mut nodes: Vec<String> = h.cluster.alive().iter().map(|j| j.node.clone()).collect();
+    nodes.sort();
+    nodes
+}
+
+/// A harness whose engine paces these registries (`HOST=N/DURATION`).
+fn paced(nodes: Vec<NodeInfo>, rates: &[&str]) -> Harness {
+    let mut h = Harness::new(nodes, 500);
+    let rates: Vec<crate::domain::pacing::HostRate> =
+        rates.iter().map(|r| r.parse().unwrap()).collect();
+    h.engine.pacing = crate::domain::pacing::Pacing::new(&rates);
+    h
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_paced_registry_gets_its_rate_and_the_others_fill_the_window() {
+    let warm = |name: &str| NodeInfo {
+        images: vec!["paced.example/app:1".into()],
+        ..node(name, &[])
+    };
+    let nodes = vec![
+        node("n0", &[]),
+        node("n1", &[]),
+        node("n2", &[]),
+        node("n3", &[]),
+        warm("n4"),
+        warm("n5"),
+    ];
+    let mut h = paced(nodes, &["paced.example=2/1m"]);
+    let id = h
+        .submit(images(&["paced.example/app:1", "fast.example/tool:1"]))
+        .await;
+    h.step().await;
+    let started = alive_nodes(&h);
+    assert_eq!(
+        started,
+        ["n0", "n1", "n4", "n5"],
+        "two paced pulls, the rest from the other registry"
+    );
+    h.report_all(&[]);
+    h.step().await;
+    h.advance(Duration::from_secs(1)).await;
+    h.step().await;
+    let task = h.task(&id).await;
+    assert_eq!(task.progress.completed_nodes, 4);
+    assert_eq!(task.progress.waiting_for_registry, 2);
+    let eta = task.estimated_completion.expect("an ETA");
+    assert!(
+        eta >= h.clock.now() + chrono::Duration::seconds(59),
+        "the ETA waits for the tokens: {eta} vs now {}",
+        h.clock.now()
+    );
+    // A token comes back one minute after its pull ended, not before.
+    h.advance(Duration::from_secs(58)).await;
+    h.step().await;
+    assert!(h.cluster.alive().is_empty(), "no token yet");
+    h.advance(Duration::from_secs(2)).await;
+    h.step().await;
+    let started = alive_nodes(&h);
+    assert_eq!(started, ["n2", "n3"]);
+    h.report_all(&[]);
+    h.step().await;
+    let task = h.task(&id).await;
+    assert_eq!(task.status, TaskStatus::Completed);
+    assert_eq!(task.progress.waiting_for_registry, 0);
+    assert!(
+        h.engine
+            .metrics
+            .encode()
+            .contains("prewarm_registry_wait_seconds_count 2\n"),
+        "two nodes waited"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_registry_refusing_pulls_is_left_alone_for_a_minute_then_the_nodes_complete() {
+    let nodes = (0..3).map(|i| node(&format!("n{i}"), &[])).collect();
+    let mut h = paced(nodes, &[]);
+    let id = h
+        .submit(CreateTaskRequest {
+            max_retries: Some(2),
+            retry_delay: Some(1),
+            ..images(&["hub.example/app:1"])
+        })
+        .await;
+    h.step().await;
+    assert_eq!(h.cluster.alive().len(), 3);
+    h.report_all_saying(
+        &[("hub.example/app:1", "ErrImagePull")],
+        "failed to resolve reference \"hub.example/app:1\": pulling from host hub.example failed \
+         with status code [manifests 1]: 429 Too Many Requests - Server message: toomanyrequests: \
+         You have reached your pull rate limit.",
+    );
+    h.step().await;
+    let labels = crate::metrics::RegistryLabels {
+        registry: "hub.example".into(),
+    };
+    assert_eq!(
+        h.engine
+            .metrics
+            .registry_throttled
+            .get_or_create(&labels)
+            .get(),
+        3
+    );
+    h.advance(Duration::from_secs(59)).await;
+    h.step().await;
+    assert!(
+        h.cluster.alive().is_empty(),
+        "backing off, though the retry delay is over"
+    );
+    assert_eq!(h.task(&id).await.progress.waiting_for_registry, 3);
+    h.advance(Duration::from_secs(32)).await;
+    h.step().await;
+    assert_eq!(
+        h.cluster.alive().len(),
+        3,
+        "after the backoff (60 s + up to 50 % jitter)"
+    );
+    h.report_all(&[]);
+    h.step().await;
+    let task = h.task(&id).await;
+    assert_eq!(task.status, TaskStatus::Completed);
+    assert_eq!(task.progress.failed_nodes, 0);
 }

@@ -15,6 +15,7 @@ use super::Engine;
 use crate::cluster::PullJob;
 use crate::domain::node_pull::{NodePhase, NodePull};
 use crate::domain::node_speed::rank_longest_first;
+use crate::domain::pacing::Gate;
 use crate::domain::selection::{select_nodes, DiskCheck};
 use crate::domain::task::TaskSpec;
 use crate::metrics::StatusLabels;
@@ -108,7 +109,9 @@ impl Engine {
         self.fill_window(&task_id, &mut total, now, Instant::now());
         if !self.store_start(&task_id).await {
             // Still pending in the store: its next start adopts these Jobs.
-            self.runs.remove(&task_id);
+            if let Some(mut run) = self.runs.remove(&task_id) {
+                self.end_pacing(&mut run, Instant::now());
+            }
         }
     }
 
@@ -176,10 +179,12 @@ impl Engine {
         self.calls.delete_jobs(stale);
     }
 
-    /// Starts nodes in every task's window, highest priority first, within the global cap.
+    /// Starts nodes in every task's window, highest priority first, within
+    /// the global cap and the registries' pull tokens.
     fn fill_windows(&mut self) {
         let now = self.clock.now();
         let mono = Instant::now();
+        self.settle_pacing(mono);
         let mut order: Vec<(i32, DateTime<Utc>, String)> = self
             .runs
             .values()
@@ -202,25 +207,93 @@ impl Engine {
             return;
         };
         let window = run.window();
+        let cap = self.config.max_concurrent_nodes;
+        let paced = !self.pacing.is_idle(&run.spec.registry_pull_rates);
         let mut starts = Vec::new();
-        // Retries whose wait is over come first, then never-started nodes in order.
+        let mut blocked_retries = 0u32;
+        // Retries whose wait is over come first, then nodes held back for
+        // registry tokens, then never-started nodes in order.
         let retries: Vec<usize> = (0..run.nodes.len())
             .filter(|&i| run.nodes[i].started && run.ready(i, now, mono))
             .collect();
         for i in retries {
-            if run.in_flight >= window || *total >= self.config.max_concurrent_nodes {
+            if run.in_flight >= window || *total >= cap {
                 break;
+            }
+            if paced {
+                let hosts = run.registries_of(i);
+                let rates = &run.spec.registry_pull_rates;
+                match self.pacing.gate(&run.view.task_id, rates, &hosts, mono) {
+                    Gate::Closed => {
+                        blocked_retries += 1;
+                        continue;
+                    }
+                    Gate::Open(keys) => {
+                        self.pacing.take(&keys);
+                        run.grants.insert(i, keys);
+                    }
+                }
             }
             starts.push(i);
             run.in_flight += 1;
             *total += 1;
         }
-        while run.in_flight < window
-            && *total < self.config.max_concurrent_nodes
-            && run.cursor < run.nodes.len()
-        {
+        if paced {
+            let groups: Vec<Vec<String>> = run.held_back.keys().cloned().collect();
+            for hosts in groups {
+                let rates = &run.spec.registry_pull_rates;
+                let group = run.held_back.get_mut(&hosts).expect("group listed");
+                while run.in_flight < window && *total < cap {
+                    let Some((i, since)) = group.pop_first() else {
+                        break;
+                    };
+                    if run.nodes[i].started || run.nodes[i].is_done() {
+                        continue;
+                    }
+                    match self.pacing.gate(&run.view.task_id, rates, &hosts, mono) {
+                        Gate::Closed => {
+                            group.insert(i, since);
+                            break;
+                        }
+                        Gate::Open(keys) => {
+                            self.pacing.take(&keys);
+                            run.grants.insert(i, keys);
+                            self.metrics
+                                .registry_wait
+                                .observe(mono.duration_since(since).as_secs_f64());
+                            starts.push(i);
+                            run.in_flight += 1;
+                            *total += 1;
+                        }
+                    }
+                }
+                if group.is_empty() {
+                    run.held_back.remove(&hosts);
+                }
+            }
+        }
+        while run.in_flight < window && *total < cap && run.cursor < run.nodes.len() {
             let i = run.cursor;
             if !run.nodes[i].started && run.ready(i, now, mono) {
+                if paced {
+                    let hosts = run.registries_of(i);
+                    let rates = &run.spec.registry_pull_rates;
+                    match self.pacing.gate(&run.view.task_id, rates, &hosts, mono) {
+                        Gate::Closed => {
+                            run.held_back
+                                .entry(hosts)
+                                .or_default()
+                                .entry(i)
+                                .or_insert(mono);
+                            run.cursor += 1;
+                            continue;
+                        }
+                        Gate::Open(keys) => {
+                            self.pacing.take(&keys);
+                            run.grants.insert(i, keys);
+                        }
+                    }
+                }
                 starts.push(i);
                 run.in_flight += 1;
                 *total += 1;
@@ -229,6 +302,11 @@ impl Engine {
                 break;
             }
             run.cursor += 1;
+        }
+        let waiting = blocked_retries + run.held_back.values().map(|g| g.len() as u32).sum::<u32>();
+        if waiting != run.waiting_for_registry {
+            run.waiting_for_registry = waiting;
+            run.dirty = true;
         }
         for i in starts {
             let attempt = run.nodes[i].start(now);

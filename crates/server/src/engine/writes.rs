@@ -52,6 +52,7 @@ impl Engine {
 
     /// Writes a finished run (records first), then deletes all of its Jobs.
     pub(super) async fn end_run(&mut self, mut run: TaskRun, expected: TaskStatus) {
+        self.end_pacing(&mut run, Instant::now());
         // Attempts that ended in the same step as the task are not flushed with the runs.
         count_ended_attempts(&self.metrics, &mut run);
         self.learn(std::mem::take(&mut run.speed_samples));
@@ -130,6 +131,7 @@ impl Engine {
         }
         self.last_view_flush = mono;
         self.write_speeds().await;
+        self.update_pacing_waits(mono);
         let mut lost = Vec::new();
         for run in self.runs.values_mut().filter(|r| r.dirty) {
             run.refresh_view(now);

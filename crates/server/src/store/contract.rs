@@ -121,6 +121,7 @@ pub(crate) fn sample_task(id: &str, status: TaskStatus, created_at: DateTime<Utc
             current_batch: 3,
             total_batches: 5,
             percentage: 33.6,
+            waiting_for_registry: 7,
         },
         failed_node_details: vec![
             FailedNodeDetail {
