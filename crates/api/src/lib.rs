@@ -296,6 +296,10 @@ task_request_and_patch! {
     timeout_seconds: u64, patch: "See [`CreateTaskRequest::timeout_seconds`].";
     /// Priority class set on the pull pods.
     priority_class_name: String, patch: "See [`CreateTaskRequest::priority_class_name`].";
+    /// This task's pull rate per registry host, `N/DURATION` (e.g.
+    /// `{"ghcr.io": "600/1m"}`), instead of the service's `--registry-pull-rate`
+    /// for those hosts; at most 20 hosts.
+    registry_pull_rate: BTreeMap<String, String>, patch: "See [`CreateTaskRequest::registry_pull_rate`].";
 }
 
 /// Answer of `POST /api/v1/tasks?dryRun=true`: what the task would do if it
@@ -547,6 +551,9 @@ pub struct Task {
     /// The keep-warm policy that started it (`trigger: keep-warm`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_warm_policy_id: Option<String>,
+    /// Pull rates of this task by registry host (`registryPullRate`), normalized.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub registry_pull_rate: BTreeMap<String, String>,
     /// Node counts and window position.
     pub progress: Progress,
     /// (node, image) pairs that failed for good: the first 100 (oldest

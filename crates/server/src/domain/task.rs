@@ -16,7 +16,7 @@ use super::image_ref::ImageRef;
 use super::labels::{
     validate_dns1123_label, validate_dns1123_subdomain, validate_label_key, validate_label_value,
 };
-use super::pacing::RegistryRate;
+use super::pacing::{normalize_host, RegistryRate};
 
 /// A rejected request field: which one, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,6 +52,9 @@ pub const MAX_PRIORITY: i32 = 1000;
 pub const MAX_TIMEOUT_SECONDS: u64 = 30 * 24 * 3600;
 /// Largest accepted `nodeNames` list.
 pub const MAX_NODE_NAMES: usize = 10_000;
+
+/// Largest number of hosts in a task's `registryPullRate`.
+pub const MAX_REGISTRY_RATES: usize = 20;
 
 /// A task's validated configuration: everything the engine needs to run it.
 #[derive(Debug, Clone, PartialEq)]
@@ -199,6 +202,7 @@ impl TaskSpec {
         if let Some(url) = &req.webhook_url {
             validate_webhook_url(url)?;
         }
+        let registry_pull_rates = registry_rates(req.registry_pull_rate.unwrap_or_default())?;
 
         Ok(TaskSpec {
             images,
@@ -220,7 +224,7 @@ impl TaskSpec {
             workload: None,
             trigger: TaskTrigger::Api,
             keep_warm_policy_id: None,
-            registry_pull_rates: BTreeMap::new(),
+            registry_pull_rates,
         })
     }
 
@@ -281,8 +285,18 @@ impl TaskSpec {
             pin_digests: Some(self.pin_digests),
             timeout_seconds: Some(self.timeout_seconds),
             priority_class_name: self.priority_class_name.clone(),
+            registry_pull_rate: (!self.registry_pull_rates.is_empty())
+                .then(|| self.registry_pull_rate()),
             from_workload: self.from_workload.clone(),
         }
+    }
+
+    /// `registryPullRate` as the view shows it: host → `N/DURATION`.
+    pub fn registry_pull_rate(&self) -> BTreeMap<String, String> {
+        self.registry_pull_rates
+            .iter()
+            .map(|(host, rate)| (host.clone(), rate.to_string()))
+            .collect()
     }
 
     /// The spec of a stored task view (which was validated when it was created).
@@ -303,6 +317,7 @@ impl TaskSpec {
             pin_digests: Some(task.pin_digests),
             timeout_seconds: Some(task.timeout_seconds),
             priority_class_name: task.priority_class_name.clone(),
+            registry_pull_rate: Some(task.registry_pull_rate.clone()),
             from_workload: task.from_workload.clone(),
         })?;
         spec.workload = task.resolved_workload.clone();
@@ -346,6 +361,7 @@ impl TaskSpec {
             resolved_workload: self.workload.clone(),
             trigger: self.trigger,
             keep_warm_policy_id: self.keep_warm_policy_id.clone(),
+            registry_pull_rate: self.registry_pull_rate(),
             progress: Progress::default(),
             failed_node_details: Vec::new(),
             failed_node_details_total: 0,
@@ -369,6 +385,31 @@ impl TaskSpec {
             webhook_error: None,
         }
     }
+}
+
+/// Validates `registryPullRate`: hosts normalized, rates `N/DURATION`.
+fn registry_rates(
+    given: BTreeMap<String, String>,
+) -> Result<BTreeMap<String, RegistryRate>, ValidationError> {
+    if given.len() > MAX_REGISTRY_RATES {
+        return Err(ValidationError::new(
+            "registryPullRate",
+            format!("at most {MAX_REGISTRY_RATES} registry hosts"),
+        ));
+    }
+    let mut rates = BTreeMap::new();
+    for (host, rate) in given {
+        let field = format!("registryPullRate[{host:?}]");
+        let normalized = normalize_host(&host).map_err(|e| ValidationError::new(&field, e))?;
+        let rate = RegistryRate::parse(&rate).map_err(|e| ValidationError::new(&field, e))?;
+        if rates.insert(normalized, rate).is_some() {
+            return Err(ValidationError::new(
+                field,
+                "names a registry host given twice",
+            ));
+        }
+    }
+    Ok(rates)
 }
 
 fn in_range(field: &str, v: i64, lo: i64, hi: i64) -> Result<(), ValidationError> {
@@ -538,6 +579,33 @@ mod tests {
                 },
                 "nodeNames[0]",
             ),
+            (
+                CreateTaskRequest {
+                    registry_pull_rate: Some([("ghcr.io".into(), "600".into())].into()),
+                    ..req(&["nginx"])
+                },
+                "registryPullRate[\"ghcr.io\"]",
+            ),
+            (
+                CreateTaskRequest {
+                    registry_pull_rate: Some([("ghcr.io/org".into(), "1/1m".into())].into()),
+                    ..req(&["nginx"])
+                },
+                "registryPullRate[\"ghcr.io/org\"]",
+            ),
+            (
+                CreateTaskRequest {
+                    registry_pull_rate: Some(
+                        [
+                            ("docker.io".into(), "1/1m".into()),
+                            ("index.docker.io".into(), "2/1m".into()),
+                        ]
+                        .into(),
+                    ),
+                    ..req(&["nginx"])
+                },
+                "registryPullRate[\"index.docker.io\"]",
+            ),
         ];
         for (r, field) in cases {
             let err = TaskSpec::from_request(r.clone()).expect_err(&format!("{r:?}"));
@@ -558,11 +626,16 @@ mod tests {
             batch_size: Some(3),
             node_selector: Some([("workload".into(), "compute".into())].into()),
             retry_strategy: Some(RetryStrategy::Exponential),
+            registry_pull_rate: Some([("GHCR.io".into(), "600/1m".into())].into()),
             ..req(&["nginx:1", "registry.example.com:5000/a/b@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"])
         })
         .unwrap();
         let view = spec.new_task(TaskId("task-20240116-abc123".into()), "me", Utc::now());
         assert_eq!(TaskSpec::from_view(&view).unwrap(), spec);
+        assert_eq!(
+            view.registry_pull_rate,
+            BTreeMap::from([("ghcr.io".to_owned(), "600/1m".to_owned())])
+        );
         assert_eq!(TaskSpec::from_request(spec.to_request()).unwrap(), spec);
     }
 

@@ -113,6 +113,7 @@ pub(crate) fn sample_task(id: &str, status: TaskStatus, created_at: DateTime<Utc
         resolved_workload: None,
         trigger: prewarm_api::TaskTrigger::KeepWarm,
         keep_warm_policy_id: Some("keep-warm-20240116-abc123".to_owned()),
+        registry_pull_rate: Default::default(),
         progress: Progress {
             total_nodes: 120,
             completed_nodes: 40,
@@ -200,6 +201,7 @@ pub(crate) fn minimal_task(id: &str, status: TaskStatus, created_at: DateTime<Ut
         resolved_workload: None,
         trigger: prewarm_api::TaskTrigger::Api,
         keep_warm_policy_id: None,
+        registry_pull_rate: Default::default(),
         progress: Progress::default(),
         failed_node_details: vec![],
         failed_node_details_total: 0,
