@@ -163,3 +163,65 @@ async fn kill_9_mid_task_adopts_the_pods_and_doubles_none() {
     let doubled: Vec<_> = per_node.iter().filter(|(_, p)| p.len() > 1).collect();
     assert!(doubled.is_empty(), "nodes with several pods: {doubled:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_layer_adopts_a_pull_pod_created_twice_and_deletes_by_name_and_task() {
+    use prewarm::cluster::kube::KubeCluster;
+    use prewarm::cluster::{Cluster, PullJob, PullMode};
+    let _sim = sim_suite("pm-calls", 2, 300);
+    let ns = "t-pm-calls";
+    let cluster = KubeCluster::connect(
+        Some(common::cluster().kubeconfig_path()),
+        ns,
+        PullMode::Pods,
+        std::sync::Arc::new(prewarm::metrics::Metrics::new()),
+    )
+    .await
+    .unwrap();
+    cluster.synced().await;
+    let pull = |node: &str| PullJob {
+        task_id: "task-20261202-calls1".into(),
+        task_suffix: "calls1".into(),
+        node: node.into(),
+        attempt: 0,
+        images: vec![(0, "nginx:1.25".into())],
+        pull_policy: "IfNotPresent".into(),
+        image_pull_secrets: vec![],
+        priority_class_name: None,
+        helper_image: "prewarm:test".into(),
+        active_deadline_seconds: 600,
+    };
+    let api: Api<Pod> = Api::namespaced(common::cluster().kube_client().await, ns);
+    let count = async || api.list(&ListParams::default()).await.unwrap().items.len();
+
+    // A create repeated (a retry after a lost answer, a restart) is adopted: 409, one Pod.
+    cluster.create_job(&pull("pm-calls-0")).await.unwrap();
+    cluster.create_job(&pull("pm-calls-0")).await.unwrap();
+    assert_eq!(count().await, 1);
+    wait_for(
+        "the cache lists the pod as the node's pull",
+        LONG,
+        async || {
+            cluster.jobs().iter().any(|j| {
+                j.name == pull("pm-calls-0").name() && j.node == "pm-calls-0" && j.attempt == 0
+            })
+        },
+    )
+    .await;
+
+    // Deleted by name (twice: a missing one is fine too).
+    let name = pull("pm-calls-0").name();
+    cluster.delete_job(&name).await.unwrap();
+    cluster.delete_job(&name).await.unwrap();
+    wait_no_pods(ns, LONG).await;
+
+    // Deleted by task, whatever the node.
+    cluster.create_job(&pull("pm-calls-0")).await.unwrap();
+    cluster.create_job(&pull("pm-calls-1")).await.unwrap();
+    assert_eq!(count().await, 2);
+    cluster
+        .delete_task_jobs("task-20261202-calls1")
+        .await
+        .unwrap();
+    wait_no_pods(ns, LONG).await;
+}
