@@ -14,6 +14,7 @@ use tower::ServiceExt;
 
 use crate::clock::ManualClock;
 use crate::cluster::fake::FakeCluster;
+use crate::cluster::NodeInfo;
 use crate::engine::keep_warm::KeepWarmHandle;
 use crate::engine::scheduler::Scheduler;
 use crate::engine::{Engine, EngineConfig};
@@ -23,6 +24,25 @@ use crate::metrics::Metrics;
 use crate::progress::ProgressHub;
 use crate::store::{MemoryStore, TaskStore};
 use crate::webhook::Webhooks;
+
+/// A gibibyte, for disk sizes in tests.
+pub(crate) const GIB: u64 = 1024 * 1024 * 1024;
+
+/// A Ready node whose `status.images` lists `images` (fully qualified
+/// names, as the kubelet reports them) with their sizes.
+pub(crate) fn node_with_images(name: &str, images: &[(&str, u64)]) -> NodeInfo {
+    let mut node = NodeInfo {
+        name: name.into(),
+        ready: true,
+        ..NodeInfo::default()
+    };
+    for (image, size) in images {
+        node.images.push((*image).to_owned());
+        node.image_sizes.push(*size);
+        node.images_bytes += size;
+    }
+    node
+}
 
 /// Where a test's manual clock starts.
 pub(crate) const START: &str = "2024-01-16T10:00:00Z";

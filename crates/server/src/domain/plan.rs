@@ -109,6 +109,7 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{node_with_images, GIB};
     use prewarm_api::CreateTaskRequest;
 
     fn node(name: &str, images: &[&str]) -> NodeInfo {
@@ -162,10 +163,7 @@ mod tests {
 
     #[test]
     fn disk_skips_are_planned_with_their_reasons_and_no_pulls() {
-        const GIB: u64 = 1024 * 1024 * 1024;
-        let mut donor = node("n0", &["docker.io/big/model:1"]);
-        donor.image_sizes = vec![4 * GIB];
-        donor.images_bytes = 4 * GIB;
+        let donor = node_with_images("n0", &[("docker.io/big/model:1", 4 * GIB)]);
         let mut pressure = node("n1", &[]);
         pressure.disk_pressure = true;
         let mut small = node("n2", &[]);

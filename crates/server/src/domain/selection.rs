@@ -264,6 +264,7 @@ fn bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{node_with_images, GIB};
     use prewarm_api::CreateTaskRequest;
 
     fn node(name: &str, zone: &str) -> NodeInfo {
@@ -280,23 +281,11 @@ mod tests {
         TaskSpec::from_request(req).unwrap()
     }
 
-    const GIB: u64 = 1024 * 1024 * 1024;
-
-    fn with_images(name: &str, images: &[(&str, u64)]) -> NodeInfo {
-        let mut n = node(name, "z1");
-        for (image, size) in images {
-            n.images.push((*image).to_owned());
-            n.image_sizes.push(*size);
-            n.images_bytes += size;
-        }
-        n
-    }
-
     #[test]
     fn disk_pressure_and_too_small_disks_are_skipped_with_both_numbers() {
         let s = spec(serde_json::json!({"images": ["big/model:1", "nginx:1.25", "unknown:1"]}));
         // Sizes come from other nodes' status.images (names as the kubelet reports them).
-        let donor = with_images(
+        let donor = node_with_images(
             "donor",
             &[
                 ("docker.io/big/model:1", 2 * GIB),
@@ -306,7 +295,7 @@ mod tests {
         );
         let mut pressure = node("pressure", "z1");
         pressure.disk_pressure = true;
-        let mut small = with_images("small", &[("docker.io/library/redis:7", GIB)]);
+        let mut small = node_with_images("small", &[("docker.io/library/redis:7", GIB)]);
         small.ephemeral_storage = Some(3 * GIB);
         let mut roomy = node("roomy", "z1");
         roomy.ephemeral_storage = Some(100 * GIB);

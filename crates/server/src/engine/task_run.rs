@@ -683,4 +683,49 @@ mod tests {
         assert_eq!(estimate(Some(start), now, 0, 10), None);
         assert_eq!(estimate(None, now, 5, 10), None);
     }
+
+    #[test]
+    fn pins_come_back_after_a_restart_from_the_view_or_the_node_records() {
+        let now: DateTime<Utc> = "2024-01-16T10:00:00Z".parse().unwrap();
+        let spec = TaskSpec::from_request(prewarm_api::CreateTaskRequest {
+            images: vec![
+                "nginx:1".into(),
+                "redis:7".into(),
+                format!("app@sha256:{}", "c".repeat(64)),
+            ],
+            pin_digests: Some(true),
+            ..Default::default()
+        })
+        .unwrap();
+        let mut view = spec.new_task(TaskId("task-20240116-aaaaaa".into()), "t", now);
+        view.image_statuses[0].pinned_digest = Some("sha256:aa".into());
+        let mut pulled = NodePull::new("n0".into(), vec![false, false, false]);
+        pulled.start(now);
+        pulled.observe(
+            &[
+                (0, ImageReport::Pulled(Some("sha256:other".into()))),
+                (1, ImageReport::Pulled(Some("sha256:bb".into()))),
+            ],
+            &spec,
+            now,
+        );
+        let fresh = NodePull::new("n1".into(), vec![false, false, false]);
+        let run = TaskRun::new(view, spec.clone(), vec![pulled, fresh]);
+        // The view's pin wins; a tag without one takes a node record's digest.
+        assert_eq!(run.pull_reference(0), "docker.io/library/nginx@sha256:aa");
+        assert_eq!(run.pull_reference(1), "docker.io/library/redis@sha256:bb");
+        assert_eq!(run.pull_reference(2), spec.images[2].as_str());
+        assert_eq!(run.window(), spec.batch_size as usize);
+
+        let mut unpinned = spec.clone();
+        unpinned.pin_digests = false;
+        let view = unpinned.new_task(TaskId("task-20240116-bbbbbb".into()), "t", now);
+        let run = TaskRun::new(
+            view,
+            unpinned,
+            vec![NodePull::new("n0".into(), vec![false; 3])],
+        );
+        assert_eq!(run.pull_reference(0), "nginx:1");
+        assert_eq!(run.pins, [None, None, None]);
+    }
 }

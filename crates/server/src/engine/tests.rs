@@ -15,6 +15,7 @@ use crate::domain::task::TaskId;
 use crate::domain::task::TaskSpec;
 use crate::store::scripted::ScriptedStore;
 use crate::store::MemoryStore;
+use crate::testing::{node_with_images, GIB};
 
 fn node(name: &str, labels: &[(&str, &str)]) -> NodeInfo {
     NodeInfo {
@@ -392,11 +393,7 @@ async fn selection_follows_selector_readiness_cordons_and_taints() {
 
 #[tokio::test(start_paused = true)]
 async fn disk_pressure_and_small_disks_are_skipped_without_a_job() {
-    const GIB: u64 = 1024 * 1024 * 1024;
-    let mut donor = node("a0", &[]);
-    donor.images = vec!["docker.io/big/model:1".into()];
-    donor.image_sizes = vec![3 * GIB];
-    donor.images_bytes = 3 * GIB;
+    let donor = node_with_images("a0", &[("docker.io/big/model:1", 3 * GIB)]);
     let mut pressure = node("a1", &[]);
     pressure.disk_pressure = true;
     let mut small = node("a2", &[]);
