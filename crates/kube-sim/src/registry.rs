@@ -70,7 +70,7 @@ impl Registries {
             return Answer::TooManyRequests;
         }
         log.push_back(now);
-        tracing::info!(registry = host, node, image, at_ms, "registry pull");
+        tracing::info!(registry = %host, node = %node, image = %image, at_ms, "registry pull");
         Answer::Served
     }
 }
