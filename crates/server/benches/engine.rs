@@ -19,6 +19,19 @@
 //! "first Job" is the first pull Pod, and there is no Job → pod step).
 //! `KCM_QPS` sets the controller-manager's client QPS of the control plane
 //! the bench starts (default 500; the upstream default is 20).
+//!
+//! `--stragglers 0.05 --slowdown 10` makes that share of the nodes pull that
+//! many times slower (named `bench-slow-*`, so they come last by name) and
+//! `--runs 2` runs the big task again on the same service (fresh image
+//! tags): the first run learns the node speeds, the next starts the slow
+//! nodes first. Each run prints its makespan against the work-bound ideal
+//! (all pull work ÷ batch, or the slowest node's own pulls if longer), the
+//! POST → first Job latency of the big task itself, and the service's CPU
+//! seconds per node.
+//!
+//! ```sh
+//! cargo bench --profile dev -p prewarm --bench engine -- --nodes 1000 --batch 100 --pull-seconds 4 --stragglers 0.05 --slowdown 10 --runs 2
+//! ```
 
 mod common;
 use common::{percentile, Service};
@@ -72,6 +85,15 @@ struct Args {
     /// Pull modes to measure, one after another: `jobs`, `pods`.
     #[arg(long, value_delimiter = ',', default_value = "pods")]
     pull_modes: Vec<String>,
+    /// Share of the nodes that pull `--slowdown` times slower.
+    #[arg(long, default_value_t = 0.0)]
+    stragglers: f64,
+    /// How many times slower the stragglers pull.
+    #[arg(long, default_value_t = 10.0)]
+    slowdown: f64,
+    /// Big tasks per service, one after another (later ones start with learned node speeds).
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
     /// Passed by `cargo bench`; ignored.
     #[arg(long = "bench", hide = true)]
     _bench: bool,
@@ -81,9 +103,24 @@ struct Args {
 async fn main() {
     let args = <Args as clap::Parser>::parse();
     let cluster = LocalCluster::up();
+    let slow = args.slow_nodes();
     let scenario = format!(
-        "timeScale: 1.0\nnodes:\n  - namePrefix: bench-\n    count: {}\n    labels: {{suite: bench}}\nimages:\n  - match: \"*\"\n    pullSeconds: {}\npreloaded:\n  - image: prewarm:bench\n    nodes: \"*\"\n",
-        args.nodes, args.pull_seconds
+        "timeScale: 1.0\nnodes:\n  - namePrefix: bench-\n    count: {}\n    labels: {{suite: bench}}\n{}images:\n{}  - match: \"*\"\n    pullSeconds: {}\npreloaded:\n  - image: prewarm:bench\n    nodes: \"*\"\n",
+        args.nodes - slow,
+        if slow > 0 {
+            format!("  - namePrefix: bench-slow-\n    count: {slow}\n    labels: {{suite: bench}}\n")
+        } else {
+            String::new()
+        },
+        if slow > 0 {
+            format!(
+                "  - match: \"*\"\n    nodes: \"bench-slow-*\"\n    pullSeconds: {}\n",
+                args.pull_seconds * args.slowdown
+            )
+        } else {
+            String::new()
+        },
+        args.pull_seconds
     );
     let t = Instant::now();
     let _sim = Sim::start(cluster.kubeconfig_path(), &scenario);
@@ -128,6 +165,24 @@ async fn main() {
                 makespan / base
             );
         }
+    }
+}
+
+impl Args {
+    /// Nodes that pull `slowdown` times slower.
+    fn slow_nodes(&self) -> usize {
+        ((self.nodes as f64 * self.stragglers).round() as usize).min(self.nodes)
+    }
+
+    /// The big task's least possible makespan: all pull work over `batch`
+    /// slots, or the slowest node's own serial pulls if that is longer.
+    fn work_bound_ideal(&self) -> f64 {
+        let images = BENCH_IMAGES.len() as f64;
+        let slow = self.slow_nodes() as f64;
+        let fast = self.nodes as f64 - slow;
+        let slowest = if slow > 0.0 { self.slowdown } else { 1.0 };
+        let work = images * self.pull_seconds * (fast + slow * self.slowdown);
+        (work / self.batch as f64).max(images * self.pull_seconds * slowest)
     }
 }
 
@@ -247,7 +302,53 @@ async fn measure(args: &Args, cluster: &LocalCluster, run: Run<'_>, store_args: 
     }
     first_job_ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
 
-    let before = kube_requests(&http, &url).await;
+    let mut makespan = 0.0;
+    for round in 0..args.runs {
+        let images: Vec<String> = if round == 0 {
+            images.clone()
+        } else {
+            images.iter().map(|i| format!("{i}-run{round}")).collect()
+        };
+        makespan = big_task(
+            args,
+            &run,
+            &service,
+            &http,
+            &images,
+            &job_seen,
+            &pod_seen,
+            proxy.as_ref(),
+            &first_job_ms,
+            round,
+        )
+        .await;
+    }
+    println!("service peak RSS: {:.1} MiB", service.status_mib("VmHWM:"));
+    drop(service);
+    for watch in watches {
+        watch.abort();
+    }
+    makespan
+}
+
+/// The big task over every node: runs it, prints its figures, returns its makespan.
+#[allow(clippy::too_many_arguments)] // the run's parts, each its own kind
+async fn big_task(
+    args: &Args,
+    run: &Run<'_>,
+    service: &Service,
+    http: &reqwest::Client,
+    images: &[String],
+    job_seen: &Seen,
+    pod_seen: &Arc<Mutex<std::collections::HashMap<String, Instant>>>,
+    proxy: Option<&fault_proxy::FaultProxy>,
+    first_job_ms: &[f64],
+    round: usize,
+) -> f64 {
+    let url = &service.url;
+    let store = run.label();
+    let cpu_before = service.cpu_seconds();
+    let before = kube_requests(http, url).await;
     let started = Instant::now();
     let v: serde_json::Value = http
         .post(format!("{url}/api/v1/tasks"))
@@ -263,9 +364,16 @@ async fn measure(args: &Args, cluster: &LocalCluster, run: Run<'_>, store_args: 
         .await
         .unwrap();
     let id = v["taskId"].as_str().unwrap().to_owned();
-    let task = wait_done(&http, &url, &id).await;
+    let task = wait_done(http, url, &id).await;
     let makespan = started.elapsed().as_secs_f64();
-    let after = kube_requests(&http, &url).await;
+    let first_big_job_ms = job_seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(task, _, _)| *task == id)
+        .map(|(_, _, at)| at.duration_since(started).as_secs_f64() * 1000.0)
+        .fold(f64::INFINITY, f64::min);
+    let after = kube_requests(http, url).await;
     // Pulls are serialized per node (the kubelet's `serializeImagePulls`).
     let ideal =
         args.nodes as f64 * BENCH_IMAGES.len() as f64 * args.pull_seconds / args.batch as f64;
@@ -288,7 +396,7 @@ async fn measure(args: &Args, cluster: &LocalCluster, run: Run<'_>, store_args: 
     let writes: f64 = after.0 - before.0;
     let reads: f64 = after.1 - before.1;
     println!(
-        "command: KCM_QPS={} cargo bench -p prewarm --bench engine -- --nodes {} --batch {} --pull-seconds {} --stores {} --throttle {} --pull-modes {}",
+        "command: KCM_QPS={} cargo bench -p prewarm --bench engine -- --nodes {} --batch {} --pull-seconds {} --stores {} --throttle {} --pull-modes {} --stragglers {} --slowdown {} --runs {}",
         std::env::var("KCM_QPS").unwrap_or_else(|_| "500".to_owned()),
         args.nodes,
         args.batch,
@@ -299,10 +407,13 @@ async fn measure(args: &Args, cluster: &LocalCluster, run: Run<'_>, store_args: 
             .map(f64::to_string)
             .collect::<Vec<_>>()
             .join(","),
-        args.pull_modes.join(",")
+        args.pull_modes.join(","),
+        args.stragglers,
+        args.slowdown,
+        args.runs
     );
     println!("run: {store}");
-    if let Some(proxy) = &proxy {
+    if let Some(proxy) = proxy {
         println!(
             "creates answered 429 by the fault proxy: {} of {} ({:.1}%)",
             proxy.throttled(),
@@ -330,8 +441,8 @@ async fn measure(args: &Args, cluster: &LocalCluster, run: Run<'_>, store_args: 
     );
     println!(
         "POST -> first Job: median {:.1} ms  max {:.1} ms  (n={})",
-        percentile(&first_job_ms, 0.5),
-        percentile(&first_job_ms, 1.0),
+        percentile(first_job_ms, 0.5),
+        percentile(first_job_ms, 1.0),
         first_job_ms.len()
     );
     if run.pods() {
@@ -345,11 +456,24 @@ async fn measure(args: &Args, cluster: &LocalCluster, run: Run<'_>, store_args: 
             pull_ms
         );
     }
-    println!("service peak RSS: {:.1} MiB", service.status_mib("VmHWM:"));
-    drop(service);
-    for watch in watches {
-        watch.abort();
-    }
+    let cpu = service.cpu_seconds() - cpu_before;
+    println!(
+        "run {}: POST -> first Job of the big task: {:.1} ms",
+        round + 1,
+        first_big_job_ms
+    );
+    println!(
+        "run {}: makespan ÷ work-bound ideal ({:.1}s): {:.3}",
+        round + 1,
+        args.work_bound_ideal(),
+        makespan / args.work_bound_ideal()
+    );
+    println!(
+        "run {}: service CPU {:.1}s = {:.2} ms/node",
+        round + 1,
+        cpu,
+        cpu * 1000.0 / args.nodes as f64
+    );
     makespan
 }
 

@@ -58,6 +58,24 @@ impl Service {
     }
 }
 
+impl Service {
+    /// CPU seconds (user + system) the service used so far, from
+    /// `/proc/<pid>/stat` (clock ticks of 1/100 s, Linux's `USER_HZ`).
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let ticks: f64 = rest
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|v| v.parse::<f64>().ok())
+            .sum();
+        ticks / 100.0
+    }
+}
+
 impl Drop for Service {
     fn drop(&mut self) {
         let _ = Command::new("kill")
