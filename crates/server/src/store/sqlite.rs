@@ -202,6 +202,36 @@ fn backend(context: impl std::fmt::Display) -> impl FnOnce(rusqlite::Error) -> S
     move |e| StoreError::Backend(format!("{context}: {e}"))
 }
 
+/// Decodes the `(key, JSON body)` rows of `sql`; `what` names them in
+/// errors, `corrupt_id(key)` names a row whose body does not decode.
+fn query_json<T: serde::de::DeserializeOwned>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    what: &str,
+    corrupt_id: impl Fn(&str) -> String,
+) -> StoreResult<Vec<T>> {
+    let mut stmt = conn
+        .prepare_cached(sql)
+        .map_err(backend(format!("list {what}")))?;
+    let rows = stmt
+        .query_map(params, |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })
+        .map_err(backend(format!("list {what}")))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (key, body) = row.map_err(backend(format!("list {what}")))?;
+        out.push(
+            serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
+                id: corrupt_id(&key),
+                message: e.to_string(),
+            })?,
+        );
+    }
+    Ok(out)
+}
+
 /// `created_at` and `finished_at` column text: fixed width, so text order is time order.
 fn time_key(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Nanos, true)

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use rusqlite::{params, Connection, TransactionBehavior};
 
-use super::{backend, SqliteStore};
+use super::{backend, query_json, SqliteStore};
 use crate::domain::node_speed::NodeSpeed;
 use crate::store::node_speeds::NodeSpeedStore;
 use crate::store::{StoreError, StoreResult};
@@ -15,25 +15,9 @@ fn query_speeds(
     sql: &str,
     params: impl rusqlite::Params,
 ) -> StoreResult<Vec<NodeSpeed>> {
-    let mut stmt = conn
-        .prepare_cached(sql)
-        .map_err(backend("list node speeds"))?;
-    let rows = stmt
-        .query_map(params, |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-        })
-        .map_err(backend("list node speeds"))?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (node, body) = row.map_err(backend("list node speeds"))?;
-        out.push(
-            serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
-                id: format!("node speed {node}"),
-                message: e.to_string(),
-            })?,
-        );
-    }
-    Ok(out)
+    query_json(conn, sql, params, "node speeds", |node| {
+        format!("node speed {node}")
+    })
 }
 
 #[async_trait]

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use prewarm_api::{KeepWarmPolicy, PolicyRun};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::{backend, time_key, SqliteStore};
+use super::{backend, query_json, time_key, SqliteStore};
 use crate::store::policies::{stored_form, PolicyStore, KEPT_RUNS};
 use crate::store::{StoreError, StoreResult};
 
@@ -27,18 +27,7 @@ fn query_policies(
     sql: &str,
     params: impl rusqlite::Params,
 ) -> StoreResult<Vec<KeepWarmPolicy>> {
-    let mut stmt = conn.prepare_cached(sql).map_err(backend("list policies"))?;
-    let rows = stmt
-        .query_map(params, |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-        })
-        .map_err(backend("list policies"))?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (id, body) = row.map_err(backend("list policies"))?;
-        out.push(serde_json::from_str(&body).map_err(|e| corrupt(&id, e))?);
-    }
-    Ok(out)
+    query_json(conn, sql, params, "policies", str::to_owned)
 }
 
 #[async_trait]
