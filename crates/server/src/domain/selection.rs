@@ -112,6 +112,8 @@ pub fn select_nodes<'a>(nodes: &'a [NodeInfo], spec: &TaskSpec) -> Vec<&'a NodeI
 pub const DISK_PRESSURE: &str = "DiskPressure";
 /// Skip reason of a selected node whose disk cannot take the task's images.
 pub const INSUFFICIENT_DISK: &str = "InsufficientDisk";
+/// Message of a `DiskPressure` skip.
+pub const DISK_PRESSURE_MESSAGE: &str = "the kubelet reports DiskPressure";
 
 /// Room kept free beyond the images a node is to pull, as a percentage of
 /// their sizes (`--disk-margin`, default 10%).
@@ -219,7 +221,7 @@ impl DiskCheck {
         if node.disk_pressure {
             return Some(DiskSkip {
                 reason: DISK_PRESSURE,
-                message: "the kubelet reports DiskPressure".to_owned(),
+                message: DISK_PRESSURE_MESSAGE.to_owned(),
             });
         }
         let allocatable = node.ephemeral_storage?;

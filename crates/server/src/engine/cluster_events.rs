@@ -89,6 +89,10 @@ impl Engine {
                     for run in self.runs.values_mut() {
                         run.node_gone(&node.name, "node became NotReady", now);
                     }
+                } else if node.disk_pressure {
+                    for run in self.runs.values_mut() {
+                        run.node_under_disk_pressure(&node.name, now);
+                    }
                 }
             }
             ClusterEvent::NodeDeleted(name) => {
@@ -118,6 +122,9 @@ impl Engine {
                     }
                     Some(n) if !n.ready => {
                         run.node_gone(&name, "node became NotReady", now);
+                    }
+                    Some(n) if n.disk_pressure => {
+                        run.node_under_disk_pressure(&name, now);
                     }
                     _ => {}
                 }

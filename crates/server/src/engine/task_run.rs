@@ -15,6 +15,7 @@ use crate::domain::node_pull::{
 };
 use crate::domain::node_speed::{self, makespan, NodeSpeed};
 use crate::domain::pacing::{is_rate_limited, BucketKey};
+use crate::domain::selection::{DISK_PRESSURE, DISK_PRESSURE_MESSAGE};
 use crate::domain::task::{TaskId, TaskSpec};
 use crate::store::NodeRecord;
 
@@ -473,6 +474,21 @@ impl TaskRun {
             self.unrecorded.insert(i);
             self.dirty = true;
         }
+        true
+    }
+
+    /// Node `name` came under DiskPressure: if it has not started pulling
+    /// (or waits to retry) it is skipped; a pull under way is left to end.
+    pub fn node_under_disk_pressure(&mut self, name: &str, now: DateTime<Utc>) -> bool {
+        let Some(&i) = self.index.get(name) else {
+            return false;
+        };
+        if self.nodes[i].is_done() || self.nodes[i].is_started() {
+            return false;
+        }
+        self.nodes[i].skip_for(DISK_PRESSURE, DISK_PRESSURE_MESSAGE, now);
+        self.unrecorded.insert(i);
+        self.dirty = true;
         true
     }
 

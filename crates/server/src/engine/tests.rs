@@ -431,6 +431,38 @@ async fn disk_pressure_and_small_disks_are_skipped_without_a_job() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_node_under_disk_pressure_mid_task_is_skipped_before_it_starts() {
+    let nodes = (0..3).map(|i| node(&format!("n{i}"), &[])).collect();
+    let mut h = Harness::new(nodes, 500);
+    let id = h
+        .submit(CreateTaskRequest {
+            batch_size: Some(1),
+            ..images(&["nginx:1"])
+        })
+        .await;
+    h.step().await;
+    let first = h.cluster.alive();
+    assert_eq!(first.len(), 1);
+    // The pulling node and a waiting one come under pressure.
+    for name in [first[0].node.as_str(), "n2"] {
+        let mut pressed = node(name, &[]);
+        pressed.disk_pressure = true;
+        h.engine.on_event(ClusterEvent::NodeChanged(pressed));
+    }
+    for _ in 0..4 {
+        h.report_all(&[]);
+        h.step().await;
+    }
+    let task = h.task(&id).await;
+    assert_eq!(task.status, TaskStatus::Completed);
+    assert_eq!(task.progress.completed_nodes, 2, "the pull under way ended");
+    assert_eq!(task.skipped_node_details.len(), 1);
+    assert_eq!(task.skipped_node_details[0].node_name, "n2");
+    assert_eq!(task.skipped_node_details[0].reason, "DiskPressure");
+    assert_eq!(h.cluster.creates().len(), 2, "no Job on n2");
+}
+
+#[tokio::test(start_paused = true)]
 async fn pinned_digests_let_one_node_resolve_the_tags_then_pull_by_digest() {
     let nodes = (0..4).map(|i| node(&format!("n{i}"), &[])).collect();
     let mut h = Harness::new(nodes, 500);
