@@ -37,6 +37,7 @@ export function nodeCounts(p) {
   const parts = [`${p.completedNodes}/${p.totalNodes} nodes`];
   if (p.failedNodes) parts.push(`${p.failedNodes} failed`);
   if (p.skippedNodes) parts.push(`${p.skippedNodes} skipped`);
+  if (p.waitingForRegistry) parts.push(`${p.waitingForRegistry} waiting for registry`);
   return parts.join(' · ');
 }
 

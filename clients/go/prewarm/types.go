@@ -32,6 +32,9 @@ type CreateTaskRequest struct {
 	PinDigests        bool              `json:"pinDigests,omitempty"`
 	TimeoutSeconds    int64             `json:"timeoutSeconds,omitempty"`
 	PriorityClassName string            `json:"priorityClassName,omitempty"`
+	// RegistryPullRate paces this task's pulls per registry host: "N/DURATION",
+	// e.g. {"ghcr.io": "600/1m"}.
+	RegistryPullRate map[string]string `json:"registryPullRate,omitempty"`
 }
 
 // Progress holds a task's node counts.
@@ -43,6 +46,8 @@ type Progress struct {
 	CurrentBatch   int     `json:"currentBatch"`
 	TotalBatches   int     `json:"totalBatches"`
 	Percentage     float64 `json:"percentage"`
+	// WaitingForRegistry counts nodes held back for registry pull tokens or a 429 backoff.
+	WaitingForRegistry int `json:"waitingForRegistry"`
 }
 
 // FailedNodeDetail is one (node, image) pair that failed for good.
@@ -93,7 +98,9 @@ type Task struct {
 	PinDigests        bool              `json:"pinDigests"`
 	TimeoutSeconds    int64             `json:"timeoutSeconds"`
 	PriorityClassName *string           `json:"priorityClassName"`
-	Progress          Progress          `json:"progress"`
+	// RegistryPullRate is the task's own pull rate per registry host, normalized.
+	RegistryPullRate map[string]string `json:"registryPullRate,omitempty"`
+	Progress         Progress          `json:"progress"`
 	// FailedNodeDetails holds the first 100 failures; ListTaskNodes pages them all.
 	FailedNodeDetails []FailedNodeDetail `json:"failedNodeDetails"`
 	// FailedNodeDetailsTotal counts every failed (node, image) pair.

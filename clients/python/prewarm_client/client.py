@@ -65,6 +65,7 @@ _TASK_FIELDS = {
     "pin_digests": "pinDigests",
     "timeout_seconds": "timeoutSeconds",
     "priority_class_name": "priorityClassName",
+    "registry_pull_rate": "registryPullRate",
 }
 
 _SCHEDULE_FIELDS = {
@@ -193,7 +194,8 @@ class PrewarmClient:
         ``priority``, ``max_retries``, ``retry_strategy``, ``retry_delay``,
         ``webhook_url``, ``pull_policy``, ``image_pull_secrets``,
         ``tolerate_taints``, ``pin_digests``, ``timeout_seconds``,
-        ``priority_class_name``).
+        ``priority_class_name``, ``registry_pull_rate`` as
+        ``{"ghcr.io": "600/1m"}``).
         """
         unknown = set(options) - set(_TASK_FIELDS)
         if unknown:

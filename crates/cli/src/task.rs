@@ -127,6 +127,10 @@ pub struct TaskConfigFlags {
     /// Pin each tag to the digest of its first successful pull: every node gets the same bytes.
     #[arg(long)]
     pub pin_digests: bool,
+    /// This task's pull rate of a registry host, HOST=N/DURATION (e.g.
+    /// ghcr.io=600/1m; repeatable), instead of the service's --registry-pull-rate.
+    #[arg(long = "registry-pull-rate", value_name = "HOST=N/DURATION", value_parser = crate::parse_key_value)]
+    pub registry_pull_rates: Vec<(String, String)>,
 }
 
 impl TaskConfigFlags {
@@ -174,6 +178,12 @@ impl TaskConfigFlags {
         }
         if self.pin_digests {
             put("pinDigests", json!(true));
+        }
+        if !self.registry_pull_rates.is_empty() {
+            put(
+                "registryPullRate",
+                crate::selector_json(&self.registry_pull_rates),
+            );
         }
         body
     }
@@ -566,6 +576,27 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(flags.to_json(&[])["pinDigests"], json!(true));
+    }
+
+    #[test]
+    fn registry_pull_rates_are_sent_as_one_object() {
+        assert_eq!(
+            TaskConfigFlags::default()
+                .to_json(&[])
+                .get("registryPullRate"),
+            None
+        );
+        let flags = TaskConfigFlags {
+            registry_pull_rates: vec![
+                ("docker.io".into(), "100/6h".into()),
+                ("ghcr.io".into(), "600/1m".into()),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            flags.to_json(&[])["registryPullRate"],
+            json!({"docker.io": "100/6h", "ghcr.io": "600/1m"})
+        );
     }
 
     #[test]
