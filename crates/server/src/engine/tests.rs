@@ -180,6 +180,24 @@ async fn settle() {
     }
 }
 
+/// A harness over `count` plain nodes `n0…` (no global cap to speak of)
+/// with `req` submitted and one pass run.
+async fn started(count: usize, req: CreateTaskRequest) -> (Harness, String) {
+    let nodes = (0..count).map(|i| node(&format!("n{i}"), &[])).collect();
+    let mut h = Harness::new(nodes, 500);
+    let id = h.submit(req).await;
+    h.step().await;
+    (h, id)
+}
+
+/// A task of `list` with `batch_size` nodes pulling at once.
+fn batch(batch_size: u32, list: &[&str]) -> CreateTaskRequest {
+    CreateTaskRequest {
+        batch_size: Some(batch_size),
+        ..images(list)
+    }
+}
+
 fn images(list: &[&str]) -> CreateTaskRequest {
     CreateTaskRequest {
         images: list.iter().map(|s| s.to_string()).collect(),
@@ -189,15 +207,7 @@ fn images(list: &[&str]) -> CreateTaskRequest {
 
 #[tokio::test(start_paused = true)]
 async fn rolling_window_never_exceeds_batch_and_completes() {
-    let nodes = (0..10).map(|i| node(&format!("n{i}"), &[])).collect();
-    let mut h = Harness::new(nodes, 500);
-    let id = h
-        .submit(CreateTaskRequest {
-            batch_size: Some(3),
-            ..images(&["nginx:1", "redis:7"])
-        })
-        .await;
-    h.step().await;
+    let (mut h, id) = started(10, batch(3, &["nginx:1", "redis:7"])).await;
     assert_eq!(h.cluster.alive().len(), 3);
     assert_eq!(h.task(&id).await.status, TaskStatus::Running);
     for _ in 0..10 {
@@ -339,15 +349,7 @@ async fn higher_priority_takes_free_slots_first() {
 
 #[tokio::test(start_paused = true)]
 async fn cancel_deletes_jobs_and_starts_no_more() {
-    let nodes = (0..5).map(|i| node(&format!("n{i}"), &[])).collect();
-    let mut h = Harness::new(nodes, 500);
-    let id = h
-        .submit(CreateTaskRequest {
-            batch_size: Some(2),
-            ..images(&["nginx:1"])
-        })
-        .await;
-    h.step().await;
+    let (mut h, id) = started(5, batch(2, &["nginx:1"])).await;
     assert_eq!(h.cluster.alive().len(), 2);
     h.store.cancel(&id, h.clock.now()).await.unwrap();
     h.step().await;
@@ -432,15 +434,7 @@ async fn disk_pressure_and_small_disks_are_skipped_without_a_job() {
 
 #[tokio::test(start_paused = true)]
 async fn a_node_under_disk_pressure_mid_task_is_skipped_before_it_starts() {
-    let nodes = (0..3).map(|i| node(&format!("n{i}"), &[])).collect();
-    let mut h = Harness::new(nodes, 500);
-    let id = h
-        .submit(CreateTaskRequest {
-            batch_size: Some(1),
-            ..images(&["nginx:1"])
-        })
-        .await;
-    h.step().await;
+    let (mut h, id) = started(3, batch(1, &["nginx:1"])).await;
     let first = h.cluster.alive();
     assert_eq!(first.len(), 1);
     // The pulling node and a waiting one come under pressure.
@@ -464,16 +458,14 @@ async fn a_node_under_disk_pressure_mid_task_is_skipped_before_it_starts() {
 
 #[tokio::test(start_paused = true)]
 async fn pinned_digests_let_one_node_resolve_the_tags_then_pull_by_digest() {
-    let nodes = (0..4).map(|i| node(&format!("n{i}"), &[])).collect();
-    let mut h = Harness::new(nodes, 500);
-    let id = h
-        .submit(CreateTaskRequest {
-            batch_size: Some(3),
+    let (mut h, id) = started(
+        4,
+        CreateTaskRequest {
             pin_digests: Some(true),
-            ..images(&["nginx:1", "redis:7"])
-        })
-        .await;
-    h.step().await;
+            ..batch(3, &["nginx:1", "redis:7"])
+        },
+    )
+    .await;
     let first = h.cluster.alive();
     assert_eq!(first.len(), 1, "one node resolves the tags first");
     assert_eq!(
@@ -516,15 +508,7 @@ async fn pinned_digests_let_one_node_resolve_the_tags_then_pull_by_digest() {
 
 #[tokio::test(start_paused = true)]
 async fn without_pinning_the_window_is_full_at_once_and_nothing_is_pinned() {
-    let nodes = (0..4).map(|i| node(&format!("n{i}"), &[])).collect();
-    let mut h = Harness::new(nodes, 500);
-    let id = h
-        .submit(CreateTaskRequest {
-            batch_size: Some(3),
-            ..images(&["nginx:1"])
-        })
-        .await;
-    h.step().await;
+    let (mut h, id) = started(4, batch(3, &["nginx:1"])).await;
     assert_eq!(h.cluster.alive().len(), 3);
     h.report_all(&[]);
     h.step().await;
