@@ -132,8 +132,8 @@ impl KubeCluster {
                 watcher::Config::default().labels(&selector),
                 |j: &mut Job| j.metadata.managed_fields = None,
                 each(
-                    |j| job_observation(j).map(ClusterEvent::JobChanged),
-                    |j| job_observation(j).map(ClusterEvent::JobDeleted),
+                    |j| job_observation(j).map(|j| ClusterEvent::JobChanged(Box::new(j))),
+                    |j| job_observation(j).map(|j| ClusterEvent::JobDeleted(Box::new(j))),
                 ),
             )
         });
@@ -143,11 +143,11 @@ impl KubeCluster {
             watcher::Config::default().labels(&selector),
             |p: &mut Pod| p.metadata.managed_fields = None,
             each(
-                |p| pod_observation(p).map(ClusterEvent::PodChanged),
+                |p| pod_observation(p).map(|p| ClusterEvent::PodChanged(Box::new(p))),
                 // A pull Pod is its own Job in pods mode: its deletion is the Job's.
                 move |p| match mode {
                     PullMode::Jobs => None,
-                    PullMode::Pods => pod_as_job(p).map(ClusterEvent::JobDeleted),
+                    PullMode::Pods => pod_as_job(p).map(|j| ClusterEvent::JobDeleted(Box::new(j))),
                 },
             ),
         );
@@ -248,7 +248,7 @@ impl NodeChanges {
                 }
                 let print = info.fingerprint();
                 let changed = self.seen.insert(info.name.clone(), print) != Some(print);
-                (changed || !info.ready).then_some(ClusterEvent::NodeChanged(info))
+                (changed || !info.ready).then(|| ClusterEvent::NodeChanged(Box::new(info)))
             }
             watcher::Event::InitDone => {
                 // Nodes deleted while the watch was down are not listed again.
@@ -660,6 +660,14 @@ mod tests {
             Some(ClusterEvent::NodeChanged(n)) => Some((n.name, n.ready)),
             _ => None,
         }
+    }
+
+    #[test]
+    fn the_event_channel_stays_small() {
+        // Every slot of the channel is allocated up front, each as large as
+        // an event: 65,536 × 32 bytes is 2 MiB (unboxed events made it 16).
+        assert!(std::mem::size_of::<ClusterEvent>() <= 32);
+        assert!(EVENT_BUFFER * std::mem::size_of::<ClusterEvent>() <= 2 << 20);
     }
 
     #[test]

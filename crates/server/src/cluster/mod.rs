@@ -215,19 +215,20 @@ pub struct JobObservation {
     pub failed_reason: Option<String>,
 }
 
-/// A change the engine reacts to.
+/// A change the engine reacts to. The payloads are boxed: the event channel
+/// holds tens of thousands of slots, each as large as an event.
 #[derive(Debug, Clone)]
 pub enum ClusterEvent {
     /// A node was added or changed.
-    NodeChanged(NodeInfo),
+    NodeChanged(Box<NodeInfo>),
     /// A node was deleted.
     NodeDeleted(String),
     /// A pull pod was added or changed.
-    PodChanged(PodObservation),
+    PodChanged(Box<PodObservation>),
     /// A pull Job was added or changed.
-    JobChanged(JobObservation),
+    JobChanged(Box<JobObservation>),
     /// A pull Job is gone.
-    JobDeleted(JobObservation),
+    JobDeleted(Box<JobObservation>),
     /// The caches were rebuilt from a fresh list; re-read the snapshots.
     Resynced,
 }

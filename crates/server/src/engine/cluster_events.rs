@@ -144,7 +144,7 @@ impl Engine {
             .collect();
         for job in &jobs {
             if job.failed_reason.is_some() {
-                self.on_event(ClusterEvent::JobChanged(job.clone()));
+                self.on_event(ClusterEvent::JobChanged(Box::new(job.clone())));
             }
         }
         let mono = Instant::now();

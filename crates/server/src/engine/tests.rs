@@ -116,7 +116,7 @@ impl Harness {
                 })
                 .collect();
             self.engine
-                .on_event(ClusterEvent::PodChanged(PodObservation {
+                .on_event(ClusterEvent::PodChanged(Box::new(PodObservation {
                     name: format!("{}-pod", job.name()),
                     job: job.name(),
                     task_id: job.task_id.clone(),
@@ -127,7 +127,7 @@ impl Harness {
                     message: String::new(),
                     init_containers: Vec::new(),
                     containers,
-                }));
+                })));
         }
     }
 
@@ -149,7 +149,7 @@ impl Harness {
             })
             .collect();
         self.engine
-            .on_event(ClusterEvent::PodChanged(PodObservation {
+            .on_event(ClusterEvent::PodChanged(Box::new(PodObservation {
                 name: format!("{}-pod", job.name()),
                 job: job.name(),
                 task_id: job.task_id.clone(),
@@ -160,7 +160,7 @@ impl Harness {
                 message: String::new(),
                 init_containers: Vec::new(),
                 containers,
-            }));
+            })));
     }
 
     /// Moves both clocks: the wall clock users see and the monotonic one timers use.
@@ -290,22 +290,23 @@ async fn restart_adopts_jobs_without_duplicates() {
     // Two nodes finish, then the engine dies without any further write.
     let alive = cluster.alive();
     for job in &alive[..2] {
-        h.engine.on_event(ClusterEvent::PodChanged(PodObservation {
-            name: "p".into(),
-            job: job.name(),
-            task_id: id.clone(),
-            node: job.node.clone(),
-            attempt: 0,
-            phase: "Succeeded".into(),
-            reason: String::new(),
-            message: String::new(),
-            init_containers: Vec::new(),
-            containers: vec![ContainerObservation {
-                name: container_name(0),
-                state: ContainerState::Terminated,
-                image_id: String::new(),
-            }],
-        }));
+        h.engine
+            .on_event(ClusterEvent::PodChanged(Box::new(PodObservation {
+                name: "p".into(),
+                job: job.name(),
+                task_id: id.clone(),
+                node: job.node.clone(),
+                attempt: 0,
+                phase: "Succeeded".into(),
+                reason: String::new(),
+                message: String::new(),
+                init_containers: Vec::new(),
+                containers: vec![ContainerObservation {
+                    name: container_name(0),
+                    state: ContainerState::Terminated,
+                    image_id: String::new(),
+                }],
+            })));
     }
     h.step().await;
     drop(h);
