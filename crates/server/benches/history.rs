@@ -150,9 +150,11 @@ async fn main() {
         .clone();
     assert_eq!(total, args.tasks, "stored tasks seen by the service");
 
+    let fresh = service.memory();
     let (p50, p95) = latency(&http, &list, args.requests).await;
     let (p50_100, p95_100) = latency(&http, &format!("{list}?limit=100"), args.requests).await;
     let idle_rss = service.status_mib("VmRSS:");
+    let idle = service.memory();
 
     let id = http
         .post(&list)
@@ -168,10 +170,15 @@ async fn main() {
         .to_owned();
     let started = Instant::now();
     let mut peak_rss = idle_rss;
+    let mut at_peak = idle.clone();
     let mut status = String::new();
     while started.elapsed() < Duration::from_secs(args.run_seconds) {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        peak_rss = peak_rss.max(service.status_mib("VmRSS:"));
+        let rss = service.status_mib("VmRSS:");
+        if rss > peak_rss {
+            peak_rss = rss;
+            at_peak = service.memory();
+        }
         let task: serde_json::Value = http
             .get(format!("{list}/{id}"))
             .send()
@@ -201,7 +208,10 @@ async fn main() {
     println!(
         "GET /api/v1/tasks (limit 10), during the task: p50 {run_p50:.1} ms, p95 {run_p95:.1} ms"
     );
+    println!("service memory at start, before any call: {fresh}");
     println!("service RSS idle with the stored tasks: {idle_rss:.1} MiB");
+    println!("  after the list calls: {idle}");
+    println!("  at the peak while the task runs: {at_peak}");
     println!(
         "service RSS while a {}-node task runs ({:.0} s sampled, task {status}): peak sampled {peak_rss:.1} MiB, VmHWM {hwm:.1} MiB",
         args.nodes,

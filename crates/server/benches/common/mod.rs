@@ -56,6 +56,18 @@ impl Service {
             .unwrap_or(0.0)
             / 1024.0
     }
+
+    /// Where the resident memory is: the heap and other anonymous memory,
+    /// the mapped binary and libraries, the thread count.
+    pub fn memory(&self) -> String {
+        format!(
+            "RSS {:.1} MiB = anonymous {:.1} + files {:.1} MiB, {} threads",
+            self.status_mib("VmRSS:"),
+            self.status_mib("RssAnon:"),
+            self.status_mib("RssFile:"),
+            self.status_mib("Threads:") * 1024.0,
+        )
+    }
 }
 
 impl Service {

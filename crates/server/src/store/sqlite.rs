@@ -685,6 +685,17 @@ mod tests {
         assert_eq!(sync, 1, "NORMAL");
     }
 
+    /// A database file at `path` as schema version `version` left it.
+    fn database_at(path: &std::path::Path, version: usize) -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        for sql in &MIGRATIONS[..version] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", version as i64)
+            .unwrap();
+        conn
+    }
+
     /// A database written before tasks had a `finished_at` column: the
     /// migration fills it from the stored view, so retention counts from
     /// when those tasks ended.
@@ -693,11 +704,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("prewarm.db");
         {
-            let conn = rusqlite::Connection::open(&path).unwrap();
-            for sql in &MIGRATIONS[..3] {
-                conn.execute_batch(sql).unwrap();
-            }
-            conn.pragma_update(None, "user_version", 3).unwrap();
+            let conn = database_at(&path, 3);
             for (id, ended) in [("task-20260101-oldend", 100), ("task-20260101-newend", 900)] {
                 let mut task = sample_task(id, TaskStatus::Completed, at(0));
                 task.finished_at = Some(at(ended));
@@ -743,11 +750,7 @@ mod tests {
             ..running(id, "task-x", at(fired))
         };
         {
-            let conn = rusqlite::Connection::open(&path).unwrap();
-            for sql in &MIGRATIONS[..5] {
-                conn.execute_batch(sql).unwrap();
-            }
-            conn.pragma_update(None, "user_version", 5).unwrap();
+            let conn = database_at(&path, 5);
             conn.execute(
                 "INSERT INTO scheduled_tasks (id, created_at, fire_cursor, last_execution_id, body)
                  VALUES (?1, ?2, ?2, 4, ?3)",
