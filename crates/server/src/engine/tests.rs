@@ -442,7 +442,8 @@ async fn a_node_under_disk_pressure_mid_task_is_skipped_before_it_starts() {
     for name in [first[0].node.as_str(), "n2"] {
         let mut pressed = node(name, &[]);
         pressed.disk_pressure = true;
-        h.engine.on_event(ClusterEvent::NodeChanged(Box::new(pressed)));
+        h.engine
+            .on_event(ClusterEvent::NodeChanged(Box::new(pressed)));
     }
     for _ in 0..4 {
         h.report_all(&[]);
