@@ -107,6 +107,9 @@ impl Engine {
         // The first window's Jobs go out now, ahead of the bookkeeping below.
         let mut total = self.in_flight_total();
         self.fill_window(&task_id, &mut total, now, Instant::now());
+        // The last call spawned waits in this worker's LIFO slot, which no
+        // other worker may take: let it send before the records are encoded.
+        tokio::task::yield_now().await;
         if !self.store_start(&task_id).await {
             // Still pending in the store: its next start adopts these Jobs.
             if let Some(mut run) = self.runs.remove(&task_id) {
