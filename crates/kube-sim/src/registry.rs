@@ -61,9 +61,9 @@ impl Registries {
         let at_ms = now.as_millisecond();
         if log.len() >= limit.limit as usize {
             tracing::info!(
-                registry = host,
-                node,
-                image,
+                registry = %host,
+                node = %node,
+                image = %image,
                 at_ms,
                 "registry refused pull (toomanyrequests)"
             );

@@ -277,6 +277,68 @@ impl Sim {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("kube-sim.log")).unwrap_or_default()
     }
+
+    /// The pulls the limited registry `host` (scenario `registries`) answered
+    /// so far, oldest first, from the log's `registry pull` / `registry
+    /// refused pull` lines: what the registry saw.
+    pub fn registry_pulls(&self, host: &str) -> Vec<RegistryPull> {
+        let mut pulls: Vec<RegistryPull> = self
+            .log()
+            .lines()
+            .map(strip_ansi)
+            .filter(|line| line.contains(&format!("registry={host} ")))
+            .filter_map(|line| {
+                let served = if line.contains("registry refused pull") {
+                    false
+                } else if line.contains("registry pull") {
+                    true
+                } else {
+                    return None;
+                };
+                let at_ms = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("at_ms="))?
+                    .parse()
+                    .ok()?;
+                Some(RegistryPull { at_ms, served })
+            })
+            .collect();
+        pulls.sort_by_key(|p| p.at_ms);
+        pulls
+    }
+}
+
+/// One pull a limited kube-sim registry answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistryPull {
+    /// When, in Unix milliseconds.
+    pub at_ms: i64,
+    /// Served (true) or refused with `429 toomanyrequests` (false).
+    pub served: bool,
+}
+
+/// Most served pulls that began within any `window` (the registry's own measure).
+pub fn most_served_in_any(pulls: &[RegistryPull], window: Duration) -> usize {
+    let window_ms = window.as_millis() as i64;
+    let served: Vec<i64> = pulls.iter().filter(|p| p.served).map(|p| p.at_ms).collect();
+    (0..served.len())
+        .map(|i| served[i..].partition_point(|&t| t < served[i] + window_ms))
+        .max()
+        .unwrap_or(0)
+}
+
+/// `line` without ANSI colour sequences.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(char::is_ascii_alphabetic);
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl Drop for Sim {

@@ -8,73 +8,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
+use kube_sim::testing::most_served_in_any;
 use serde_json::json;
 
 const LONG: Duration = Duration::from_secs(240);
-const MINUTE_MS: i64 = 60_000;
-
-/// One pull a limited kube-sim registry answered: (Unix ms, served?).
-#[derive(Debug, Clone, Copy)]
-struct RegistryPull {
-    at_ms: i64,
-    served: bool,
-}
-
-/// The pulls kube-sim's limited registry `host` answered, oldest first, read
-/// from its log lines `registry pull` / `registry refused pull` (ANSI colours stripped).
-fn registry_pulls(log: &str, host: &str) -> Vec<RegistryPull> {
-    let mut pulls = Vec::new();
-    for line in log.lines() {
-        let line = strip_ansi(line);
-        let served = line.contains("registry pull") && !line.contains("refused");
-        let refused = line.contains("registry refused pull");
-        let of_host = line.contains(&format!("registry={host} "))
-            || line.contains(&format!("registry=\"{host}\""));
-        if !(served || refused) || !of_host {
-            continue;
-        }
-        let at_ms = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("at_ms="))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no at_ms in {line:?}"));
-        pulls.push(RegistryPull { at_ms, served });
-    }
-    pulls.sort_by_key(|p| p.at_ms);
-    pulls
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Most served pulls beginning within any `window_ms`.
-fn most_in_any_window(pulls: &[RegistryPull], window_ms: i64) -> usize {
-    let served: Vec<i64> = pulls.iter().filter(|p| p.served).map(|p| p.at_ms).collect();
-    served
-        .iter()
-        .map(|&from| {
-            served
-                .iter()
-                .filter(|&&t| t >= from && t < from + window_ms)
-                .count()
-        })
-        .max()
-        .unwrap_or(0)
-}
+const MINUTE: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paced_registry_never_sees_more_than_its_rate_while_another_goes_at_full_speed() {
@@ -116,10 +54,10 @@ preloaded:
     assert_eq!(task.progress.completed_nodes, 200);
     assert_eq!(task.progress.waiting_for_registry, 0);
 
-    let pulls = registry_pulls(&sim.log(), "paced.example");
+    let pulls = sim.registry_pulls("paced.example");
     assert_eq!(pulls.iter().filter(|p| p.served).count(), 40, "{pulls:?}");
     assert!(pulls.iter().all(|p| p.served), "nothing refused: {pulls:?}");
-    assert_eq!(most_in_any_window(&pulls, MINUTE_MS), 20, "{pulls:?}");
+    assert_eq!(most_served_in_any(&pulls, MINUTE), 20, "{pulls:?}");
     let metrics = get_json_text(&format!("{}/metrics", svc.url)).await;
     assert!(
         metrics.contains("prewarm_registry_wait_seconds_count 20"),
@@ -154,11 +92,15 @@ nodes:
         "no node failed for rate limiting"
     );
 
-    let pulls = registry_pulls(&sim.log(), "hub.example");
-    let first_refusal = pulls
-        .iter()
-        .find(|p| !p.served)
-        .expect("the registry refused some pulls");
+    let pulls = sim.registry_pulls("hub.example");
+    let first_refusal = pulls.iter().find(|p| !p.served).unwrap_or_else(|| {
+        let log = sim.log();
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains("registry")).collect();
+        panic!(
+            "the registry refused no pull: {pulls:?}\n{}",
+            lines.join("\n")
+        )
+    });
     let served_after: Vec<i64> = pulls
         .iter()
         .filter(|p| p.served && p.at_ms > first_refusal.at_ms)
@@ -168,7 +110,7 @@ nodes:
     assert!(
         served_after
             .iter()
-            .all(|&t| t - first_refusal.at_ms >= MINUTE_MS),
+            .all(|&t| t - first_refusal.at_ms >= MINUTE.as_millis() as i64),
         "no pull within a minute of the refusal: {pulls:?}"
     );
     let metrics = get_json_text(&format!("{}/metrics", svc.url)).await;
