@@ -34,7 +34,7 @@
 //! ```
 
 mod common;
-use common::{percentile, Service};
+use common::{percentile, wait_done, Service};
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -505,26 +505,6 @@ where
             }
         }
     })
-}
-
-async fn wait_done(http: &reqwest::Client, url: &str, id: &str) -> serde_json::Value {
-    loop {
-        let v: serde_json::Value = http
-            .get(format!("{url}/api/v1/tasks/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if matches!(
-            v["status"].as_str(),
-            Some("completed" | "failed" | "cancelled")
-        ) {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// (writes, non-watch reads) the service has made so far, from its `/metrics`.

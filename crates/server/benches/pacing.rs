@@ -12,7 +12,7 @@
 //! `per` seconds, from kube-sim's registry log.
 
 mod common;
-use common::Service;
+use common::{wait_done, Service};
 
 use std::ffi::OsStr;
 use std::time::{Duration, Instant};
@@ -80,48 +80,16 @@ async fn main() {
         "batchSize": args.batch,
     });
     loop {
-        let plan: serde_json::Value = http
-            .post(format!("{url}/api/v1/tasks?dryRun=true"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let plan = post(&http, &format!("{url}/api/v1/tasks?dryRun=true"), &body).await;
         if plan["selectedNodes"].as_u64() == Some(args.nodes as u64) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let posted = Instant::now();
-    let task: serde_json::Value = http
-        .post(format!("{url}/api/v1/tasks"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let task = post(&http, &format!("{url}/api/v1/tasks"), &body).await;
     let id = task["taskId"].as_str().expect("task created").to_owned();
-    let view = loop {
-        let v: serde_json::Value = http
-            .get(format!("{url}/api/v1/tasks/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if matches!(
-            v["status"].as_str(),
-            Some("completed" | "failed" | "cancelled")
-        ) {
-            break v;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let view = wait_done(&http, &url, &id).await;
     let makespan = posted.elapsed().as_secs_f64();
     let pulls = sim.registry_pulls(REGISTRY);
     let served = pulls.iter().filter(|p| p.served).count();
@@ -154,4 +122,16 @@ async fn main() {
     );
     drop(service);
     drop(sim);
+}
+
+/// POSTs `body` to `url`; the answer's JSON.
+async fn post(http: &reqwest::Client, url: &str, body: &serde_json::Value) -> serde_json::Value {
+    http.post(url)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }

@@ -104,3 +104,24 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
+
+/// Polls task `id` on the service at `url` until it has ended; its final view.
+pub async fn wait_done(http: &reqwest::Client, url: &str, id: &str) -> serde_json::Value {
+    loop {
+        let v: serde_json::Value = http
+            .get(format!("{url}/api/v1/tasks/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if matches!(
+            v["status"].as_str(),
+            Some("completed" | "failed" | "cancelled")
+        ) {
+            return v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
