@@ -60,6 +60,8 @@ def test_unknown_create_option_is_a_type_error():
 def test_task_options_are_sent_in_camel_case():
     body = _camel(dict(images=["nginx"], pin_digests=True, tolerate_taints=None), _TASK_FIELDS)
     assert body == {"images": ["nginx"], "pinDigests": True}
+    body = _camel(dict(images=["nginx"], registry_pull_rate={"ghcr.io": "600/1m"}), _TASK_FIELDS)
+    assert body == {"images": ["nginx"], "registryPullRate": {"ghcr.io": "600/1m"}}
 
 
 def test_ca_bundle_comes_from_the_argument_or_the_environment(tmp_path, monkeypatch):
