@@ -15,7 +15,7 @@ use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
-use kube::runtime::watcher;
+use kube::runtime::{watcher, WatchStreamExt};
 use prewarm_api::{Task, TaskStatus};
 use serde_json::Value;
 
@@ -345,6 +345,10 @@ pub fn sim_suite(suite: &str, count: usize, pull_seconds: u32) -> Sim {
 #[derive(Clone, Default)]
 pub struct JobLog {
     inner: Arc<Mutex<JobLogInner>>,
+    /// The watch, stopped when the last copy of the log goes (before the
+    /// test's cluster stops: a watch left running against a stopped API
+    /// server would hold up the runtime's shutdown).
+    watch: Option<Arc<tokio_util::task::AbortOnDropHandle<()>>>,
 }
 
 #[derive(Default)]
@@ -383,11 +387,12 @@ impl JobLog {
             + 'static,
     {
         let api: Api<K> = Api::namespaced(client, namespace);
-        let log = JobLog::default();
+        let mut log = JobLog::default();
         let inner = log.inner.clone();
-        let stream = watcher(api, watcher::Config::default());
+        // Backoff between failed (re)lists, so an unreachable API server is not polled in a busy loop.
+        let stream = watcher(api, watcher::Config::default()).default_backoff();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let mut ready_tx = Some(ready_tx);
             let mut stream = std::pin::pin!(stream);
             while let Some(ev) = stream.next().await {
@@ -421,6 +426,7 @@ impl JobLog {
                 }
             }
         });
+        log.watch = Some(Arc::new(tokio_util::task::AbortOnDropHandle::new(task)));
         let _ = tokio::time::timeout(Duration::from_secs(30), ready_rx).await;
         log
     }
