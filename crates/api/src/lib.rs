@@ -193,6 +193,18 @@ pub struct ResolvedWorkload {
     pub tolerations: Vec<PodToleration>,
     /// Pull secrets named in the pod template (must exist in the service's namespace).
     pub image_pull_secrets: Vec<String>,
+    /// The workload's `metadata.resourceVersion` when it was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_version: Option<String>,
+    /// The workload's `metadata.generation` when it was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// When it was read (the task's start; a schedule's fire, a keep-warm pass).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// Nodes its constraints (with the task's own) selected at the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selected_nodes: Option<u32>,
 }
 
 /// A patch field that can be removed as well as set: absent stays `None`
@@ -229,7 +241,8 @@ macro_rules! task_request_and_patch {
                 pub $field: Option<$ty>,
             )+
             /// Take images (added to `images`), node constraints and pull secrets from
-            /// this workload's pod template, read when the task is created.
+            /// this workload's pod template. The reference is checked at create; the
+            /// workload is read when the task starts (`resolvedWorkload`).
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub from_workload: Option<WorkloadRef>,
         }
@@ -542,7 +555,7 @@ pub struct Task {
     /// The workload the targets come from, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_workload: Option<WorkloadRef>,
-    /// What `fromWorkload` resolved to when the task was created.
+    /// What `fromWorkload` resolved to when the task started (absent while pending).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_workload: Option<ResolvedWorkload>,
     /// What created it: `api`, `schedule` or `keep-warm`.
@@ -567,7 +580,7 @@ pub struct Task {
     pub skipped_node_details: Vec<SkippedNodeDetail>,
     /// Per-image outcome with resolved digests.
     pub image_statuses: Vec<ImageStatus>,
-    /// Why the task failed as a whole (`Timeout`, `NoMatchingNodes`), if it did.
+    /// Why the task failed as a whole (`Timeout`, `NoMatchingNodes`, `WorkloadUnresolved`), if it did.
     pub reason: Option<String>,
     /// Human-readable explanation accompanying `reason`.
     pub error_message: Option<String>,

@@ -592,6 +592,97 @@ nodes:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_is_read_when_its_task_starts() {
+    // One node pulls the blocker for 10 s; with room for one node at a time
+    // the workload tasks wait behind it, while their workloads change.
+    let _sim = sim(r#"
+timeScale: 0.05
+nodes:
+  - namePrefix: late-
+    count: 3
+    labels: {suite: late}
+images:
+  - match: "late/blocker*"
+    pullSeconds: 200
+  - match: "*"
+    pullSeconds: 10
+"#);
+    let apps = "t-late-apps";
+    let pod = |image: &str| json!({"containers": [{"name": "app", "image": image}], "nodeSelector": {"suite": "late"}});
+    apply_workloads(
+        apps,
+        &[
+            workload("Deployment", "app", pod("late/app:1")),
+            workload("Deployment", "gone", pod("late/gone:1")),
+        ],
+    )
+    .await;
+    let ns = "t-late";
+    let svc = Service::start_flags(ns, &["--max-concurrent-nodes", "1"]);
+    let from = |name: &str| json!({"kind": "Deployment", "namespace": apps, "name": name});
+    let blocker = svc
+        .create(json!({"images": ["late/blocker:1"], "nodeNames": ["late-0"]}))
+        .await;
+    svc.wait_until(&blocker, LONG, |t| status(t) == "running")
+        .await;
+    let changed = svc.create(json!({"fromWorkload": from("app")})).await;
+    let deleted = svc.create(json!({"fromWorkload": from("gone")})).await;
+    let (_, pending) = svc.get(&changed).await;
+    assert_eq!(pending["status"], "pending", "{pending}");
+    assert_eq!(pending["images"], json!([]), "{pending}");
+    assert!(pending.get("resolvedWorkload").is_none(), "{pending}");
+
+    let client = cluster().kube_client().await;
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(client, apps);
+    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "late/app:2"}]}}}});
+    deployments
+        .patch(
+            "app",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Strategic(&patch),
+        )
+        .await
+        .unwrap();
+    deployments
+        .delete("gone", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    let (_, still) = svc.get(&changed).await;
+    assert_eq!(
+        still["status"], "pending",
+        "the blocker ended too soon: {still}"
+    );
+
+    let task = svc.wait_end(&changed, LONG).await;
+    assert_eq!(status(&task), "completed", "{task:#?}");
+    assert_eq!(
+        task.images,
+        ["late/app:2"],
+        "the workload as it was at the start"
+    );
+    assert_eq!(task.progress.total_nodes, 3);
+    let resolved = task.resolved_workload.expect("resolvedWorkload recorded");
+    assert_eq!(resolved.images, ["late/app:2"]);
+    assert_eq!(resolved.generation, Some(2), "read after the patch");
+    assert!(resolved.resource_version.is_some());
+    assert_eq!(resolved.selected_nodes, Some(3));
+    assert!(resolved.resolved_at >= task.started_at.map(|s| s - chrono::Duration::seconds(1)));
+    assert!(reported_images("late-1")
+        .await
+        .iter()
+        .any(|i| i.ends_with("late/app:2")));
+
+    let gone = svc.wait_end(&deleted, LONG).await;
+    assert_eq!(status(&gone), "failed", "{gone:#?}");
+    assert_eq!(gone.reason.as_deref(), Some("WorkloadUnresolved"));
+    let message = gone.error_message.unwrap_or_default();
+    assert!(message.contains("gone does not exist"), "{message}");
+    assert_eq!(gone.progress.total_nodes, 0, "nothing was pulled for it");
+    assert_eq!(status(&svc.wait_end(&blocker, LONG).await), "completed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_under_disk_pressure_or_short_of_room_are_skipped_and_pull_nothing() {
     let _sim = sim(r#"
 timeScale: 0.05

@@ -453,7 +453,7 @@ impl Cluster for KubeCluster {
         workload: &prewarm_api::WorkloadRef,
     ) -> ClusterResult<Option<prewarm_api::ResolvedWorkload>> {
         let spec = super::workload::pod_spec(&self.client, workload).await?;
-        Ok(spec.map(|spec| super::workload::resolve(workload, &spec)))
+        Ok(spec.map(|(spec, meta)| super::workload::resolve(workload, &spec, &meta)))
     }
 
     async fn secret_exists(&self, name: &str) -> ClusterResult<bool> {

@@ -4,6 +4,7 @@
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{PodSpec, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
 use kube::Client;
 use prewarm_api::{
@@ -12,27 +13,31 @@ use prewarm_api::{
 
 use super::ClusterResult;
 
-/// The pod template spec of `workload`, `None` when it does not exist.
-pub async fn pod_spec(client: &Client, workload: &WorkloadRef) -> ClusterResult<Option<PodSpec>> {
+/// The pod template spec of `workload` with the workload's resourceVersion
+/// and generation, `None` when it does not exist.
+pub async fn pod_spec(
+    client: &Client,
+    workload: &WorkloadRef,
+) -> ClusterResult<Option<(PodSpec, ObjectMeta)>> {
     let ns = workload.namespace.as_str();
     let name = workload.name.as_str();
     let c = client.clone();
     let spec = match workload.kind {
         WorkloadKind::Deployment => get(Api::<Deployment>::namespaced(c, ns), name)
             .await?
-            .and_then(|d| d.spec?.template.spec),
+            .and_then(|d| Some((d.spec?.template.spec?, d.metadata))),
         WorkloadKind::StatefulSet => get(Api::<StatefulSet>::namespaced(c, ns), name)
             .await?
-            .and_then(|d| d.spec?.template.spec),
+            .and_then(|d| Some((d.spec?.template.spec?, d.metadata))),
         WorkloadKind::DaemonSet => get(Api::<DaemonSet>::namespaced(c, ns), name)
             .await?
-            .and_then(|d| d.spec?.template.spec),
+            .and_then(|d| Some((d.spec?.template.spec?, d.metadata))),
         WorkloadKind::Job => get(Api::<Job>::namespaced(c, ns), name)
             .await?
-            .and_then(|d| d.spec?.template.spec),
+            .and_then(|d| Some((d.spec?.template.spec?, d.metadata))),
         WorkloadKind::CronJob => get(Api::<CronJob>::namespaced(c, ns), name)
             .await?
-            .and_then(|d| d.spec?.job_template.spec?.template.spec),
+            .and_then(|d| Some((d.spec?.job_template.spec?.template.spec?, d.metadata))),
     };
     Ok(spec)
 }
@@ -74,10 +79,11 @@ pub enum WorkloadError {
 
 /// `spec` with its `fromWorkload` resolved (unchanged without one): reads
 /// the workload through `cluster`, checks its pull secrets exist in the
-/// service's namespace, and folds it into the spec.
+/// service's namespace, and folds it into the spec (read at `now`).
 pub async fn resolve_spec(
     cluster: &dyn super::Cluster,
     spec: crate::domain::task::TaskSpec,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<crate::domain::task::TaskSpec, WorkloadError> {
     let Some(reference) = spec.from_workload.clone() else {
         return Ok(spec);
@@ -86,11 +92,12 @@ pub async fn resolve_spec(
         "{:?} {}/{}",
         reference.kind, reference.namespace, reference.name
     );
-    let resolved = cluster
+    let mut resolved = cluster
         .read_workload(&reference)
         .await
         .map_err(|e| read_error(&what, e))?
         .ok_or_else(|| WorkloadError::NotFound(what.clone()))?;
+    resolved.resolved_at = Some(now);
     let mut missing = Vec::new();
     for secret in &resolved.image_pull_secrets {
         let exists = cluster
@@ -142,7 +149,7 @@ where
 /// What a task takes from a pod spec: init container and container images as
 /// written (digests kept, duplicates dropped), `nodeSelector`, required node
 /// affinity, tolerations and pull secret names.
-pub fn resolve(workload: &WorkloadRef, spec: &PodSpec) -> ResolvedWorkload {
+pub fn resolve(workload: &WorkloadRef, spec: &PodSpec, meta: &ObjectMeta) -> ResolvedWorkload {
     let mut images: Vec<String> = Vec::new();
     for c in spec
         .init_containers
@@ -207,6 +214,10 @@ pub fn resolve(workload: &WorkloadRef, spec: &PodSpec) -> ResolvedWorkload {
             .map(|s| s.name.clone())
             .filter(|n| !n.is_empty())
             .collect(),
+        resource_version: meta.resource_version.clone(),
+        generation: meta.generation,
+        resolved_at: None,
+        selected_nodes: None,
     }
 }
 
@@ -232,7 +243,14 @@ mod tests {
             namespace: "shop".into(),
             name: "web".into(),
         };
-        let r = resolve(&w, &spec);
+        let meta = ObjectMeta {
+            resource_version: Some("42".into()),
+            generation: Some(3),
+            ..Default::default()
+        };
+        let r = resolve(&w, &spec, &meta);
+        assert_eq!(r.resource_version.as_deref(), Some("42"));
+        assert_eq!(r.generation, Some(3));
         assert_eq!(
             r.images.len(),
             2,

@@ -122,6 +122,10 @@ mod tests {
             node_affinity: terms,
             tolerations,
             image_pull_secrets: vec![],
+            resource_version: None,
+            generation: None,
+            resolved_at: None,
+            selected_nodes: None,
         }
     }
 

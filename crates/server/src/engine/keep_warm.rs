@@ -270,7 +270,7 @@ impl KeepWarm {
                 return None;
             }
         };
-        let mut spec = match resolve_spec(self.cluster.as_ref(), spec).await {
+        let mut spec = match resolve_spec(self.cluster.as_ref(), spec, self.clock.now()).await {
             Ok(spec) => spec,
             Err(err) => {
                 tracing::warn!(policy = %policy.id, error = %err, "keep-warm policy's workload cannot be resolved; skipped this pass");

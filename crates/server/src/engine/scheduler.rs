@@ -433,7 +433,7 @@ pub async fn start_run(
 ) -> StoreResult<Started> {
     let spec: Result<TaskSpec, String> = match task_spec(&schedule.task) {
         Ok(spec) if spec.from_workload.is_some() => match cluster {
-            Some(cluster) => resolve_spec(cluster, spec)
+            Some(cluster) => resolve_spec(cluster, spec, run.now)
                 .await
                 .map_err(|e| format!("taskConfig.fromWorkload: {e}")),
             None => Err("taskConfig.fromWorkload: this scheduler cannot read workloads".to_owned()),

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::task_run::{record_of, TaskRun};
 use super::writes::owe_webhook;
 use super::Engine;
+use crate::cluster::workload::{resolve_spec, WorkloadError};
 use crate::cluster::PullJob;
 use crate::domain::node_pull::{NodePhase, NodePull};
 use crate::domain::node_speed::rank_longest_first;
@@ -22,6 +23,8 @@ use crate::metrics::StatusLabels;
 
 /// Node records per store write when a task starts (each batch is one transaction).
 const NODE_RECORD_BATCH: usize = 1000;
+/// Longest wait for a task's `fromWorkload` read at its start (the loop waits meanwhile).
+const WORKLOAD_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Engine {
     /// Admits pending tasks while there is room, then hands free slots to
@@ -52,38 +55,19 @@ impl Engine {
         let Some(spec) = self.spec_or_unrecoverable(&view).await else {
             return;
         };
+        let Some(spec) = self.resolve_at_start(&mut view, spec, now).await else {
+            return;
+        };
         let all_nodes = self.cluster.nodes();
         let selected = select_nodes(&all_nodes, &spec);
+        if let Some(resolved) = view.resolved_workload.as_mut() {
+            resolved.selected_nodes = Some(selected.len() as u32);
+        }
         if selected.is_empty() {
-            let mut run = TaskRun::new(view, spec.clone(), Vec::new());
-            run.view.started_at = Some(now);
-            run.finish(
-                TaskStatus::Failed,
-                Some(("NoMatchingNodes", no_match_message(&spec, all_nodes.len()))),
-                now,
-            );
-            owe_webhook(&mut run.view);
-            match self
-                .store
-                .update_if(&run.view, &[TaskStatus::Pending])
-                .await
-            {
-                Ok(true) => {
-                    self.progress.publish(&run.view);
-                    self.webhooks.notify(&run.view);
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::error!(task = %run.view.task_id, error = %e, "could not store task end")
-                }
-            }
-            self.metrics
-                .tasks_total
-                .get_or_create(&StatusLabels {
-                    status: "failed".into(),
-                })
-                .inc();
-            tracing::info!(task = %run.view.task_id, "task failed: no matching node");
+            let message = no_match_message(&spec, all_nodes.len());
+            drop(all_nodes);
+            self.fail_at_start(view, spec, "NoMatchingNodes", message, now)
+                .await;
             return;
         }
         let disk = DiskCheck::new(&all_nodes, &spec, self.config.disk_margin);
@@ -116,6 +100,87 @@ impl Engine {
                 self.end_pacing(&mut run, Instant::now());
             }
         }
+    }
+
+    /// `spec` with its `fromWorkload` read now, unless it was read already
+    /// (a schedule's or keep-warm run reads it when it fires): `view` then
+    /// shows the images, pull secrets and workload resolved. A workload gone
+    /// or unusable ends the task failed (`WorkloadUnresolved`); an API server
+    /// that does not answer within [`WORKLOAD_READ_TIMEOUT`] leaves it
+    /// pending, to be tried again at a later store check.
+    async fn resolve_at_start(
+        &mut self,
+        view: &mut Task,
+        spec: TaskSpec,
+        now: DateTime<Utc>,
+    ) -> Option<TaskSpec> {
+        if spec.from_workload.is_none() || spec.workload.is_some() {
+            return Some(spec);
+        }
+        let read = tokio::time::timeout(
+            WORKLOAD_READ_TIMEOUT,
+            resolve_spec(self.cluster.as_ref(), spec.clone(), now),
+        )
+        .await;
+        let err = match read {
+            Ok(Ok(resolved)) => {
+                view.images = resolved
+                    .images
+                    .iter()
+                    .map(|i| i.as_str().to_owned())
+                    .collect();
+                view.image_pull_secrets = resolved.image_pull_secrets.clone();
+                view.resolved_workload = resolved.workload.clone();
+                return Some(resolved);
+            }
+            Ok(Err(WorkloadError::Unavailable(message))) => message,
+            Err(_) => format!("no answer within {WORKLOAD_READ_TIMEOUT:?}"),
+            Ok(Err(err)) => {
+                let message =
+                    format!("fromWorkload could not be used when the task started: {err}");
+                self.fail_at_start(view.clone(), spec, "WorkloadUnresolved", message, now)
+                    .await;
+                return None;
+            }
+        };
+        tracing::warn!(task = %view.task_id, error = %err, "could not read the task's workload; it stays pending");
+        None
+    }
+
+    /// Ends a pending task `failed` with `reason` before any Job was created.
+    async fn fail_at_start(
+        &mut self,
+        view: Task,
+        spec: TaskSpec,
+        reason: &str,
+        message: String,
+        now: DateTime<Utc>,
+    ) {
+        let mut run = TaskRun::new(view, spec, Vec::new());
+        run.view.started_at = Some(now);
+        run.finish(TaskStatus::Failed, Some((reason, message)), now);
+        owe_webhook(&mut run.view);
+        match self
+            .store
+            .update_if(&run.view, &[TaskStatus::Pending])
+            .await
+        {
+            Ok(true) => {
+                self.progress.publish(&run.view);
+                self.webhooks.notify(&run.view);
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(task = %run.view.task_id, error = %e, "could not store task end")
+            }
+        }
+        self.metrics
+            .tasks_total
+            .get_or_create(&StatusLabels {
+                status: "failed".into(),
+            })
+            .inc();
+        tracing::info!(task = %run.view.task_id, reason, "task failed at its start");
     }
 
     /// Stores a started run: its node records in batches, then its view as

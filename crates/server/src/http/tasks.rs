@@ -23,6 +23,7 @@ use crate::engine::submit::submit_task;
 use crate::store::{CancelOutcome, StoreError};
 
 /// `POST /api/v1/tasks`: validates and stores a pending task, wakes the engine.
+/// A `fromWorkload` is checked here and read when the task starts.
 #[utoipa::path(
     post,
     path = "/api/v1/tasks",
@@ -53,11 +54,14 @@ pub async fn create(
         crate::domain::task::validate_webhook_url(url)?;
         state.webhooks.check_url(url)?;
     }
-    let spec = super::workload::resolve(&state, TaskSpec::from_request(request)?).await?;
+    let spec = TaskSpec::from_request(request)?;
+    // The reference is checked now (404/422/503); the engine reads the
+    // workload again when the task starts, and records what it found.
+    let resolved = super::workload::resolve(&state, spec.clone()).await?;
     if dry_run {
         let plan = plan(
             &state.cluster.nodes(),
-            &spec,
+            &resolved,
             state.engine.disk_margin(),
             state.metrics.recent_node_pulls.mean(),
             state.clock.now(),

@@ -10,7 +10,7 @@ use super::AppState;
 
 /// `spec` with its `fromWorkload` resolved (unchanged without one).
 pub async fn resolve(state: &AppState, spec: TaskSpec) -> Result<TaskSpec, ApiError> {
-    resolve_spec(state.cluster.as_ref(), spec)
+    resolve_spec(state.cluster.as_ref(), spec, state.clock.now())
         .await
         .map_err(api_error)
 }
