@@ -12,8 +12,10 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use async_trait::async_trait;
 use futures::StreamExt;
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ContainerImage, Namespace, Node, Pod};
+use k8s_openapi::api::batch::v1::{Job, JobCondition, JobSpec, JobStatus};
+use k8s_openapi::api::core::v1::{
+    ContainerImage, ContainerStatus, Namespace, Node, Pod, PodSpec, PodStatus, PodTemplateSpec,
+};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::reflector::{self, Store};
@@ -130,7 +132,7 @@ impl KubeCluster {
                 "jobs",
                 Api::<Job>::namespaced(client.clone(), namespace),
                 watcher::Config::default().labels(&selector),
-                |j: &mut Job| j.metadata.managed_fields = None,
+                strip_job,
                 each(
                     |j| job_observation(j).map(|j| ClusterEvent::JobChanged(Box::new(j))),
                     |j| job_observation(j).map(|j| ClusterEvent::JobDeleted(Box::new(j))),
@@ -141,7 +143,7 @@ impl KubeCluster {
             "pods",
             Api::<Pod>::namespaced(client.clone(), namespace),
             watcher::Config::default().labels(&selector),
-            |p: &mut Pod| p.metadata.managed_fields = None,
+            strip_pod,
             each(
                 |p| pod_observation(p).map(|p| ClusterEvent::PodChanged(Box::new(p))),
                 // A pull Pod is its own Job in pods mode: its deletion is the Job's.
@@ -546,6 +548,86 @@ fn node_of<K: Resource>(obj: &K, fallback: Option<&String>) -> Option<String> {
         .cloned()
 }
 
+/// Keeps only the metadata the engine reads of a pull object: name,
+/// namespace, labels and the node annotation.
+fn strip_meta(meta: &mut kube::api::ObjectMeta) {
+    meta.managed_fields = None;
+    meta.owner_references = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.retain(|k, _| k == NODE_ANNOTATION);
+    }
+}
+
+/// A pull Pod as the cache keeps it: what [`pod_observation`] and
+/// [`pod_as_job`] read (the node name, phase, reason, message and each
+/// container's name, state and image ID), none of the spec the API server
+/// filled in (containers, volumes, tolerations) nor the status it adds.
+pub fn strip_pod(p: &mut Pod) {
+    strip_meta(&mut p.metadata);
+    if let Some(spec) = p.spec.as_mut() {
+        *spec = PodSpec {
+            node_name: spec.node_name.take(),
+            ..PodSpec::default()
+        };
+    }
+    if let Some(status) = p.status.as_mut() {
+        *status = PodStatus {
+            phase: status.phase.take(),
+            reason: status.reason.take(),
+            message: status.message.take(),
+            init_container_statuses: status.init_container_statuses.take().map(strip_containers),
+            container_statuses: status.container_statuses.take().map(strip_containers),
+            ..PodStatus::default()
+        };
+    }
+}
+
+fn strip_containers(list: Vec<ContainerStatus>) -> Vec<ContainerStatus> {
+    list.into_iter()
+        .map(|c| ContainerStatus {
+            name: c.name,
+            state: c.state,
+            image_id: c.image_id,
+            ..ContainerStatus::default()
+        })
+        .collect()
+}
+
+/// A pull Job as the cache keeps it: what [`job_observation`] reads (the
+/// template's node name and the Failed condition).
+pub fn strip_job(j: &mut Job) {
+    strip_meta(&mut j.metadata);
+    if let Some(spec) = j.spec.as_mut() {
+        let node_name = spec.template.spec.as_mut().and_then(|s| s.node_name.take());
+        *spec = JobSpec {
+            template: PodTemplateSpec {
+                metadata: None,
+                spec: Some(PodSpec {
+                    node_name,
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        };
+    }
+    if let Some(status) = j.status.as_mut() {
+        *status = JobStatus {
+            conditions: status.conditions.take().map(|cs| {
+                cs.into_iter()
+                    .filter(|c| c.type_ == "Failed")
+                    .map(|c| JobCondition {
+                        type_: c.type_,
+                        status: c.status,
+                        reason: c.reason,
+                        ..JobCondition::default()
+                    })
+                    .collect()
+            }),
+            ..JobStatus::default()
+        };
+    }
+}
+
 /// A pull Job as the engine sees it (None for objects without our labels).
 pub fn job_observation(j: &Job) -> Option<JobObservation> {
     let node_from_spec = j
@@ -722,6 +804,100 @@ mod tests {
         assert!(on(watcher::Event::InitApply(a)).is_none(), "unchanged");
         assert!(on(watcher::Event::InitDone).is_some());
         assert!(changed(on(watcher::Event::Apply(c))).is_some());
+    }
+
+    /// A pull object as the API server returns it: `to_pod`/`to_job` plus
+    /// the status, managed fields and annotations the cluster adds.
+    fn served<K: serde::Serialize + DeserializeOwned>(obj: &K, extra: serde_json::Value) -> K {
+        let mut v = serde_json::to_value(obj).unwrap();
+        let meta = v["metadata"].as_object_mut().unwrap();
+        meta.insert("uid".into(), "0f3c".into());
+        meta.insert("resourceVersion".into(), "812".into());
+        meta.insert(
+            "managedFields".into(),
+            serde_json::json!([{"manager": "prewarm", "operation": "Update", "fieldsV1": {"f:spec": {}}}]),
+        );
+        meta["annotations"]["kubectl.kubernetes.io/last-applied"] = "x".repeat(2000).into();
+        for (k, e) in extra.as_object().unwrap() {
+            v[k] = e.clone();
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn pull_job() -> PullJob {
+        PullJob {
+            task_id: "task-20260101-abc123".into(),
+            task_suffix: "abc123".into(),
+            node: "node-1".into(),
+            attempt: 1,
+            images: vec![(0, "nginx:1".into()), (1, "redis:7".into())],
+            pull_policy: "IfNotPresent".into(),
+            image_pull_secrets: vec!["regcred".into()],
+            priority_class_name: None,
+            helper_image: "prewarm:dev".into(),
+            active_deadline_seconds: 600,
+        }
+    }
+
+    fn size<K: serde::Serialize>(obj: &K) -> usize {
+        serde_json::to_vec(obj).unwrap().len()
+    }
+
+    #[test]
+    fn cached_pull_pods_keep_what_the_engine_reads_and_little_else() {
+        let running = serde_json::json!({"running": {"startedAt": "2026-01-01T00:00:00Z"}});
+        let status = |name: &str, state: serde_json::Value| {
+            serde_json::json!({"name": name, "image": "docker.io/library/nginx:1", "imageID": format!("sha256:{name}"),
+                   "ready": false, "restartCount": 0, "started": true, "state": state,
+                   "lastState": {"terminated": {"exitCode": 0, "startedAt": "2026-01-01T00:00:00Z", "finishedAt": "2026-01-01T00:00:01Z"}}})
+        };
+        let pod = served(
+            &pull_job().to_pod("ns"),
+            serde_json::json!({"status": {
+                "phase": "Pending", "reason": "Waiting", "message": "pulling", "hostIP": "10.0.0.1", "podIP": "10.1.0.7",
+                "qosClass": "Burstable", "startTime": "2026-01-01T00:00:00Z",
+                "conditions": [{"type": "Ready", "status": "False"}],
+                "initContainerStatuses": [status("prewarm-helper", serde_json::json!({"terminated": {"exitCode": 0}}))],
+                "containerStatuses": [
+                    status("img-0", running),
+                    status("img-1", serde_json::json!({"waiting": {"reason": "ErrImagePull", "message": "401"}}))
+                ]
+            }}),
+        );
+        let mut cached = pod.clone();
+        strip_pod(&mut cached);
+        assert!(pod_observation(&pod).is_some());
+        assert_eq!(pod_observation(&cached), pod_observation(&pod));
+        assert_eq!(pod_as_job(&cached), pod_as_job(&pod));
+        assert!(
+            size(&cached) * 4 < size(&pod),
+            "{} bytes cached of {}",
+            size(&cached),
+            size(&pod)
+        );
+    }
+
+    #[test]
+    fn cached_pull_jobs_keep_what_the_engine_reads_and_little_else() {
+        let job = served(
+            &pull_job().to_job("ns"),
+            serde_json::json!({"status": {"failed": 1, "startTime": "2026-01-01T00:00:00Z", "conditions": [
+                {"type": "FailureTarget", "status": "True", "reason": "DeadlineExceeded"},
+                {"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "Job was active longer than specified deadline"}
+            ]}}),
+        );
+        let mut cached = job.clone();
+        strip_job(&mut cached);
+        let seen = job_observation(&job).unwrap();
+        assert_eq!(seen.failed_reason.as_deref(), Some("DeadlineExceeded"));
+        assert_eq!(job_observation(&cached), Some(seen));
+        // A Job stripped before it failed still names its node.
+        let mut fresh = pull_job().to_job("ns");
+        fresh.metadata.annotations = None;
+        let expected = job_observation(&fresh).unwrap();
+        strip_job(&mut fresh);
+        assert_eq!(job_observation(&fresh), Some(expected));
+        assert!(size(&cached) * 4 < size(&job));
     }
 
     #[test]
