@@ -10,6 +10,10 @@ use prewarm::startup::Application;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     if invoked_as_plugin() {
         let cli = prewarm_cli::PluginCli::parse();

@@ -25,7 +25,22 @@ impl Service {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_prewarm"))
+        Self::start_binary(&Binary::built(), kubeconfig, namespace, args)
+    }
+
+    /// [`Service::start`] with another `prewarm` binary and environment.
+    pub fn start_binary<I, S>(
+        binary: &Binary,
+        kubeconfig: &Path,
+        namespace: &str,
+        args: I,
+    ) -> Service
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut child = Command::new(&binary.path)
+            .envs(binary.env.iter().map(|(k, v)| (k, v)))
             .args(["serve", "--listen", "127.0.0.1:0", "--log-level", "warn"])
             .arg("--kubeconfig")
             .arg(kubeconfig)
@@ -67,6 +82,48 @@ impl Service {
             self.status_mib("RssFile:"),
             self.status_mib("Threads:") * 1024.0,
         )
+    }
+}
+
+/// A `prewarm` binary to measure, with the environment it runs in.
+#[derive(Clone, Debug)]
+pub struct Binary {
+    /// What the figures are printed under.
+    pub label: String,
+    pub path: std::path::PathBuf,
+    pub env: Vec<(String, String)>,
+}
+
+impl Binary {
+    /// The binary cargo built with the bench.
+    pub fn built() -> Binary {
+        Binary {
+            label: "built".into(),
+            path: env!("CARGO_BIN_EXE_prewarm").into(),
+            env: Vec::new(),
+        }
+    }
+
+    /// `LABEL=PATH [NAME=VALUE ...]` (whitespace separated), e.g.
+    /// `jemalloc=/tmp/prewarm-jemalloc _RJEM_MALLOC_CONF=background_thread:true`.
+    pub fn parse(spec: &str) -> Result<Binary, String> {
+        let mut words = spec.split_whitespace();
+        let (label, path) = words
+            .next()
+            .and_then(|w| w.split_once('='))
+            .ok_or_else(|| format!("{spec:?}: expected LABEL=PATH [NAME=VALUE ...]"))?;
+        let env = words
+            .map(|w| {
+                w.split_once('=')
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .ok_or_else(|| format!("{w:?}: expected NAME=VALUE"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Binary {
+            label: label.to_owned(),
+            path: path.into(),
+            env,
+        })
     }
 }
 
