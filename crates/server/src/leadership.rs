@@ -2,9 +2,12 @@
 //!
 //! Replicas compete for a `coordination.k8s.io/v1` Lease in the service's
 //! namespace (through `kube-lease-manager`). The holder runs one *term* of the
-//! engine and the scheduler under a term token; the term ends (the token is
-//! cancelled at once) when a renewal fails or another replica holds the
-//! Lease. [`Fenced`] wraps the cluster so that, between the loss and the
+//! engine and the scheduler under a term token. As client-go's leader
+//! election does, a failed renewal is retried with backoff until the renew
+//! deadline (the Lease duration less the renew interval, counted from the
+//! last renewal the API server accepted); only then, or when another replica
+//! holds the Lease, does the term end (the token is cancelled at once).
+//! [`Fenced`] wraps the cluster so that, between the loss and the
 //! engine noticing, no Job is created or deleted: every such call checks the
 //! term first. On shutdown the holder releases the Lease, so a follower takes
 //! over within about a second instead of waiting for it to expire.
@@ -12,10 +15,14 @@
 //! A watch on the Lease keeps the current holder for `/api/v1/whoami` and
 //! wakes followers as soon as the Lease is released.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
+use anyhow::Context as _;
 use async_trait::async_trait;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -23,6 +30,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 use tokio::sync::{broadcast, Notify};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{
@@ -38,6 +46,16 @@ pub struct LeaseTiming {
     pub duration: Duration,
     /// How often the holder renews it.
     pub renew: Duration,
+}
+
+impl LeaseTiming {
+    /// How long the holder keeps retrying a failed renewal, from its last
+    /// accepted one, before it steps down (client-go's `RenewDeadline`). The
+    /// Lease is still valid for another renew interval then, so the term is
+    /// over before another replica may take the Lease.
+    pub fn renew_deadline(&self) -> Duration {
+        self.duration.saturating_sub(self.renew)
+    }
 }
 
 impl Default for LeaseTiming {
@@ -220,6 +238,8 @@ pub enum TermEnd {
 /// The Lease competition of one replica.
 pub struct Leadership {
     client: Client,
+    /// When the last Lease write the API server accepted was sent.
+    writes: LeaseWrites,
     api: Api<Lease>,
     namespace: String,
     name: String,
@@ -230,25 +250,38 @@ pub struct Leadership {
 }
 
 impl Leadership {
-    /// Competes for Lease `name` in `namespace` with `client` (whose timeouts
-    /// should be shorter than the renew interval).
+    /// Competes for Lease `name` in `namespace` through the API server of
+    /// `config`. Each Lease call is limited to the renew deadline, so a hung
+    /// one cannot outlive the Lease.
     pub fn new(
-        client: Client,
+        mut config: kube::Config,
         namespace: &str,
         name: &str,
         timing: LeaseTiming,
         state: Arc<LeaderState>,
-    ) -> Leadership {
-        Leadership {
+    ) -> anyhow::Result<Leadership> {
+        let call_timeout = timing.renew_deadline();
+        config.connect_timeout = Some(call_timeout);
+        config.read_timeout = Some(call_timeout);
+        config.write_timeout = Some(call_timeout);
+        // Failed renewals are retried here, against the renew deadline.
+        config.default_retry = false;
+        let writes = LeaseWrites::default();
+        let client = kube::client::ClientBuilder::try_from(config)
+            .context("building the Lease client")?
+            .with_layer(&writes)
+            .build();
+        Ok(Leadership {
             api: Api::namespaced(client.clone(), namespace),
             client,
+            writes,
             namespace: namespace.to_owned(),
             name: name.to_owned(),
             timing,
             state,
             manager: tokio::sync::Mutex::new(None),
             freed: Arc::new(Notify::new()),
-        }
+        })
     }
 
     /// The shared state.
@@ -360,36 +393,78 @@ impl Leadership {
         }
     }
 
-    /// Renews the Lease until it is lost or `stop` is cancelled. On a loss the
-    /// term is ended before this returns.
+    /// Renews the Lease until it is lost or `stop` is cancelled. A failed
+    /// renewal is retried with backoff and jitter until the renew deadline;
+    /// the term ends (before this returns) when the deadline passes without
+    /// an accepted renewal, or when another replica holds the Lease.
     pub async fn hold(&self, stop: &CancellationToken) -> TermEnd {
-        let renewing = async {
-            loop {
-                let result = match self.manager().await {
-                    Ok(manager) => manager.changed().await,
-                    Err(err) => Err(err),
-                };
-                match result {
-                    Ok(true) => continue,
-                    Ok(false) => {
-                        tracing::warn!(replica = %self.state.replica(), "another replica holds the Lease; engine stopped");
-                        return;
+        let deadline = self.timing.renew_deadline();
+        let overdue = self.renewal_overdue(Instant::now());
+        tokio::pin!(overdue);
+        // Renewals failed in a row, and the last accepted write when the last one failed.
+        let mut failures = 0u32;
+        let mut failed_after = None;
+        loop {
+            let renewing = async {
+                let manager = self.manager().await?;
+                manager.changed().await
+            };
+            let result = tokio::select! {
+                () = stop.cancelled() => return TermEnd::Stopped,
+                () = &mut overdue => break,
+                result = renewing => result,
+            };
+            match result {
+                Ok(true) => continue,
+                Ok(false) => {
+                    tracing::warn!(replica = %self.state.replica(), "another replica holds the Lease; engine stopped");
+                    self.state.end();
+                    return TermEnd::Lost;
+                }
+                Err(err) => {
+                    let last = self.writes.last();
+                    if last != failed_after {
+                        // Renewed since the last failure: a fresh run of failures.
+                        failures = 0;
                     }
-                    Err(err) => {
-                        tracing::warn!(error = %err, "renewing the Lease failed; engine stopped");
-                        // The manager still believes it leads: start afresh next time.
-                        self.forget_manager().await;
-                        return;
+                    failed_after = last;
+                    failures += 1;
+                    let wait = jittered(retry_step(failures, self.timing.renew));
+                    tracing::warn!(
+                        error = %err,
+                        failures,
+                        retry_in_ms = wait.as_millis() as u64,
+                        renew_deadline_secs = deadline.as_secs(),
+                        "renewing the Lease failed; retrying until the renew deadline"
+                    );
+                    tokio::select! {
+                        () = stop.cancelled() => return TermEnd::Stopped,
+                        () = &mut overdue => break,
+                        () = tokio::time::sleep(wait) => {}
                     }
                 }
             }
-        };
-        tokio::select! {
-            () = stop.cancelled() => TermEnd::Stopped,
-            () = renewing => {
-                self.state.end();
-                TermEnd::Lost
+        }
+        tracing::warn!(
+            renew_deadline_secs = deadline.as_secs(),
+            "the Lease was not renewed within the renew deadline; engine stopped"
+        );
+        // Fenced before anything else; the manager still believes it leads: start afresh next time.
+        self.state.end();
+        self.forget_manager().await;
+        TermEnd::Lost
+    }
+
+    /// Returns once the renew deadline has passed since the last Lease write
+    /// the API server accepted (or since `since`, if that is later).
+    async fn renewal_overdue(&self, since: Instant) {
+        loop {
+            let last = self.writes.last().map_or(since, |w| w.max(since));
+            let due = last + self.timing.renew_deadline();
+            if Instant::now() >= due {
+                return;
             }
+            tokio::time::sleep_until(due).await;
         }
     }
 
@@ -431,9 +506,85 @@ fn live_holder(lease: &Lease, now: SystemTime) -> Option<String> {
     (renewed + Duration::from_secs(seconds) > now).then_some(holder)
 }
 
+/// The wait before retry number `failures` of a renewal: 200 ms doubling,
+/// at most the renew interval (jitter is added by the caller).
+fn retry_step(failures: u32, renew: Duration) -> Duration {
+    Duration::from_millis(200)
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(renew)
+}
+
 fn jittered(d: Duration) -> Duration {
     use rand::Rng;
     d.mul_f64(rand::rng().random_range(0.5..1.5))
+}
+
+/// A tower layer for the Lease client that notes when the last Lease write
+/// the API server accepted was sent. The renewal time a write carries is
+/// taken just before it is sent, so the Lease is valid for at least its
+/// duration from then: the renew deadline counts from this instant.
+#[derive(Clone, Default)]
+pub struct LeaseWrites(Arc<Mutex<Option<Instant>>>);
+
+impl LeaseWrites {
+    /// When the last accepted write was sent.
+    pub fn last(&self) -> Option<Instant> {
+        *lock(&self.0)
+    }
+
+    fn accepted(&self, sent: Instant) {
+        let mut last = lock(&self.0);
+        if last.is_none_or(|l| l < sent) {
+            *last = Some(sent);
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for LeaseWrites {
+    type Service = NotedLeaseWrites<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        NotedLeaseWrites {
+            inner,
+            writes: self.clone(),
+        }
+    }
+}
+
+/// The service made by [`LeaseWrites`].
+pub struct NotedLeaseWrites<S> {
+    inner: S,
+    writes: LeaseWrites,
+}
+
+impl<S, ReqB, ResB> tower::Service<http::Request<ReqB>> for NotedLeaseWrites<S>
+where
+    S: tower::Service<http::Request<ReqB>, Response = http::Response<ResB>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<ReqB>) -> Self::Future {
+        let write = matches!(
+            *req.method(),
+            http::Method::PATCH | http::Method::PUT | http::Method::POST
+        );
+        let sent = Instant::now();
+        let writes = self.writes.clone();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let res = fut.await;
+            if write && res.as_ref().is_ok_and(|r| r.status().is_success()) {
+                writes.accepted(sent);
+            }
+            res
+        })
+    }
 }
 
 /// The message a single-instance store gives when another instance leads.
@@ -490,6 +641,56 @@ mod tests {
         assert_eq!(inner.create_calls(), 1);
         state.end();
         assert!(!state.is_leader());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_accepted_lease_writes_move_the_renew_deadline() {
+        use tower::{Layer, Service, ServiceExt};
+        let writes = LeaseWrites::default();
+        let mut client = writes.layer(tower::service_fn(|req: http::Request<()>| async move {
+            let code = if req.uri().path().ends_with("/refused") {
+                500
+            } else {
+                200
+            };
+            Ok::<_, std::convert::Infallible>(
+                http::Response::builder().status(code).body(()).unwrap(),
+            )
+        }));
+        let mut call = async |method: http::Method, path: &str| {
+            let req = http::Request::builder()
+                .method(method)
+                .uri(path)
+                .body(())
+                .unwrap();
+            client.ready().await.unwrap().call(req).await.unwrap();
+        };
+        call(http::Method::GET, "/lease").await;
+        assert_eq!(writes.last(), None, "a read renews nothing");
+        let renewed = Instant::now();
+        call(http::Method::PATCH, "/lease").await;
+        assert_eq!(writes.last(), Some(renewed));
+        tokio::time::advance(Duration::from_secs(4)).await;
+        call(http::Method::PATCH, "/refused").await;
+        assert_eq!(
+            writes.last(),
+            Some(renewed),
+            "a refused write renews nothing"
+        );
+        assert_eq!(
+            retry_step(1, Duration::from_secs(5)),
+            Duration::from_millis(200)
+        );
+        assert_eq!(
+            retry_step(3, Duration::from_secs(5)),
+            Duration::from_millis(800)
+        );
+        assert_eq!(
+            retry_step(9, Duration::from_secs(5)),
+            Duration::from_secs(5)
+        );
+        let timing = LeaseTiming::default();
+        assert_eq!(timing.renew_deadline(), Duration::from_secs(10));
     }
 
     #[test]

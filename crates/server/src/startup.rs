@@ -261,24 +261,14 @@ impl Application {
             config.lease_renew,
             config.lease_duration
         );
-        // A renewal starts `renew` after the last one: if it hangs, it must
-        // fail before the Lease could expire.
-        let call_timeout = timing.duration - timing.renew;
-        let mut lease_config = client_config(config.kubeconfig.as_deref()).await?;
-        lease_config.connect_timeout = Some(call_timeout);
-        lease_config.read_timeout = Some(call_timeout);
-        lease_config.write_timeout = Some(call_timeout);
-        lease_config.default_retry = false;
-        let lease_client =
-            kube::Client::try_from(lease_config).context("building the Lease client")?;
         let state = LeaderState::new(replica.clone(), metrics.clone());
         let leadership = Arc::new(Leadership::new(
-            lease_client,
+            client_config(config.kubeconfig.as_deref()).await?,
             &config.namespace,
             &config.lease_name,
             timing,
             state.clone(),
-        ));
+        )?);
         if !config.store.is_shared() {
             let holder = leadership
                 .other_holder()
@@ -582,44 +572,91 @@ impl Application {
     }
 }
 
+/// How long the parts of a term may take to stop once its token is
+/// cancelled (the engine's own drain of Kubernetes calls is bounded at 20 s,
+/// then it writes what it knows). What is still running then is named in
+/// the log and dropped: the next term starts from the store and the cluster.
+const TERM_STOP: Duration = Duration::from_secs(30);
+
+/// The parts of a term that have not returned yet, by name.
+#[derive(Clone, Default)]
+struct Running(Arc<std::sync::Mutex<Vec<&'static str>>>);
+
+impl Running {
+    /// `part` under `name`, listed until it returns.
+    fn track<F: std::future::Future>(
+        &self,
+        name: &'static str,
+        part: F,
+    ) -> impl std::future::Future<Output = F::Output> {
+        self.names().push(name);
+        let running = self.clone();
+        async move {
+            let out = part.await;
+            running.names().retain(|n| *n != name);
+            out
+        }
+    }
+
+    fn names(&self) -> std::sync::MutexGuard<'_, Vec<&'static str>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// Runs an engine, a scheduler, a keep-warm controller and the history
-/// trim until `stop` (or until the engine fails).
+/// trim until `stop` (or until the engine fails). Once `stop` is cancelled
+/// every part has [`TERM_STOP`] to return; the parts still running then are
+/// logged and dropped.
 async fn run_term(
     (engine, scheduler, keep_warm): Term,
     trim: impl std::future::Future<Output = ()>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let engine = {
+    let running = Running::default();
+    let engine = running.track("engine", {
         let stop = stop.clone();
         async move {
             let result = engine.run(stop.clone()).await.context("engine");
             stop.cancel();
             result
         }
-    };
-    let scheduler = {
+    });
+    // A failed scheduler or keep-warm controller ends the term (said at once).
+    let scheduler = running.track("scheduler", {
         let stop = stop.clone();
         async move {
-            let result = scheduler.run(stop.clone()).await.context("scheduler");
+            if let Err(err) = scheduler.run(stop.clone()).await {
+                tracing::error!(error = format!("{err:#}"), "scheduler failed");
+            }
             stop.cancel();
-            result
         }
-    };
-    let keep_warm = {
+    });
+    let keep_warm = running.track("keep-warm", {
         let stop = stop.clone();
         async move {
-            let result = keep_warm.run(stop.clone()).await.context("keep-warm");
+            if let Err(err) = keep_warm.run(stop.clone()).await {
+                tracing::error!(error = format!("{err:#}"), "keep-warm controller failed");
+            }
             stop.cancel();
-            result
+        }
+    });
+    let trim = running.track("history trim", trim);
+    let parts = async { tokio::join!(engine, scheduler, keep_warm, trim) };
+    let stopped = async {
+        stop.cancelled().await;
+        tokio::time::sleep(TERM_STOP).await;
+    };
+    let (ran, (), (), ()) = tokio::select! {
+        joined = parts => joined,
+        () = stopped => {
+            tracing::error!(
+                still_running = ?running.names().clone(),
+                timeout_secs = TERM_STOP.as_secs(),
+                "parts of the term did not stop in time after it ended; dropping them"
+            );
+            return Ok(());
         }
     };
-    let (ran, scheduled, kept, ()) = tokio::join!(engine, scheduler, keep_warm, trim);
-    if let Err(err) = scheduled {
-        tracing::error!(error = format!("{err:#}"), "scheduler failed");
-    }
-    if let Err(err) = kept {
-        tracing::error!(error = format!("{err:#}"), "keep-warm controller failed");
-    }
     ran
 }
 

@@ -2,16 +2,20 @@
 //! `redis-server` on the local control plane with kube-sim. Every replica
 //! serves the whole API and its streams; exactly one (the Lease holder) runs
 //! the engine; killing it (-9) or stopping it (SIGTERM) hands the work over.
-//! Also: Redis restarted mid-task, and a second replica on SQLite refusing
-//! to start.
+//! Also: Redis restarted mid-task, a second replica on SQLite refusing to
+//! start, and Lease renewals failing (through the fault proxy): briefly (the
+//! term goes on), and longer than the renew deadline (the term ends and the
+//! next one, here or on another replica, finishes the task).
 
 mod common;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::fault_proxy::FaultProxy;
 use common::redis_server::Redis;
 use common::*;
 use futures::StreamExt;
@@ -26,6 +30,17 @@ const LEASE_DURATION: Duration = Duration::from_secs(4);
 /// One replica on `redis` in `namespace`, with the short [`LEASE`] unless
 /// `extra` sets its own.
 fn replica(redis: &Redis, namespace: &str, name: &str, extra: &[&str]) -> Service {
+    replica_against(cluster().kubeconfig_path(), redis, namespace, name, extra)
+}
+
+/// [`replica`], reaching the API server through `kubeconfig` (a fault proxy's).
+fn replica_against(
+    kubeconfig: &Path,
+    redis: &Redis,
+    namespace: &str,
+    name: &str,
+    extra: &[&str],
+) -> Service {
     let dir = tempfile::tempdir().unwrap();
     let url = redis.url();
     let mut args = vec![
@@ -40,7 +55,7 @@ fn replica(redis: &Redis, namespace: &str, name: &str, extra: &[&str]) -> Servic
         args.extend_from_slice(LEASE);
     }
     args.extend_from_slice(extra);
-    let svc = Service::start_with(namespace, &dir.path().join("unused.db"), &args);
+    let svc = Service::start_against(kubeconfig, namespace, &dir.path().join("unused.db"), &args);
     // The log lives beside the (unused) database: keep the directory.
     std::mem::forget(dir);
     svc
@@ -527,4 +542,153 @@ images:
     let (code, v) = first.get(&id).await;
     assert_eq!(code, 200);
     assert_eq!(v["status"], "running", "{v}");
+}
+
+/// Every node of `nodes` got exactly `per_node` pull objects (one per task).
+fn pulls_per_node(log: &JobLog, nodes: usize, per_node: usize) {
+    let seen = log.per_node();
+    assert_eq!(seen.len(), nodes, "{seen:#?}");
+    let off: BTreeMap<_, _> = seen.iter().filter(|(_, j)| j.len() != per_node).collect();
+    assert!(
+        off.is_empty(),
+        "nodes without exactly {per_node} pulls: {off:#?}"
+    );
+}
+
+fn completed_exactly(task: &prewarm_api::Task, nodes: usize) {
+    assert_eq!(task.status, TaskStatus::Completed, "{task:#?}");
+    assert_eq!(task.progress.completed_nodes as usize, nodes);
+    assert_eq!(task.progress.failed_nodes, 0);
+    for status in &task.image_statuses {
+        assert_eq!(status.completed_nodes as usize, nodes, "{status:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_renewals_failing_within_the_deadline_keep_the_term_and_an_outage_hands_over() {
+    let nodes = 16;
+    let _sim = sim_suite("renew", nodes, 2);
+    let redis = Redis::start();
+    let ns = "t-renew";
+    let jobs = JobLog::watch(ns).await;
+    let names = ["renew-a", "renew-b"];
+    let proxies = [
+        FaultProxy::start(cluster().kubeconfig_path()).await,
+        FaultProxy::start(cluster().kubeconfig_path()).await,
+    ];
+    let svcs: Vec<Service> = (0..2)
+        .map(|i| replica_against(proxies[i].kubeconfig(), &redis, ns, names[i], &[]))
+        .collect();
+    let group: Vec<&Service> = svcs.iter().collect();
+    let leader = agreed_leader(&group, Duration::from_secs(20)).await;
+    let li = names.iter().position(|n| *n == leader).unwrap();
+    let fi = 1 - li;
+    let task = |images: [&str; 2]| json!({"images": images, "nodeSelector": {"suite": "renew"}, "batchSize": 4});
+
+    // Two renewals in a row answered 500 mid-task: retried within the renew
+    // deadline (3 s), the term goes on and the task does not notice.
+    let id = svcs[fi].create(task(["nginx:1.25", "redis:7"])).await;
+    svcs[li]
+        .wait_until(&id, LONG, |t| t.progress.completed_nodes >= 1)
+        .await;
+    proxies[li].fail_lease_writes(2);
+    let accepted = proxies[li].lease_writes_forwarded();
+    wait_for(
+        "two failed renewals, then an accepted one",
+        LONG,
+        async || {
+            proxies[li].lease_writes_failed() == 2
+                && proxies[li].lease_writes_forwarded() > accepted
+        },
+    )
+    .await;
+    completed_exactly(&svcs[fi].wait_end(&id, LONG).await, nodes);
+    let log = svcs[li].log();
+    assert!(
+        log.contains("renewing the Lease failed; retrying until the renew deadline"),
+        "{log}"
+    );
+    assert!(!log.contains("engine stopped"), "the term ended:\n{log}");
+    assert_eq!(
+        log.matches("leading: running the engine").count(),
+        1,
+        "{log}"
+    );
+    assert!(!svcs[fi].log().contains("leading: running the engine"));
+    assert_eq!(metric(&svcs[li].url, "prewarm_leader").await, Some(1.0));
+
+    // The leader cannot reach its Lease for longer than the renew deadline:
+    // its term ends (fenced) and the other replica takes over when the Lease
+    // expires, adopting the running pulls; every node is pulled once.
+    let id = svcs[li].create(task(["busybox:1.36", "alpine:3.20"])).await;
+    svcs[li]
+        .wait_until(&id, LONG, |t| t.progress.completed_nodes >= 2)
+        .await;
+    proxies[li].lease_outage(true);
+    let lost = Instant::now();
+    let next = new_leader(&[&svcs[fi]], &[names[fi]], Duration::from_secs(30)).await;
+    assert_eq!(next, 0);
+    println!(
+        "takeover after the leader's Lease became unreachable: {} ms",
+        lost.elapsed().as_millis()
+    );
+    proxies[li].lease_outage(false);
+    let done = svcs[fi].wait_end(&id, LONG).await;
+    completed_exactly(&done, nodes);
+    let log = svcs[li].log();
+    assert!(
+        log.contains("the Lease was not renewed within the renew deadline; engine stopped"),
+        "{log}"
+    );
+    pulls_per_node(&jobs, nodes, 2);
+    assert_eq!(jobs.created(), 2 * nodes);
+    wait_no_jobs(ns, LONG).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_instance_cut_off_from_its_lease_leads_again_and_finishes_the_task() {
+    // The pull mode and store of a plain install (pods, SQLite), one replica.
+    let nodes = 12;
+    let _sim = sim_suite("relead", nodes, 2);
+    let ns = "t-relead";
+    let pods = JobLog::watch_pods(ns).await;
+    let proxy = FaultProxy::start(cluster().kubeconfig_path()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["--replica-name", "relead-a", "--pull-mode", "pods"];
+    args.extend_from_slice(LEASE);
+    let svc = Service::start_against(
+        proxy.kubeconfig(),
+        ns,
+        &dir.path().join("prewarm.db"),
+        &args,
+    );
+    let id = svc
+        .create(json!({"images": ["nginx:1.25", "redis:7"], "nodeSelector": {"suite": "relead"}, "batchSize": 3}))
+        .await;
+    svc.wait_until(&id, LONG, |t| t.progress.completed_nodes >= 2)
+        .await;
+    proxy.lease_outage(true);
+    wait_for("the term to end at the renew deadline", LONG, async || {
+        svc.log().contains("not renewed within the renew deadline")
+    })
+    .await;
+    wait_for(
+        "a look at the Lease after the term ended",
+        LONG,
+        async || svc.log().contains("leading again once it is won back"),
+    )
+    .await;
+    let (_, v) = svc.get(&id).await;
+    assert_eq!(v["status"], "running", "{v}");
+    proxy.lease_outage(false);
+    let done = svc.wait_end(&id, LONG).await;
+    completed_exactly(&done, nodes);
+    let log = svc.log();
+    assert_eq!(
+        log.matches("leading: running the engine").count(),
+        2,
+        "{log}"
+    );
+    pulls_per_node(&pods, nodes, 1);
+    wait_no_pods(ns, LONG).await;
 }

@@ -7,7 +7,9 @@
 //!   `Retry-After` (the next N, or a share of all of them), or `500`;
 //! - open watch streams cut; new watches refused (`503`) or expired
 //!   (`410 Gone`, so the client lists again);
-//! - every answer delayed.
+//! - every answer delayed;
+//! - Lease writes (renewals) answered `500`: the next N, or all of them
+//!   while an outage lasts (reads of the Lease too, watches excepted).
 //!
 //! It counts what it did, so a test can check that the faults happened.
 
@@ -44,6 +46,10 @@ struct Faults {
     /// Watch paths already answered 410 since `expire_watches`.
     expired: Mutex<HashSet<String>>,
     delay_ms: AtomicU64,
+    fail_lease_writes_next: AtomicUsize,
+    lease_outage: AtomicBool,
+    lease_writes_failed: AtomicUsize,
+    lease_writes_forwarded: AtomicUsize,
     /// Bumped to cut every open watch stream.
     cut: tokio::sync::watch::Sender<u64>,
     throttled: AtomicUsize,
@@ -76,6 +82,10 @@ impl FaultProxy {
             expire_watches: AtomicBool::new(false),
             expired: Mutex::new(HashSet::new()),
             delay_ms: AtomicU64::new(0),
+            fail_lease_writes_next: AtomicUsize::new(0),
+            lease_outage: AtomicBool::new(false),
+            lease_writes_failed: AtomicUsize::new(0),
+            lease_writes_forwarded: AtomicUsize::new(0),
             cut: tokio::sync::watch::channel(0).0,
             throttled: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
@@ -165,6 +175,28 @@ impl FaultProxy {
         self.faults
             .delay_ms
             .store(by.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Answers the next `n` Lease writes (renewals, acquisitions) with 500.
+    pub fn fail_lease_writes(&self, n: usize) {
+        self.faults
+            .fail_lease_writes_next
+            .store(n, Ordering::SeqCst);
+    }
+
+    /// While `out` holds, every Lease request but a watch is answered 500.
+    pub fn lease_outage(&self, out: bool) {
+        self.faults.lease_outage.store(out, Ordering::SeqCst);
+    }
+
+    /// Lease writes answered 500 so far.
+    pub fn lease_writes_failed(&self) -> usize {
+        self.faults.lease_writes_failed.load(Ordering::SeqCst)
+    }
+
+    /// Lease writes passed on to the API server so far.
+    pub fn lease_writes_forwarded(&self) -> usize {
+        self.faults.lease_writes_forwarded.load(Ordering::SeqCst)
     }
 
     /// pull creates answered 429 so far.
@@ -265,6 +297,19 @@ async fn forward(State(f): State<Arc<Faults>>, req: Request) -> Response {
             return status(500, "InternalError", "etcdserver: request timed out", None);
         }
         f.creates_forwarded.fetch_add(1, Ordering::SeqCst);
+    }
+    if path.contains("/leases/") && !is_watch {
+        let write = req.method() != http::Method::GET;
+        let out = f.lease_outage.load(Ordering::SeqCst);
+        if out || (write && take_one(&f.fail_lease_writes_next)) {
+            if write {
+                f.lease_writes_failed.fetch_add(1, Ordering::SeqCst);
+            }
+            return status(500, "InternalError", "etcdserver: request timed out", None);
+        }
+        if write {
+            f.lease_writes_forwarded.fetch_add(1, Ordering::SeqCst);
+        }
     }
     if is_watch {
         if f.refuse_watches.load(Ordering::SeqCst) {
