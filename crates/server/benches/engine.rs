@@ -43,7 +43,7 @@ use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
-use kube::runtime::watcher;
+use kube::runtime::{watcher, WatchStreamExt};
 use kube_sim::testing::{LocalCluster, Sim};
 
 #[path = "../tests/common/redis_server.rs"]
@@ -259,7 +259,7 @@ async fn measure(args: &Args, cluster: &LocalCluster, run: Run<'_>, store_args: 
         let seen = pod_seen.clone();
         let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
         let pods = tokio::spawn(async move {
-            let mut s = std::pin::pin!(watcher(api, watcher::Config::default()));
+            let mut s = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
             while let Some(Ok(ev)) = s.next().await {
                 if let watcher::Event::Apply(p) = ev {
                     let job = p
@@ -487,7 +487,7 @@ where
 {
     let seen = seen.clone();
     tokio::spawn(async move {
-        let mut s = std::pin::pin!(watcher(api, watcher::Config::default()));
+        let mut s = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
         while let Some(Ok(ev)) = s.next().await {
             if let watcher::Event::Apply(obj) = ev {
                 let meta = obj.meta();

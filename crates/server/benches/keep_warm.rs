@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
-use kube::runtime::watcher;
+use kube::runtime::{watcher, WatchStreamExt};
 use kube_sim::testing::{LocalCluster, Sim};
 
 /// The policy's image.
@@ -98,7 +98,7 @@ async fn main() {
         let (seen_ready, warm) = (seen_ready.clone(), warm.clone());
         let api: Api<Node> = Api::all(client.clone());
         tokio::spawn(async move {
-            let mut s = std::pin::pin!(watcher(api, watcher::Config::default()));
+            let mut s = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
             while let Some(Ok(ev)) = s.next().await {
                 if let watcher::Event::Apply(n) | watcher::Event::InitApply(n) = ev {
                     let name = n.metadata.name.clone().unwrap_or_default();
