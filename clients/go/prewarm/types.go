@@ -280,6 +280,16 @@ type TaskPlan struct {
 	APIWrites           int            `json:"apiWrites"`
 	ETASeconds          *float64       `json:"etaSeconds"`
 	EstimatedCompletion *time.Time     `json:"estimatedCompletion"`
+	NodesWithSpeed      int            `json:"nodesWithSpeed"`
+	SlowestNodes        []PlannedNode  `json:"slowestNodes"`
+}
+
+// PlannedNode is one of a plan's slowest nodes, with its learned pull speed.
+type PlannedNode struct {
+	NodeName        string  `json:"nodeName"`
+	SecondsPerPull  float64 `json:"secondsPerPull"`
+	Pulls           int     `json:"pulls"`
+	ExpectedSeconds float64 `json:"expectedSeconds"`
 }
 
 // PlannedSkip is a node a plan leaves out (NotReady, Cordoned, Tainted), skips for

@@ -216,7 +216,8 @@ class PrewarmClient:
         """What :meth:`create_task` with these arguments would do now, without doing it.
 
         Returns the plan (``selectedNodes``, ``skippedByReason``, ``images``,
-        ``jobs``, ``apiWrites``, ``etaSeconds``, ...); nothing is stored or created.
+        ``jobs``, ``apiWrites``, ``etaSeconds``, ``slowestNodes``, ...); nothing is
+        stored or created.
         """
         unknown = set(options) - set(_TASK_FIELDS)
         if unknown:

@@ -341,10 +341,34 @@ pub struct TaskPlan {
     pub pulls_needed: u32,
     /// Kubernetes API writes, retries not counted: one Job create and one delete per Job.
     pub api_writes: u32,
-    /// Seconds to finish from recent measured node pull times; null without measurements.
+    /// Seconds to finish: each node pulls its images one after another at its
+    /// learned speed (`GET /api/v1/nodes/stats`; nodes without one at the
+    /// middle of the known, else at the recent mean node time), `batchSize`
+    /// nodes at a time, slowest first; null when nothing is known.
     pub eta_seconds: Option<f64>,
     /// `now + etaSeconds`; null without measurements.
     pub estimated_completion: Option<DateTime<Utc>>,
+    /// Nodes that would pull and have a learned speed.
+    #[serde(default)]
+    pub nodes_with_speed: u32,
+    /// The nodes expected to take longest (at most 10, with a learned
+    /// speed), slowest first: the task starts them first.
+    #[serde(default)]
+    pub slowest_nodes: Vec<PlannedNode>,
+}
+
+/// A node of a plan with its learned pull speed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedNode {
+    /// The node.
+    pub node_name: String,
+    /// Its learned seconds per image pull.
+    pub seconds_per_pull: f64,
+    /// Images it would pull.
+    pub pulls: u32,
+    /// Seconds it is expected to take: `secondsPerPull × pulls`.
+    pub expected_seconds: f64,
 }
 
 /// A node a plan leaves out or finds warm already.

@@ -400,7 +400,7 @@ pub(crate) fn plan_details(p: &Value) -> String {
         "ETA",
         match p["etaSeconds"].as_f64() {
             Some(s) => format!("{s}s"),
-            None => "unknown (no recent pulls measured)".to_owned(),
+            None => "unknown (no node speeds learned, no recent pulls measured)".to_owned(),
         },
     ));
     let mut out = fields(&pairs);
@@ -416,6 +416,25 @@ pub(crate) fn plan_details(p: &Value) -> String {
         .collect();
     out.push('\n');
     out.push_str(&table(&["IMAGE", "NODES WITH IT", "PULLS NEEDED"], &rows));
+    let slowest = list(&p["slowestNodes"]);
+    if !slowest.is_empty() {
+        out.push_str(&format!(
+            "\nSlowest nodes (started first; {} of the pulling nodes have a learned speed):\n",
+            cell(&p["nodesWithSpeed"])
+        ));
+        let rows: Vec<Vec<String>> = slowest
+            .iter()
+            .map(|n| {
+                vec![
+                    cell(&n["nodeName"]),
+                    format!("{:.1}s", n["secondsPerPull"].as_f64().unwrap_or(0.0)),
+                    cell(&n["pulls"]),
+                    format!("{:.1}s", n["expectedSeconds"].as_f64().unwrap_or(0.0)),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["NODE", "PER PULL", "PULLS", "EXPECTED"], &rows));
+    }
     let skipped = list(&p["skippedNodeDetails"]);
     if !skipped.is_empty() {
         out.push_str("\nSkipped nodes:\n");
@@ -622,5 +641,26 @@ mod tests {
             b.contains("sha256:b1, sha256:b2") && b.contains("DRIFT"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn a_plan_lists_its_slowest_nodes_and_eta() {
+        let p = json!({
+            "selectedNodes": 2, "selectedNodeNames": ["fast", "slow"], "skippedByReason": {},
+            "jobs": 2, "pullsNeeded": 4, "apiWrites": 4, "etaSeconds": 24.0,
+            "images": [], "nodesWithSpeed": 2,
+            "slowestNodes": [
+                {"nodeName": "slow", "secondsPerPull": 12.0, "pulls": 2, "expectedSeconds": 24.0},
+                {"nodeName": "fast", "secondsPerPull": 1.25, "pulls": 2, "expectedSeconds": 2.5}
+            ]
+        });
+        let out = plan_details(&p);
+        assert!(out.contains("24s"), "{out}");
+        assert!(out.contains("2 of the pulling nodes"), "{out}");
+        let slow = out.lines().position(|l| l.starts_with("slow ")).unwrap();
+        let fast = out.lines().position(|l| l.starts_with("fast ")).unwrap();
+        assert!(slow < fast, "{out}");
+        let row = out.lines().nth(slow).unwrap();
+        assert!(row.contains("12.0s") && row.contains("24.0s"), "{out}");
     }
 }

@@ -992,6 +992,33 @@ images:
         "{table}"
     );
 
+    // A plan of the next task lists them as its slowest nodes, and its ETA
+    // is list scheduling of the learned times over two slots: at least the
+    // slowest node, at most half the work plus the slowest node.
+    let (code, plan) = post(
+        &svc,
+        "/api/v1/tasks",
+        &[("dryRun", "true")],
+        &body("speeds/app:2"),
+    )
+    .await;
+    assert_eq!(code, 200, "{plan}");
+    assert_eq!(plan["nodesWithSpeed"], 8, "{plan:#}");
+    let planned = plan["slowestNodes"].as_array().unwrap();
+    let mut first_two: Vec<&str> = planned[..2]
+        .iter()
+        .map(|n| n["nodeName"].as_str().unwrap())
+        .collect();
+    first_two.sort();
+    assert_eq!(first_two, ["sp-z-slow-0", "sp-z-slow-1"], "{plan:#}");
+    let expected: Vec<f64> = planned
+        .iter()
+        .map(|n| n["expectedSeconds"].as_f64().unwrap())
+        .collect();
+    let eta = plan["etaSeconds"].as_f64().unwrap();
+    let (max, sum) = (expected[0], expected.iter().sum::<f64>());
+    assert!(eta >= max - 0.1 && eta <= sum / 2.0 + max + 0.1, "{plan:#}");
+
     // The next task starts them first: they hold its whole first window.
     let second = svc.create(body("speeds/app:2")).await;
     wait_for("the second task's first window", LONG, async || {

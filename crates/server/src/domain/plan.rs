@@ -2,29 +2,41 @@
 //! same selection and "already there" rules the engine applies when it starts
 //! a task.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use prewarm_api::{PlannedImage, PlannedSkip, PullPolicy, TaskPlan};
+use prewarm_api::{PlannedImage, PlannedNode, PlannedSkip, PullPolicy, TaskPlan};
 
 use super::image_ref::matches_node_image;
+use super::node_speed::{self, longest_first, makespan, NodeSpeed};
 use super::selection::{DiskCheck, DiskMargin, Fit, Targeting};
 use super::task::TaskSpec;
 use crate::cluster::NodeInfo;
 
 /// Node names listed in a plan at most (the counts are complete).
 pub const PLAN_LIST_LIMIT: usize = 100;
+/// Slowest nodes listed in a plan at most.
+pub const PLAN_SLOWEST_LIMIT: usize = 10;
 /// Reason of a selected node that already holds every image.
 pub const ALREADY_WARM: &str = "AlreadyWarm";
 
-/// The plan of `spec` on `nodes`, with the engine's disk margin.
-/// `mean_node_seconds` is the recent mean time of one node's pulls; without
-/// it the plan has no ETA.
+/// What a plan knows of how fast nodes pull.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Speeds<'a> {
+    /// Learned speeds by node name (`GET /api/v1/nodes/stats`).
+    pub learned: Option<&'a HashMap<String, NodeSpeed>>,
+    /// The recent mean time of one node's pulls, for when no selected node
+    /// has a learned speed.
+    pub mean_node_seconds: Option<f64>,
+}
+
+/// The plan of `spec` on `nodes`, with the engine's disk margin and what is
+/// known of the nodes' speeds (without anything, the plan has no ETA).
 pub fn plan(
     nodes: &[NodeInfo],
     spec: &TaskSpec,
     disk_margin: DiskMargin,
-    mean_node_seconds: Option<f64>,
+    speeds: Speeds<'_>,
     now: DateTime<Utc>,
 ) -> TaskPlan {
     let targeting = Targeting::new(spec);
@@ -45,6 +57,8 @@ pub fn plan(
         ..Default::default()
     };
     let mut skipped: BTreeMap<String, u32> = BTreeMap::new();
+    // (node, pulls) of every node that would get a Job.
+    let mut pulling: Vec<(&str, u32)> = Vec::new();
     let mut skip = |plan: &mut TaskPlan, node: &str, reason: &str, message: Option<String>| {
         *skipped.entry(reason.to_owned()).or_default() += 1;
         if plan.skipped_node_details.len() < PLAN_LIST_LIMIT {
@@ -88,22 +102,88 @@ pub fn plan(
                 } else {
                     plan.jobs += 1;
                     plan.pulls_needed += pulls;
+                    pulling.push((&node.name, pulls));
                 }
             }
         }
     }
     plan.skipped_by_reason = skipped;
     plan.api_writes = plan.jobs * 2;
-    if plan.jobs == 0 {
-        plan.eta_seconds = Some(0.0);
-    } else if let Some(mean) = mean_node_seconds {
-        let waves = plan.jobs.div_ceil(spec.batch_size.max(1));
-        plan.eta_seconds = Some((f64::from(waves) * mean * 10.0).round() / 10.0);
-    }
+    plan.eta_seconds = if plan.jobs == 0 {
+        Some(0.0)
+    } else {
+        expected_seconds(&mut plan, &pulling, spec.batch_size, speeds, now)
+    };
     plan.estimated_completion = plan
         .eta_seconds
         .map(|s| now + chrono::Duration::milliseconds((s * 1000.0) as i64));
     plan
+}
+
+/// The ETA of the nodes that would pull (`(name, pulls)`, by name): each
+/// pulls its images one after another at its learned speed, `batch` nodes at
+/// a time, in the engine's start order (longest expected first). Nodes
+/// without a learned speed count at the middle of the known ones, or at the
+/// recent mean node time when none is known. Fills in the plan's slowest
+/// nodes on the way.
+fn expected_seconds(
+    plan: &mut TaskPlan,
+    pulling: &[(&str, u32)],
+    batch: u32,
+    speeds: Speeds<'_>,
+    now: DateTime<Utc>,
+) -> Option<f64> {
+    let per_pull: Vec<Option<f64>> = pulling
+        .iter()
+        .map(|(node, _)| {
+            speeds
+                .learned
+                .and_then(|l| l.get(*node))
+                .and_then(|s| s.expected_at(now))
+        })
+        .collect();
+    let mut known: Vec<PlannedNode> = pulling
+        .iter()
+        .zip(&per_pull)
+        .filter_map(|(&(node, pulls), s)| {
+            s.map(|s| PlannedNode {
+                node_name: node.to_owned(),
+                seconds_per_pull: s,
+                pulls,
+                expected_seconds: s * f64::from(pulls),
+            })
+        })
+        .collect();
+    plan.nodes_with_speed = known.len() as u32;
+    known.sort_by(|a, b| {
+        b.expected_seconds
+            .total_cmp(&a.expected_seconds)
+            .then_with(|| a.node_name.cmp(&b.node_name))
+    });
+    known.truncate(PLAN_SLOWEST_LIMIT);
+    plan.slowest_nodes = known;
+
+    let expected: Vec<Option<f64>> = pulling
+        .iter()
+        .zip(&per_pull)
+        .map(|(&(_, pulls), s)| s.map(|s| s * f64::from(pulls)))
+        .collect();
+    let middle = node_speed::median(per_pull.iter().flatten().copied().collect());
+    let work: Vec<f64> = match (middle, speeds.mean_node_seconds) {
+        (Some(middle), _) => pulling
+            .iter()
+            .zip(&expected)
+            .map(|(&(_, pulls), e)| e.unwrap_or(middle * f64::from(pulls)))
+            .collect(),
+        (None, Some(mean)) => vec![mean; pulling.len()],
+        (None, None) => return None,
+    };
+    let order: Vec<f64> = longest_first(&work.iter().map(|&w| Some(w)).collect::<Vec<_>>())
+        .into_iter()
+        .map(|i| work[i])
+        .collect();
+    let secs = makespan(&[], &order, batch.max(1) as usize);
+    Some((secs * 10.0).round() / 10.0)
 }
 
 #[cfg(test)]
@@ -140,7 +220,11 @@ mod tests {
             cordoned,
         ];
         let s = spec(serde_json::json!({"images": ["nginx:1.25", "redis:7"], "batchSize": 1}));
-        let p = plan(&nodes, &s, DiskMargin::default(), Some(4.0), Utc::now());
+        let mean = Speeds {
+            learned: None,
+            mean_node_seconds: Some(4.0),
+        };
+        let p = plan(&nodes, &s, DiskMargin::default(), mean, Utc::now());
         assert_eq!(p.selected_nodes, 3);
         assert_eq!(p.selected_node_names, ["n1", "n2", "n3"]);
         assert_eq!(p.jobs, 2);
@@ -156,7 +240,13 @@ mod tests {
         assert_eq!(p.eta_seconds, Some(8.0), "two waves of one node, 4 s each");
 
         let always = spec(serde_json::json!({"images": ["nginx:1.25"], "pullPolicy": "Always"}));
-        let p = plan(&nodes, &always, DiskMargin::default(), None, Utc::now());
+        let p = plan(
+            &nodes,
+            &always,
+            DiskMargin::default(),
+            Speeds::default(),
+            Utc::now(),
+        );
         assert_eq!(p.jobs, 3, "Always pulls even where present");
         assert_eq!(p.eta_seconds, None);
     }
@@ -172,7 +262,13 @@ mod tests {
         roomy.ephemeral_storage = Some(50 * GIB);
         let nodes = vec![donor, pressure, small, roomy];
         let s = spec(serde_json::json!({"images": ["big/model:1"]}));
-        let p = plan(&nodes, &s, DiskMargin::default(), None, Utc::now());
+        let p = plan(
+            &nodes,
+            &s,
+            DiskMargin::default(),
+            Speeds::default(),
+            Utc::now(),
+        );
         assert_eq!(
             p.selected_nodes, 4,
             "disk skips count among the task's nodes"
@@ -200,5 +296,77 @@ mod tests {
                 .starts_with("needs 4.40 GiB"),
             "{small:?}"
         );
+    }
+
+    #[test]
+    fn eta_is_serial_per_node_slowest_first_over_the_batch_and_lists_the_slowest() {
+        let now = Utc::now();
+        // Six nodes, two images each, batch 2: a (10 s/pull) and b (6 s/pull)
+        // are learned, c..e at 1 s/pull, f unknown (counts at the median, 1 s).
+        let names = ["a", "b", "c", "d", "e", "f"];
+        let nodes: Vec<NodeInfo> = names.iter().map(|n| node(n, &[])).collect();
+        let learned: HashMap<String, NodeSpeed> =
+            [("a", 10.0), ("b", 6.0), ("c", 1.0), ("d", 1.0), ("e", 1.0)]
+                .into_iter()
+                .map(|(n, s)| (n.to_owned(), NodeSpeed::first(n.to_owned(), s, now)))
+                .collect();
+        let s = spec(serde_json::json!({"images": ["nginx:1.25", "redis:7"], "batchSize": 2}));
+        let speeds = Speeds {
+            learned: Some(&learned),
+            mean_node_seconds: Some(100.0),
+        };
+        let p = plan(&nodes, &s, DiskMargin::default(), speeds, now);
+        // Work 20, 12, 2, 2, 2, 2: a on one slot (20 s) while b and the four
+        // 2 s nodes share the other (12 + 8 = 20 s).
+        assert_eq!(p.eta_seconds, Some(20.0));
+        assert_eq!(p.nodes_with_speed, 5);
+        let slowest: Vec<(&str, f64, u32)> = p
+            .slowest_nodes
+            .iter()
+            .map(|n| (n.node_name.as_str(), n.expected_seconds, n.pulls))
+            .collect();
+        assert_eq!(
+            slowest,
+            [
+                ("a", 20.0, 2),
+                ("b", 12.0, 2),
+                ("c", 2.0, 2),
+                ("d", 2.0, 2),
+                ("e", 2.0, 2)
+            ]
+        );
+        // One slot: everything in a row.
+        let one = spec(serde_json::json!({"images": ["nginx:1.25", "redis:7"], "batchSize": 1}));
+        let p = plan(&nodes, &one, DiskMargin::default(), speeds, now);
+        assert_eq!(p.eta_seconds, Some(40.0));
+        // Waves at a mean would say 3 waves x the 2 s typical node = 6 s; the slow node sets it.
+        let none_known = Speeds {
+            learned: None,
+            mean_node_seconds: Some(3.0),
+        };
+        let p = plan(&nodes, &s, DiskMargin::default(), none_known, now);
+        assert_eq!(
+            p.eta_seconds,
+            Some(9.0),
+            "three waves of 3 s without learned speeds"
+        );
+        assert!(p.slowest_nodes.is_empty());
+    }
+
+    #[test]
+    fn estimates_too_old_to_act_on_are_not_used() {
+        let now = Utc::now();
+        let nodes = vec![node("old", &[])];
+        let learned = HashMap::from([(
+            "old".to_owned(),
+            NodeSpeed::first("old".into(), 50.0, now - chrono::Duration::days(60)),
+        )]);
+        let s = spec(serde_json::json!({"images": ["nginx:1.25"]}));
+        let speeds = Speeds {
+            learned: Some(&learned),
+            mean_node_seconds: None,
+        };
+        let p = plan(&nodes, &s, DiskMargin::default(), speeds, now);
+        assert_eq!((p.eta_seconds, p.nodes_with_speed), (None, 0));
     }
 }

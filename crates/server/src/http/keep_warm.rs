@@ -19,7 +19,6 @@ use super::AppState;
 use crate::domain::keep_warm::{
     apply_update, generate_policy_id, new_policy, policy_coverage, policy_spec, ungated,
 };
-use crate::domain::plan::plan;
 use crate::engine::submit::ID_ATTEMPTS;
 use crate::store::StoreError;
 
@@ -103,13 +102,7 @@ pub async fn create(
     let spec = super::workload::resolve(&state, policy_spec(&policy)?).await?;
     if dry_run {
         let nodes = ungated(&state.cluster.nodes(), policy.remove_taint.as_deref());
-        let plan = plan(
-            &nodes,
-            &spec,
-            state.engine.disk_margin(),
-            state.metrics.recent_node_pulls.mean(),
-            now,
-        );
+        let plan = super::nodes::dry_run_plan(&state, &nodes, &spec, now).await;
         return Ok(Json(plan).into_response());
     }
     let mut attempts = 0;

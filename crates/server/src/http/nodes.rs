@@ -1,13 +1,19 @@
 //! `GET /api/v1/nodes/stats`: what the service has learned about each
 //! node's pull speed, slowest first (the nodes every task starts first).
 
+use std::collections::HashMap;
+
 use axum::extract::State;
 use axum::Json;
-use prewarm_api::{ErrorBody, NodeStats, NodeStatsList};
+use chrono::{DateTime, Utc};
+use prewarm_api::{ErrorBody, NodeStats, NodeStatsList, TaskPlan};
 
 use super::error::ApiError;
 use super::extract::{int_in_range, QueryParams};
 use super::AppState;
+use crate::cluster::NodeInfo;
+use crate::domain::plan::{plan, Speeds};
+use crate::domain::task::TaskSpec;
 
 /// Nodes listed when `limit` is not given.
 const DEFAULT_LIMIT: u32 = 20;
@@ -47,6 +53,28 @@ pub async fn stats(
         })
         .collect();
     Ok(Json(NodeStatsList { nodes, total }))
+}
+
+/// The dry-run plan of `spec` on `nodes` with the learned node speeds (a
+/// store that does not answer leaves the plan with the recent mean only).
+pub(super) async fn dry_run_plan(
+    state: &AppState,
+    nodes: &[NodeInfo],
+    spec: &TaskSpec,
+    now: DateTime<Utc>,
+) -> TaskPlan {
+    let learned: Option<HashMap<_, _>> = match state.node_speeds.node_speeds().await {
+        Ok(all) => Some(all.into_iter().map(|s| (s.node.clone(), s)).collect()),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read node speeds for a plan");
+            None
+        }
+    };
+    let speeds = Speeds {
+        learned: learned.as_ref(),
+        mean_node_seconds: state.metrics.recent_node_pulls.mean(),
+    };
+    plan(nodes, spec, state.engine.disk_margin(), speeds, now)
 }
 
 #[cfg(test)]

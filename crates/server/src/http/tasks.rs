@@ -16,7 +16,6 @@ use super::extract::{int_in_range, parse_bool, AppJson, PathId, QueryParams};
 use super::guard::{AuditTarget, Caller};
 use super::AppState;
 use crate::domain::node_pull::image_results;
-use crate::domain::plan::plan;
 use crate::domain::task::TaskSpec;
 use crate::engine::node_of;
 use crate::engine::submit::submit_task;
@@ -59,13 +58,13 @@ pub async fn create(
     // workload again when the task starts, and records what it found.
     let resolved = super::workload::resolve(&state, spec.clone()).await?;
     if dry_run {
-        let plan = plan(
+        let plan = super::nodes::dry_run_plan(
+            &state,
             &state.cluster.nodes(),
             &resolved,
-            state.engine.disk_margin(),
-            state.metrics.recent_node_pulls.mean(),
             state.clock.now(),
-        );
+        )
+        .await;
         return Ok(Json(plan).into_response());
     }
     let task = submit_task(
