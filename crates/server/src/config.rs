@@ -326,7 +326,8 @@ pub struct ServeConfig {
 
     /// How long ended tasks and schedule executions are kept, counted from
     /// when they ended (`30d`, `12h`, `90m`); older ones are deleted (tasks
-    /// with their node results).
+    /// with their node results). A node gone from the cluster this long
+    /// loses its learned pull speed.
     #[arg(long, env = "PREWARM_RETENTION", default_value = "30d", value_parser = parse_retention)]
     pub retention: Duration,
 
@@ -358,6 +359,7 @@ impl ServeConfig {
             pull_timeout: self.pull_timeout(),
             disk_margin: self.disk_margin,
             registry_pull_rates: self.registry_pull_rates.clone(),
+            node_retention: self.retention,
         }
     }
 }

@@ -57,6 +57,7 @@ pub(crate) fn engine_config() -> EngineConfig {
         pull_timeout: Duration::from_secs(60),
         disk_margin: Default::default(),
         registry_pull_rates: Vec::new(),
+        node_retention: crate::history::DEFAULT_RETENTION,
     }
 }
 

@@ -143,6 +143,11 @@ impl FakeCluster {
             .unwrap_or(0)
     }
 
+    /// Replaces the nodes without telling any watcher (the next resync sees them).
+    pub(crate) fn set_nodes(&self, nodes: Vec<NodeInfo>) {
+        self.lock().nodes = nodes;
+    }
+
     /// Removes a Job without telling any watcher (deleted during a watch gap).
     pub(crate) fn delete_unseen(&self, name: &str) {
         self.lock().alive.remove(name);

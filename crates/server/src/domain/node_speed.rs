@@ -40,6 +40,10 @@ pub struct NodeSpeed {
     pub samples: u64,
     /// When the last sample was taken (wall clock: the decay is over days).
     pub updated_at: DateTime<Utc>,
+    /// Since when the node is missing from the cluster; `None` while it is
+    /// there. Gone longer than `--retention`, its estimate is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gone_since: Option<DateTime<Utc>>,
 }
 
 impl NodeSpeed {
@@ -51,6 +55,7 @@ impl NodeSpeed {
             weight: 1.0,
             samples: 1,
             updated_at: at,
+            gone_since: None,
         }
     }
 
@@ -67,8 +72,47 @@ impl NodeSpeed {
         self.weight = (past + 1.0).min(MAX_WEIGHT);
         self.samples += 1;
         self.updated_at = self.updated_at.max(at);
+        self.gone_since = None;
     }
 
+    /// Notes whether the node is in the cluster at `at`: whether that
+    /// changed what is stored, and whether the node has been gone longer
+    /// than `retention` (its estimate should be deleted).
+    pub fn seen(&mut self, present: bool, at: DateTime<Utc>, retention: Duration) -> Seen {
+        match (present, self.gone_since) {
+            (true, None) => Seen::Unchanged,
+            (true, Some(_)) => {
+                self.gone_since = None;
+                Seen::Changed
+            }
+            (false, None) => {
+                self.gone_since = Some(at);
+                Seen::Changed
+            }
+            (false, Some(since)) => {
+                let gone = (at - since).to_std().unwrap_or_default();
+                if gone > retention {
+                    Seen::Expired
+                } else {
+                    Seen::Unchanged
+                }
+            }
+        }
+    }
+}
+
+/// What [`NodeSpeed::seen`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// Nothing to store.
+    Unchanged,
+    /// The node left or came back: store the estimate again.
+    Changed,
+    /// Gone longer than the retention: delete the estimate.
+    Expired,
+}
+
+impl NodeSpeed {
     /// Seconds per pull to plan with at `at`; `None` once the samples are too old.
     pub fn expected_at(&self, at: DateTime<Utc>) -> Option<f64> {
         (self.weight_at(at) >= MIN_WEIGHT).then_some(self.seconds_per_pull)
@@ -254,5 +298,30 @@ mod tests {
         assert_eq!(seconds_per_pull(5.0, 0), 5.0);
         assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(Vec::new()), None);
+    }
+
+    #[test]
+    fn a_node_gone_longer_than_the_retention_expires_and_one_back_is_kept() {
+        let t0 = at("2024-01-01T00:00:00Z");
+        let day = chrono::Duration::days(1);
+        let keep = Duration::from_secs(30 * 24 * 3600);
+        let mut s = NodeSpeed::first("n".into(), 3.0, t0);
+        assert_eq!(s.seen(true, t0, keep), Seen::Unchanged);
+        assert_eq!(s.seen(false, t0 + day, keep), Seen::Changed);
+        assert_eq!(s.gone_since, Some(t0 + day));
+        assert_eq!(
+            s.seen(false, t0 + day * 31, keep),
+            Seen::Unchanged,
+            "30 days gone"
+        );
+        // Back before the end: the clock starts again when it leaves next.
+        assert_eq!(s.seen(true, t0 + day * 31, keep), Seen::Changed);
+        assert_eq!(s.gone_since, None);
+        assert_eq!(s.seen(false, t0 + day * 40, keep), Seen::Changed);
+        assert_eq!(s.seen(false, t0 + day * 70, keep), Seen::Unchanged);
+        assert_eq!(s.seen(false, t0 + day * 71, keep), Seen::Expired);
+        // A measured pull means the node is there.
+        s.observe(3.0, t0 + day * 71);
+        assert_eq!(s.gone_since, None);
     }
 }

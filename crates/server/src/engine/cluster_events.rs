@@ -113,6 +113,7 @@ impl Engine {
             .into_iter()
             .map(|n| (n.name.clone(), n))
             .collect();
+        self.forget_gone_nodes(&nodes, now);
         for run in self.runs.values_mut() {
             let names: Vec<String> = run.nodes.iter().map(|n| n.node.clone()).collect();
             for name in names {

@@ -74,6 +74,8 @@ pub struct EngineConfig {
     pub disk_margin: DiskMargin,
     /// `--registry-pull-rate`: registry hosts whose pulls are paced.
     pub registry_pull_rates: Vec<HostRate>,
+    /// `--retention`: a node gone from the cluster this long loses its learned speed.
+    pub node_retention: Duration,
 }
 
 /// How often the loop wakes without events.
@@ -142,6 +144,8 @@ pub struct Engine {
     speeds_loaded: bool,
     /// Nodes whose learned speed changed since it was last written.
     speeds_unwritten: Vec<String>,
+    /// Nodes whose learned speed was forgotten but not yet deleted from the store.
+    speeds_forgotten: Vec<String>,
     /// Live Jobs of pending tasks (a start cut short by a crash or a failed
     /// write), found at take-up; the task's next start adopts them.
     prestarted: HashMap<String, Vec<JobObservation>>,
@@ -180,6 +184,7 @@ impl Engine {
             speeds: HashMap::new(),
             speeds_loaded: false,
             speeds_unwritten: Vec::new(),
+            speeds_forgotten: Vec::new(),
             prestarted: HashMap::new(),
         }
     }

@@ -2,8 +2,13 @@
 //! into its decayed estimate (kept in memory, written to the store in
 //! batches at the view-write cadence); tasks start with what is known.
 
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+
 use super::Engine;
-use crate::domain::node_speed::NodeSpeed;
+use crate::cluster::NodeInfo;
+use crate::domain::node_speed::{NodeSpeed, Seen};
 
 impl Engine {
     /// Loads the learned speeds (once; retried at the next store check if it fails).
@@ -35,9 +40,48 @@ impl Engine {
         }
     }
 
-    /// Writes the estimates that changed since the last write; kept for the
-    /// next try if the store fails.
+    /// Notes which learned nodes are in the cluster (`nodes`, the cache): a
+    /// node that left is marked with the time, one back is unmarked, and one
+    /// gone longer than `--retention` is forgotten (deleted at the next write).
+    pub(super) fn forget_gone_nodes(
+        &mut self,
+        nodes: &HashMap<String, NodeInfo>,
+        now: DateTime<Utc>,
+    ) {
+        if !self.speeds_loaded {
+            return;
+        }
+        let retention = self.config.node_retention;
+        let mut expired = Vec::new();
+        for (name, speed) in &mut self.speeds {
+            match speed.seen(nodes.contains_key(name), now, retention) {
+                Seen::Unchanged => {}
+                Seen::Changed => self.speeds_unwritten.push(name.clone()),
+                Seen::Expired => expired.push(name.clone()),
+            }
+        }
+        if !expired.is_empty() {
+            tracing::info!(
+                nodes = expired.len(),
+                "learned speeds of nodes gone longer than the retention forgotten"
+            );
+        }
+        for name in &expired {
+            self.speeds.remove(name);
+        }
+        self.speeds_forgotten.extend(expired);
+    }
+
+    /// Writes the estimates that changed since the last write and deletes the
+    /// forgotten ones; both kept for the next try if the store fails.
     pub(super) async fn write_speeds(&mut self) {
+        if !self.speeds_forgotten.is_empty() {
+            let forgotten = std::mem::take(&mut self.speeds_forgotten);
+            if let Err(e) = self.node_speeds.delete_node_speeds(&forgotten).await {
+                tracing::warn!(error = %e, nodes = forgotten.len(), "could not delete forgotten node speeds; will retry");
+                self.speeds_forgotten = forgotten;
+            }
+        }
         if self.speeds_unwritten.is_empty() {
             return;
         }

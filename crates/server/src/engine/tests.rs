@@ -61,6 +61,7 @@ impl Harness {
                 pull_timeout: Duration::from_secs(600),
                 disk_margin: Default::default(),
                 registry_pull_rates: Vec::new(),
+                node_retention: crate::history::DEFAULT_RETENTION,
             },
         );
         Harness {
@@ -1133,4 +1134,75 @@ async fn a_registry_refusing_pulls_is_left_alone_for_a_minute_then_the_nodes_com
     let task = h.task(&id).await;
     assert_eq!(task.status, TaskStatus::Completed);
     assert_eq!(task.progress.failed_nodes, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_gone_longer_than_the_retention_loses_its_learned_speed() {
+    let store: Arc<dyn TaskStore> = Arc::new(MemoryStore::new());
+    let speeds = Arc::new(MemoryStore::new());
+    let cluster = Arc::new(FakeCluster::with_nodes(vec![
+        node("stays", &[]),
+        node("left", &[]),
+    ]));
+    let at = "2024-01-16T10:00:00Z".parse().unwrap();
+    speeds
+        .put_node_speeds(&[
+            NodeSpeed::first("stays".into(), 2.0, at),
+            NodeSpeed::first("left".into(), 9.0, at),
+            NodeSpeed::first("back".into(), 5.0, at),
+        ])
+        .await
+        .unwrap();
+    let mut h = Harness::with(store, cluster.clone(), 500);
+    h.engine.node_speeds = speeds.clone();
+    h.step().await;
+    let stored = |speeds: Arc<MemoryStore>| async move {
+        let mut all: Vec<(String, Option<chrono::DateTime<chrono::Utc>>)> = speeds
+            .node_speeds()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.node, s.gone_since))
+            .collect();
+        all.sort();
+        all
+    };
+    // The first resync marks "back" (not in the cluster) gone, with the time.
+    h.advance(super::cluster_events::RESYNC_EVERY).await;
+    h.step().await;
+    let marked = h.clock.now();
+    assert_eq!(
+        stored(speeds.clone()).await,
+        [
+            ("back".into(), Some(marked)),
+            ("left".into(), None),
+            ("stays".into(), None)
+        ]
+    );
+    // "left" leaves, "back" comes back.
+    cluster.set_nodes(vec![node("stays", &[]), node("back", &[])]);
+    h.advance(super::cluster_events::RESYNC_EVERY).await;
+    h.step().await;
+    let left_at = h.clock.now();
+    assert_eq!(
+        stored(speeds.clone()).await,
+        [
+            ("back".into(), None),
+            ("left".into(), Some(left_at)),
+            ("stays".into(), None)
+        ]
+    );
+    // Thirty days on (the retention) it is still known; past it, it is deleted.
+    h.clock
+        .advance(Duration::from_secs(30 * 24 * 3600) - super::cluster_events::RESYNC_EVERY);
+    h.advance(super::cluster_events::RESYNC_EVERY).await;
+    h.step().await;
+    assert_eq!(stored(speeds.clone()).await.len(), 3);
+    h.advance(super::cluster_events::RESYNC_EVERY).await;
+    h.step().await;
+    assert_eq!(
+        stored(speeds.clone()).await,
+        [("back".into(), None), ("stays".into(), None)]
+    );
+    assert!(!h.engine.speeds.contains_key("left"));
 }

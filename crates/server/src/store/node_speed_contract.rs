@@ -15,6 +15,7 @@ macro_rules! node_speed_contract_tests {
             a_put_replaces_the_node_estimate,
             slowest_first_then_by_name_within_the_limit,
             concurrent_puts_are_all_kept,
+            deleted_estimates_are_gone_from_every_read,
         );
     };
     (@tests $make:expr; $($name:ident),+ $(,)?) => {
@@ -44,6 +45,7 @@ fn speed(node: &str, seconds_per_pull: f64) -> NodeSpeed {
         weight: 2.75,
         samples: 3,
         updated_at: t(0),
+        gone_since: None,
     }
 }
 
@@ -127,4 +129,37 @@ pub(crate) async fn concurrent_puts_are_all_kept(store: impl NodeSpeedStore) {
     assert_eq!(store.node_speeds().await.unwrap().len(), 200);
     let (top, total) = store.slowest_nodes(1).await.unwrap();
     assert_eq!((top[0].node.as_str(), total), ("node-7-24", 200));
+}
+
+pub(crate) async fn deleted_estimates_are_gone_from_every_read(store: impl NodeSpeedStore) {
+    let mut gone = speed("gone", 40.0);
+    gone.gone_since = Some(t(3_600));
+    store
+        .put_node_speeds(&[speed("a", 1.0), gone.clone(), speed("b", 2.0)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.slowest_nodes(1).await.unwrap(),
+        (vec![gone], 3),
+        "the time a node left is kept"
+    );
+    store
+        .delete_node_speeds(&["gone".into(), "never-there".into()])
+        .await
+        .unwrap();
+    store.delete_node_speeds(&[]).await.unwrap();
+    assert_eq!(
+        by_name(store.node_speeds().await.unwrap()),
+        vec![speed("a", 1.0), speed("b", 2.0)]
+    );
+    assert_eq!(
+        store.slowest_nodes(10).await.unwrap(),
+        (vec![speed("b", 2.0), speed("a", 1.0)], 2)
+    );
+    // A node that comes back is learned afresh.
+    store.put_node_speeds(&[speed("gone", 3.0)]).await.unwrap();
+    assert_eq!(
+        store.slowest_nodes(1).await.unwrap(),
+        (vec![speed("gone", 3.0)], 3)
+    );
 }

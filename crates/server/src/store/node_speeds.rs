@@ -15,6 +15,9 @@ pub trait NodeSpeedStore: Send + Sync + 'static {
     /// Inserts or replaces the estimates of these nodes, all in one step.
     async fn put_node_speeds(&self, speeds: &[NodeSpeed]) -> StoreResult<()>;
 
+    /// Deletes the estimates of these nodes (missing ones are no error), all in one step.
+    async fn delete_node_speeds(&self, nodes: &[String]) -> StoreResult<()>;
+
     /// Every stored estimate, in no particular order (the engine loads them when it starts).
     async fn node_speeds(&self) -> StoreResult<Vec<NodeSpeed>>;
 

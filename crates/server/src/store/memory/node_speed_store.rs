@@ -17,6 +17,14 @@ impl NodeSpeedStore for MemoryStore {
         Ok(())
     }
 
+    async fn delete_node_speeds(&self, nodes: &[String]) -> StoreResult<()> {
+        let mut inner = self.lock();
+        for node in nodes {
+            inner.node_speeds.remove(node);
+        }
+        Ok(())
+    }
+
     async fn node_speeds(&self) -> StoreResult<Vec<NodeSpeed>> {
         Ok(self.lock().node_speeds.values().cloned().collect())
     }

@@ -42,6 +42,21 @@ impl NodeSpeedStore for RedisStore {
             .map_err(|e| self.failed(e))
     }
 
+    async fn delete_node_speeds(&self, nodes: &[String]) -> StoreResult<()> {
+        if nodes.is_empty() {
+            return Ok(());
+        }
+        redis::pipe()
+            .atomic()
+            .hdel(self.keys.node_speeds(), nodes)
+            .ignore()
+            .zrem(self.keys.node_speed_order(), nodes)
+            .ignore()
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(|e| self.failed(e))
+    }
+
     async fn node_speeds(&self) -> StoreResult<Vec<NodeSpeed>> {
         let all: Vec<(String, String)> = self
             .conn()

@@ -53,6 +53,26 @@ impl NodeSpeedStore for SqliteStore {
         .await
     }
 
+    async fn delete_node_speeds(&self, nodes: &[String]) -> StoreResult<()> {
+        let nodes = nodes.to_vec();
+        self.run(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend("begin node speed delete"))?;
+            {
+                let mut stmt = tx
+                    .prepare_cached("DELETE FROM node_speeds WHERE node = ?1")
+                    .map_err(backend("delete node speeds"))?;
+                for node in &nodes {
+                    stmt.execute([node])
+                        .map_err(backend(format!("delete node speed {node}")))?;
+                }
+            }
+            tx.commit().map_err(backend("commit node speed delete"))
+        })
+        .await
+    }
+
     async fn node_speeds(&self) -> StoreResult<Vec<NodeSpeed>> {
         self.run(|conn| query_speeds(conn, "SELECT node, body FROM node_speeds", []))
             .await
