@@ -598,21 +598,7 @@ pub fn single_instance_message(holder: &str, namespace: &str) -> String {
 mod tests {
     use super::*;
     use crate::cluster::fake::FakeCluster;
-
-    fn job(node: &str) -> PullJob {
-        PullJob {
-            task_id: "task-20260101-abcdef".into(),
-            task_suffix: "abcdef".into(),
-            node: node.into(),
-            attempt: 0,
-            images: vec![(0, "nginx".into())],
-            pull_policy: "IfNotPresent".into(),
-            image_pull_secrets: Vec::new(),
-            priority_class_name: None,
-            helper_image: "helper:test".into(),
-            active_deadline_seconds: 60,
-        }
-    }
+    use crate::testing::pull_job as job;
 
     #[tokio::test]
     async fn a_replica_without_a_term_changes_nothing_in_the_cluster() {

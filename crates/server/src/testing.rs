@@ -14,7 +14,7 @@ use tower::ServiceExt;
 
 use crate::clock::ManualClock;
 use crate::cluster::fake::FakeCluster;
-use crate::cluster::NodeInfo;
+use crate::cluster::{NodeInfo, PullJob};
 use crate::engine::keep_warm::KeepWarmHandle;
 use crate::engine::scheduler::Scheduler;
 use crate::engine::{Engine, EngineConfig};
@@ -27,6 +27,22 @@ use crate::webhook::Webhooks;
 
 /// A gibibyte, for disk sizes in tests.
 pub(crate) const GIB: u64 = 1024 * 1024 * 1024;
+
+/// The first pull of `nginx` on `node` for a task.
+pub(crate) fn pull_job(node: &str) -> PullJob {
+    PullJob {
+        task_id: "task-20260101-abcdef".into(),
+        task_suffix: "abcdef".into(),
+        node: node.into(),
+        attempt: 0,
+        images: vec![(0, "nginx".into())],
+        pull_policy: "IfNotPresent".into(),
+        image_pull_secrets: Vec::new(),
+        priority_class_name: None,
+        helper_image: "helper:test".into(),
+        active_deadline_seconds: 60,
+    }
+}
 
 /// A Ready node whose `status.images` lists `images` (fully qualified
 /// names, as the kubelet reports them) with their sizes.

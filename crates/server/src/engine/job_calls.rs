@@ -1,7 +1,9 @@
 //! The engine's Kubernetes calls for pull Jobs. Creations and deletions run
 //! in the background, capped in number and owned by a task tracker that
 //! shutdown drains; their results come back to the loop as `CallDone`. A
-//! refused creation is retried per node with backoff and jitter.
+//! refused creation is retried per node with backoff and jitter. Calls still
+//! running when the drain gives up, or when the engine is dropped, are
+//! abandoned: none outlives its engine's term.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +11,7 @@ use std::time::Duration;
 use rand::Rng;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
 use super::Engine;
@@ -46,6 +49,10 @@ pub(super) struct JobCalls {
     permits: Arc<Semaphore>,
     /// Every spawned call; drained on shutdown.
     tracker: TaskTracker,
+    /// Cancelled to abandon the calls still waiting or in flight (the drain
+    /// gave up, or the engine was dropped).
+    abandon: CancellationToken,
+    _abandon_on_drop: DropGuard,
     done_tx: mpsc::UnboundedSender<CallDone>,
     /// Results for the loop.
     pub(super) done: mpsc::UnboundedReceiver<CallDone>,
@@ -54,13 +61,27 @@ pub(super) struct JobCalls {
 impl JobCalls {
     pub(super) fn new(cluster: Arc<dyn Cluster>) -> JobCalls {
         let (done_tx, done) = mpsc::unbounded_channel();
+        let abandon = CancellationToken::new();
         JobCalls {
             cluster,
             permits: Arc::new(Semaphore::new(API_CONCURRENCY)),
             tracker: TaskTracker::new(),
+            _abandon_on_drop: abandon.clone().drop_guard(),
+            abandon,
             done_tx,
             done,
         }
+    }
+
+    /// Runs `call` in the background, owned by the tracker, until it ends or is abandoned.
+    fn spawn(&self, call: impl std::future::Future<Output = ()> + Send + 'static) {
+        let abandon = self.abandon.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                () = abandon.cancelled() => {}
+                () = call => {}
+            }
+        });
     }
 
     /// Creates `job` in the background for node `node` of `task_id`.
@@ -68,7 +89,7 @@ impl JobCalls {
         let cluster = self.cluster.clone();
         let permits = self.permits.clone();
         let tx = self.done_tx.clone();
-        self.tracker.spawn(async move {
+        self.spawn(async move {
             let _permit = permits.acquire_owned().await;
             let result =
                 match tokio::time::timeout(API_CALL_TIMEOUT, cluster.create_job(&job)).await {
@@ -94,7 +115,7 @@ impl JobCalls {
             let cluster = self.cluster.clone();
             let permits = self.permits.clone();
             let tx = self.done_tx.clone();
-            self.tracker.spawn(async move {
+            self.spawn(async move {
                 let _permit = permits.acquire_owned().await;
                 if let Err(e) = cluster.delete_job(&name).await {
                     tracing::warn!(job = %name, error = %e, "could not delete pull Job");
@@ -109,7 +130,7 @@ impl JobCalls {
     /// Deletes every Job of `task_id` in the background.
     pub(super) fn delete_task_jobs(&self, task_id: String) {
         let cluster = self.cluster.clone();
-        self.tracker.spawn(async move {
+        self.spawn(async move {
             if let Err(e) = cluster.delete_task_jobs(&task_id).await {
                 tracing::warn!(task = %task_id, error = %e, "could not delete the task's Jobs");
             }
@@ -203,7 +224,8 @@ impl Engine {
             tokio::select! {
                 _ = &mut all_done => break,
                 _ = &mut deadline => {
-                    tracing::warn!(calls = tracker.len(), "Kubernetes calls still running at shutdown");
+                    tracing::warn!(calls = tracker.len(), "Kubernetes calls still running at shutdown; abandoning them");
+                    self.calls.abandon.cancel();
                     break;
                 }
                 Some(done) = self.calls.done.recv() => self.on_call_done(done),
@@ -249,4 +271,38 @@ fn create_backoff(failures: u32, retry_after: Option<Duration>) -> Duration {
         .min(CREATE_BACKOFF_MAX);
     let jittered = step.mul_f64(rand::rng().random_range(0.5..=1.0));
     jittered.max(retry_after.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::fake::{FakeCluster, Fault};
+    use crate::testing::pull_job;
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_still_running_stop_when_abandoned_or_when_their_engine_goes() {
+        let cluster = Arc::new(FakeCluster::new());
+        cluster.fail_creates([Fault::Hang, Fault::Hang]);
+
+        let calls = JobCalls::new(cluster.clone());
+        calls.create("task-20260101-abcdef".into(), 0, 0, pull_job("n1"));
+        tokio::task::yield_now().await;
+        assert_eq!(cluster.create_calls(), 1);
+        calls.tracker.close();
+        calls.abandon.cancel();
+        tokio::time::timeout(Duration::from_secs(1), calls.tracker.wait())
+            .await
+            .expect("an abandoned call stops");
+
+        let calls = JobCalls::new(cluster.clone());
+        calls.create("task-20260101-abcdef".into(), 0, 0, pull_job("n2"));
+        tokio::task::yield_now().await;
+        assert_eq!(cluster.create_calls(), 2);
+        let tracker = calls.tracker.clone();
+        tracker.close();
+        drop(calls);
+        tokio::time::timeout(Duration::from_secs(1), tracker.wait())
+            .await
+            .expect("a call stops with its engine");
+    }
 }
