@@ -32,6 +32,22 @@
 //! ```sh
 //! cargo bench --profile dev -p prewarm --bench engine -- --nodes 1000 --batch 100 --pull-seconds 4 --stragglers 0.05 --slowdown 10 --runs 2
 //! ```
+//!
+//! The service reaches the API server through a proxy (the fault proxy of
+//! the tests, with no faults unless `--throttle`) that counts every write
+//! the API server receives, by method and resource: the writes per node
+//! are printed from that count as well as from the service's own metrics.
+//!
+//! `--curve 1000,5000,10000` is the cost curve: the nodes are registered in
+//! steps up to the largest size (more kube-sim processes join), and at each
+//! size a fresh service runs one task over every node with batch
+//! `min(--batch, size)`; a table of the node registration time, makespan,
+//! the service's peak and final RSS, CPU seconds per node and API writes
+//! per node closes the run.
+//!
+//! ```sh
+//! cargo bench --profile dev -p prewarm --bench engine -- --curve 1000,5000,10000 --batch 1000 --pull-seconds 2 --posts 1
+//! ```
 
 mod common;
 use common::{percentile, wait_done, Service};
@@ -58,7 +74,7 @@ mod fault_proxy;
 /// The task's images (tagged per store run); each node pulls them one after another.
 const BENCH_IMAGES: [&str; 2] = ["bench/app", "bench/sidecar"];
 
-#[derive(clap::Parser)]
+#[derive(clap::Parser, Clone)]
 #[command(
     about = "One task over N kube-sim nodes on the local control plane: makespan, API requests per node, latencies, RSS"
 )]
@@ -94,6 +110,10 @@ struct Args {
     /// Big tasks per service, one after another (later ones start with learned node speeds).
     #[arg(long, default_value_t = 1)]
     runs: usize,
+    /// Cost curve: node counts, ascending; nodes are added up to each and a
+    /// fresh service runs one task over all of them (ignores `--nodes` and the stragglers).
+    #[arg(long, value_delimiter = ',')]
+    curve: Vec<usize>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long = "bench", hide = true)]
     _bench: bool,
@@ -103,6 +123,10 @@ struct Args {
 async fn main() {
     let args = <Args as clap::Parser>::parse();
     let cluster = LocalCluster::up();
+    if !args.curve.is_empty() {
+        cost_curve(&args, &cluster).await;
+        return;
+    }
     let slow = args.slow_nodes();
     let scenario = format!(
         "timeScale: 1.0\nnodes:\n  - namePrefix: bench-\n    count: {}\n    labels: {{suite: bench}}\n{}images:\n{}  - match: \"*\"\n    pullSeconds: {}\npreloaded:\n  - image: prewarm:bench\n    nodes: \"*\"\n",
@@ -153,8 +177,8 @@ async fn main() {
                     throttle,
                     mode,
                 };
-                let makespan = measure(&args, &cluster, run, &store_args).await;
-                makespans.push((run.label(), makespan));
+                let figures = measure(&args, &cluster, run, &store_args).await;
+                makespans.push((run.label(), figures.makespan));
             }
         }
     }
@@ -217,7 +241,12 @@ impl Run<'_> {
 /// One service on the run's store (its own namespace), the probes and the big
 /// task, behind a fault proxy if the run throttles; prints the figures and
 /// returns the makespan in seconds.
-async fn measure(args: &Args, cluster: &LocalCluster, run: Run<'_>, store_args: &[String]) -> f64 {
+async fn measure(
+    args: &Args,
+    cluster: &LocalCluster,
+    run: Run<'_>,
+    store_args: &[String],
+) -> Figures {
     let store = run.label();
     let store = store.as_str();
     let namespace = format!("bench-{store}");
@@ -225,16 +254,12 @@ async fn measure(args: &Args, cluster: &LocalCluster, run: Run<'_>, store_args: 
         .iter()
         .map(|image| format!("{image}:{store}"))
         .collect();
-    let proxy = if run.throttle > 0.0 {
-        let proxy = fault_proxy::FaultProxy::start(cluster.kubeconfig_path()).await;
+    // Always through the proxy: it counts the writes the API server receives.
+    let proxy = fault_proxy::FaultProxy::start(cluster.kubeconfig_path()).await;
+    if run.throttle > 0.0 {
         proxy.throttle_share(run.throttle, Duration::from_secs(1));
-        Some(proxy)
-    } else {
-        None
-    };
-    let kubeconfig = proxy
-        .as_ref()
-        .map_or(cluster.kubeconfig_path(), |p| p.kubeconfig());
+    }
+    let kubeconfig = proxy.kubeconfig();
     let service = Service::start(
         kubeconfig,
         &namespace,
@@ -302,14 +327,14 @@ async fn measure(args: &Args, cluster: &LocalCluster, run: Run<'_>, store_args: 
     }
     first_job_ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
 
-    let mut makespan = 0.0;
+    let mut figures = Figures::default();
     for round in 0..args.runs {
         let images: Vec<String> = if round == 0 {
             images.clone()
         } else {
             images.iter().map(|i| format!("{i}-run{round}")).collect()
         };
-        makespan = big_task(
+        figures = big_task(
             args,
             &run,
             &service,
@@ -317,18 +342,36 @@ async fn measure(args: &Args, cluster: &LocalCluster, run: Run<'_>, store_args: 
             &images,
             &job_seen,
             &pod_seen,
-            proxy.as_ref(),
+            &proxy,
             &first_job_ms,
             round,
         )
         .await;
     }
-    println!("service peak RSS: {:.1} MiB", service.status_mib("VmHWM:"));
+    figures.peak_rss_mib = service.status_mib("VmHWM:");
+    figures.rss_mib = service.status_mib("VmRSS:");
+    println!(
+        "service peak RSS: {:.1} MiB  now: {}",
+        figures.peak_rss_mib,
+        service.memory()
+    );
     drop(service);
     for watch in watches {
         watch.abort();
     }
-    makespan
+    figures
+}
+
+/// What one big task cost.
+#[derive(Debug, Clone, Copy, Default)]
+struct Figures {
+    makespan: f64,
+    /// Writes the API server received per node, from the proxy's count.
+    writes_per_node: f64,
+    /// Service CPU seconds per node.
+    cpu_per_node: f64,
+    peak_rss_mib: f64,
+    rss_mib: f64,
 }
 
 /// The big task over every node: runs it, prints its figures, returns its makespan.
@@ -341,14 +384,15 @@ async fn big_task(
     images: &[String],
     job_seen: &Seen,
     pod_seen: &Arc<Mutex<std::collections::HashMap<String, Instant>>>,
-    proxy: Option<&fault_proxy::FaultProxy>,
+    proxy: &fault_proxy::FaultProxy,
     first_job_ms: &[f64],
     round: usize,
-) -> f64 {
+) -> Figures {
     let url = &service.url;
     let store = run.label();
     let cpu_before = service.cpu_seconds();
     let before = kube_requests(http, url).await;
+    let received_before = proxy.writes();
     let started = Instant::now();
     let v: serde_json::Value = http
         .post(format!("{url}/api/v1/tasks"))
@@ -374,6 +418,7 @@ async fn big_task(
         .map(|(_, _, at)| at.duration_since(started).as_secs_f64() * 1000.0)
         .fold(f64::INFINITY, f64::min);
     let after = kube_requests(http, url).await;
+    let received = writes_since(&received_before, &proxy.writes());
     // Pulls are serialized per node (the kubelet's `serializeImagePulls`).
     let ideal =
         args.nodes as f64 * BENCH_IMAGES.len() as f64 * args.pull_seconds / args.batch as f64;
@@ -395,25 +440,12 @@ async fn big_task(
 
     let writes: f64 = after.0 - before.0;
     let reads: f64 = after.1 - before.1;
-    println!(
-        "command: KCM_QPS={} cargo bench -p prewarm --bench engine -- --nodes {} --batch {} --pull-seconds {} --stores {} --throttle {} --pull-modes {} --stragglers {} --slowdown {} --runs {}",
-        std::env::var("KCM_QPS").unwrap_or_else(|_| "500".to_owned()),
-        args.nodes,
-        args.batch,
-        args.pull_seconds,
-        args.stores.join(","),
-        args.throttle
-            .iter()
-            .map(f64::to_string)
-            .collect::<Vec<_>>()
-            .join(","),
-        args.pull_modes.join(","),
-        args.stragglers,
-        args.slowdown,
-        args.runs
-    );
+    // A step of the cost curve: its command is printed with the table.
+    if args.curve.is_empty() {
+        print_command(args);
+    }
     println!("run: {store}");
-    if let Some(proxy) = proxy {
+    if run.throttle > 0.0 {
         println!(
             "creates answered 429 by the fault proxy: {} of {} ({:.1}%)",
             proxy.throttled(),
@@ -435,9 +467,23 @@ async fn big_task(
         makespan / ideal
     );
     println!(
-        "kube API writes/node: {:.2}  non-watch reads/node: {:.3}",
+        "kube API writes/node (service metrics): {:.2}  non-watch reads/node: {:.3}",
         writes / args.nodes as f64,
         reads / args.nodes as f64
+    );
+    let task_writes: usize = received
+        .iter()
+        .filter(|(what, _)| !what.ends_with(" leases"))
+        .map(|(_, n)| n)
+        .sum();
+    let writes_per_node = task_writes as f64 / args.nodes as f64;
+    println!(
+        "API server writes/node (received, counted by the proxy; Lease renewals apart): {writes_per_node:.2}  {}",
+        received
+            .iter()
+            .map(|(what, n)| format!("{what}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     println!(
         "POST -> first Job: median {:.1} ms  max {:.1} ms  (n={})",
@@ -474,7 +520,138 @@ async fn big_task(
         cpu,
         cpu * 1000.0 / args.nodes as f64
     );
-    makespan
+    Figures {
+        makespan,
+        writes_per_node,
+        cpu_per_node: cpu / args.nodes as f64,
+        ..Figures::default()
+    }
+}
+
+/// The command line of a bench run with these arguments.
+fn print_command(args: &Args) {
+    println!(
+        "command: KCM_QPS={} cargo bench -p prewarm --bench engine -- --nodes {} --batch {} --pull-seconds {} --stores {} --throttle {} --pull-modes {} --stragglers {} --slowdown {} --runs {}",
+        std::env::var("KCM_QPS").unwrap_or_else(|_| "500".to_owned()),
+        args.nodes,
+        args.batch,
+        args.pull_seconds,
+        args.stores.join(","),
+        args.throttle
+            .iter()
+            .map(f64::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+        args.pull_modes.join(","),
+        args.stragglers,
+        args.slowdown,
+        args.runs
+    );
+}
+
+/// The counts of `after` less those of `before`, zeros left out.
+fn writes_since(
+    before: &std::collections::BTreeMap<String, usize>,
+    after: &std::collections::BTreeMap<String, usize>,
+) -> std::collections::BTreeMap<String, usize> {
+    after
+        .iter()
+        .map(|(k, n)| (k.clone(), n - before.get(k).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+/// The cost curve: nodes registered in steps up to each size of `--curve`,
+/// one fresh service and task over all of them at each, then the table.
+async fn cost_curve(args: &Args, cluster: &LocalCluster) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sims = Vec::new();
+    let mut registered = 0;
+    let mut rows = Vec::new();
+    for &size in &args.curve {
+        let add = size.saturating_sub(registered);
+        let t = Instant::now();
+        if add > 0 {
+            // Each step's nodes have a prefix of their own; the first is `bench-`,
+            // so the latency probes' `bench-0` exists.
+            let prefix = if registered == 0 {
+                "bench-".to_owned()
+            } else {
+                format!("bench-from{registered}-")
+            };
+            let scenario = format!(
+                "timeScale: 1.0\nnodes:\n  - namePrefix: {prefix}\n    count: {add}\n    labels: {{suite: bench}}\nimages:\n  - match: \"*\"\n    pullSeconds: {}\npreloaded:\n  - image: prewarm:bench\n    nodes: \"*\"\n",
+                args.pull_seconds
+            );
+            sims.push(Sim::start(cluster.kubeconfig_path(), &scenario));
+            registered = size;
+        }
+        let registration = t.elapsed().as_secs_f64();
+        eprintln!("{size} nodes registered ({add} added in {registration:.1}s)");
+        let step = Args {
+            nodes: size,
+            batch: args.batch.min(size),
+            stragglers: 0.0,
+            runs: 1,
+            ..args.clone()
+        };
+        let store_args = vec![
+            "--store".to_owned(),
+            "sqlite".to_owned(),
+            "--database".to_owned(),
+            dir.path()
+                .join(format!("curve-{size}.db"))
+                .display()
+                .to_string(),
+        ];
+        let label = format!("n{size}");
+        let run = Run {
+            store: &label,
+            throttle: 0.0,
+            mode: &args.pull_modes[0],
+        };
+        let figures = measure(&step, cluster, run, &store_args).await;
+        rows.push((size, add, registration, step.batch, figures));
+    }
+    println!(
+        "command: KCM_QPS={} cargo bench --profile dev -p prewarm --bench engine -- --curve {} --batch {} --pull-seconds {} --posts {} --pull-modes {}",
+        std::env::var("KCM_QPS").unwrap_or_else(|_| "500".to_owned()),
+        args.curve
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+        args.batch,
+        args.pull_seconds,
+        args.posts,
+        args.pull_modes[0],
+    );
+    println!(
+        "{:>7} {:>14} {:>6} {:>10} {:>9} {:>13} {:>13} {:>14} {:>12}",
+        "nodes",
+        "registered",
+        "batch",
+        "makespan",
+        "÷ideal",
+        "peak RSS MiB",
+        "end RSS MiB",
+        "CPU ms/node",
+        "writes/node"
+    );
+    for (size, add, registration, batch, f) in rows {
+        let ideal = size as f64 * BENCH_IMAGES.len() as f64 * args.pull_seconds / batch as f64;
+        println!(
+            "{size:>7} {:>14} {batch:>6} {:>9.1}s {:>9.3} {:>13.1} {:>13.1} {:>14.2} {:>12.2}",
+            format!("+{add} {registration:.0}s"),
+            f.makespan,
+            f.makespan / ideal,
+            f.peak_rss_mib,
+            f.rss_mib,
+            f.cpu_per_node * 1000.0,
+            f.writes_per_node
+        );
+    }
+    drop(sims);
 }
 
 /// (task, name, when first seen) of every pull object.

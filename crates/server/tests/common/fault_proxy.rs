@@ -11,9 +11,11 @@
 //! - Lease writes (renewals) answered `500`: the next N, or all of them
 //!   while an outage lasts (reads of the Lease too, watches excepted).
 //!
-//! It counts what it did, so a test can check that the faults happened.
+//! It counts what it did, so a test can check that the faults happened, and
+//! every write it passed on to the API server (by method and resource), so
+//! a benchmark can count the writes the API server received.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -58,6 +60,8 @@ struct Faults {
     watches_cut: AtomicUsize,
     watches_refused: AtomicUsize,
     watches_expired: AtomicUsize,
+    /// Writes passed on to the API server, by `METHOD resource`.
+    writes: Mutex<BTreeMap<String, usize>>,
 }
 
 impl FaultProxy {
@@ -93,6 +97,7 @@ impl FaultProxy {
             watches_cut: AtomicUsize::new(0),
             watches_refused: AtomicUsize::new(0),
             watches_expired: AtomicUsize::new(0),
+            writes: Mutex::new(BTreeMap::new()),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -209,6 +214,12 @@ impl FaultProxy {
         self.faults.failed.load(Ordering::SeqCst)
     }
 
+    /// Writes (any method but GET and HEAD) passed on to the API server so
+    /// far, by `METHOD resource` (`POST pods`, `PUT leases`, ...).
+    pub fn writes(&self) -> BTreeMap<String, usize> {
+        self.faults.writes.lock().unwrap().clone()
+    }
+
     /// pull creates passed on to the API server so far.
     pub fn creates_forwarded(&self) -> usize {
         self.faults.creates_forwarded.load(Ordering::SeqCst)
@@ -316,10 +327,20 @@ async fn forward(State(f): State<Arc<Faults>>, req: Request) -> Response {
             f.watches_refused.fetch_add(1, Ordering::SeqCst);
             return status(503, "ServiceUnavailable", "the server is unavailable", None);
         }
-        if f.expire_watches.load(Ordering::SeqCst) && f.expired.lock().unwrap().insert(path) {
+        if f.expire_watches.load(Ordering::SeqCst) && f.expired.lock().unwrap().insert(path.clone())
+        {
             f.watches_expired.fetch_add(1, Ordering::SeqCst);
             return status(410, "Expired", "too old resource version", None);
         }
+    }
+
+    let method = req.method().clone();
+    if method != http::Method::GET && method != http::Method::HEAD {
+        *f.writes
+            .lock()
+            .unwrap()
+            .entry(format!("{method} {}", resource(&path)))
+            .or_default() += 1;
     }
 
     let (parts, body) = req.into_parts();
@@ -368,6 +389,23 @@ async fn forward(State(f): State<Arc<Faults>>, req: Request) -> Response {
         body
     };
     response.body(body).unwrap()
+}
+
+/// The resource a request path names: `pods` in
+/// `/api/v1/namespaces/ns/pods/name`, `leases` in
+/// `/apis/coordination.k8s.io/v1/namespaces/ns/leases/name`, `nodes` in `/api/v1/nodes/n`.
+fn resource(path: &str) -> &str {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let version = if segments.first() == Some(&"api") {
+        2
+    } else {
+        3
+    };
+    match segments.get(version) {
+        Some(&"namespaces") if segments.len() > version + 2 => segments[version + 2],
+        Some(s) => s,
+        None => "?",
+    }
 }
 
 fn is_hop_or_auth(name: &header::HeaderName) -> bool {
