@@ -447,8 +447,16 @@ func (c *Client) GetScheduledTask(ctx context.Context, id string) (*ScheduledTas
 	return &s, c.do(ctx, http.MethodGet, "/api/v1/scheduled-tasks/"+seg(id), nil, nil, &s)
 }
 
-// UpdateScheduledTask changes the fields set in req; TaskConfig merges.
+// UpdateScheduledTask changes the fields set in req; TaskConfig merges
+// (req.ClearFromWorkload removes the task config's workload).
 func (c *Client) UpdateScheduledTask(ctx context.Context, id string, req ScheduledTaskRequest) (*ScheduledTask, error) {
+	if req.ClearFromWorkload {
+		config := map[string]interface{}{"fromWorkload": nil}
+		for k, v := range req.TaskConfig {
+			config[k] = v
+		}
+		req.TaskConfig = config
+	}
 	var s ScheduledTask
 	return &s, c.do(ctx, http.MethodPut, "/api/v1/scheduled-tasks/"+seg(id), nil, req, &s)
 }
@@ -507,10 +515,33 @@ func (c *Client) GetKeepWarmPolicy(ctx context.Context, id string) (*KeepWarmPol
 	return &p, c.do(ctx, http.MethodGet, "/api/v1/keep-warm/"+seg(id), nil, nil, &p)
 }
 
-// UpdateKeepWarmPolicy changes the fields set in req.
+// UpdateKeepWarmPolicy changes the fields set in req (req.ClearFromWorkload
+// removes the policy's workload).
 func (c *Client) UpdateKeepWarmPolicy(ctx context.Context, id string, req KeepWarmPolicyRequest) (*KeepWarmPolicy, error) {
+	var body interface{} = req
+	if req.ClearFromWorkload {
+		fields, err := withNull(req, "fromWorkload")
+		if err != nil {
+			return nil, err
+		}
+		body = fields
+	}
 	var p KeepWarmPolicy
-	return &p, c.do(ctx, http.MethodPut, "/api/v1/keep-warm/"+seg(id), nil, req, &p)
+	return &p, c.do(ctx, http.MethodPut, "/api/v1/keep-warm/"+seg(id), nil, body, &p)
+}
+
+// withNull is v as a JSON object with key set to null.
+func withNull(v interface{}, key string) (map[string]interface{}, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	var fields map[string]interface{}
+	if err := json.Unmarshal(data, &fields); err != nil {
+		return nil, err
+	}
+	fields[key] = nil
+	return fields, nil
 }
 
 // DeleteKeepWarmPolicy deletes a policy (a run still going finishes).

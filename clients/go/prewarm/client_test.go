@@ -2,6 +2,7 @@ package prewarm
 
 import (
 	"context"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"net/http"
@@ -119,5 +120,42 @@ func TestClientsDropIdleConnectionsBeforeTheServerDoes(t *testing.T) {
 	// Below the server's header-read timeout (10 s by default).
 	if PoolIdleTimeout >= 10*time.Second {
 		t.Fatalf("PoolIdleTimeout %v", PoolIdleTimeout)
+	}
+}
+
+func TestUpdatesCanClearFromWorkload(t *testing.T) {
+	var bodies []map[string]interface{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body map[string]interface{}
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			t.Errorf("body: %v", err)
+		}
+		bodies = append(bodies, body)
+		_, _ = w.Write([]byte(`{}`))
+	}))
+	defer srv.Close()
+	c := NewClient(srv.URL, "")
+	ctx := context.Background()
+	if _, err := c.UpdateKeepWarmPolicy(ctx, "p", KeepWarmPolicyRequest{Images: []string{"nginx"}, ClearFromWorkload: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.UpdateKeepWarmPolicy(ctx, "p", KeepWarmPolicyRequest{Images: []string{"nginx"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.UpdateScheduledTask(ctx, "s", ScheduledTaskRequest{ClearFromWorkload: true}); err != nil {
+		t.Fatal(err)
+	}
+	if len(bodies) != 3 {
+		t.Fatalf("requests: %d", len(bodies))
+	}
+	if v, ok := bodies[0]["fromWorkload"]; !ok || v != nil {
+		t.Fatalf("policy update: %v", bodies[0])
+	}
+	if _, ok := bodies[1]["fromWorkload"]; ok {
+		t.Fatalf("a plain update sent fromWorkload: %v", bodies[1])
+	}
+	config, _ := bodies[2]["taskConfig"].(map[string]interface{})
+	if v, ok := config["fromWorkload"]; !ok || v != nil {
+		t.Fatalf("schedule update: %v", bodies[2])
 	}
 }

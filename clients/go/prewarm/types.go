@@ -118,6 +118,10 @@ type Task struct {
 	Trigger string `json:"trigger"`
 	// KeepWarmPolicyID is the policy behind a "keep-warm" task.
 	KeepWarmPolicyID string `json:"keepWarmPolicyId,omitempty"`
+	// FromWorkload is the workload the task takes images and nodes from.
+	FromWorkload *WorkloadRef `json:"fromWorkload,omitempty"`
+	// ResolvedWorkload is what FromWorkload held when the task started (nil while pending).
+	ResolvedWorkload *ResolvedWorkload `json:"resolvedWorkload,omitempty"`
 	// Message is set on the answer of CreateTask only.
 	Message string `json:"message,omitempty"`
 }
@@ -225,6 +229,9 @@ type ScheduledTaskRequest struct {
 	OverlapPolicy           string                 `json:"overlapPolicy,omitempty"`
 	TimeoutSeconds          *int64                 `json:"timeoutSeconds,omitempty"`
 	StartingDeadlineSeconds *int64                 `json:"startingDeadlineSeconds,omitempty"`
+	// ClearFromWorkload makes an update send "taskConfig": {"fromWorkload": null}:
+	// the tasks stop taking images and nodes from a workload.
+	ClearFromWorkload bool `json:"-"`
 }
 
 // ScheduledTaskList is a page of scheduled tasks.
@@ -370,6 +377,9 @@ type KeepWarmPolicyRequest struct {
 	Priority         *int              `json:"priority,omitempty"`
 	FromWorkload     *WorkloadRef      `json:"fromWorkload,omitempty"`
 	RemoveTaint      *string           `json:"removeTaint,omitempty"`
+	// ClearFromWorkload makes an update send "fromWorkload": null: the policy
+	// stops taking images and nodes from a workload.
+	ClearFromWorkload bool `json:"-"`
 }
 
 // WorkloadRef names a workload whose pod template gives images and node constraints.
@@ -377,6 +387,18 @@ type WorkloadRef struct {
 	Kind      string `json:"kind"`
 	Namespace string `json:"namespace"`
 	Name      string `json:"name"`
+}
+
+// ResolvedWorkload is what a task read from its workload when it started.
+type ResolvedWorkload struct {
+	Workload         WorkloadRef       `json:"workload"`
+	Images           []string          `json:"images"`
+	NodeSelector     map[string]string `json:"nodeSelector"`
+	ImagePullSecrets []string          `json:"imagePullSecrets"`
+	ResourceVersion  string            `json:"resourceVersion,omitempty"`
+	Generation       int64             `json:"generation,omitempty"`
+	ResolvedAt       *time.Time        `json:"resolvedAt,omitempty"`
+	SelectedNodes    int               `json:"selectedNodes,omitempty"`
 }
 
 // KeepWarmPolicy keeps images on every matching node, including nodes that join later.

@@ -419,10 +419,16 @@ class PrewarmClient:
         """One scheduled task."""
         return self._request("GET", "/api/v1/scheduled-tasks/%s" % _seg(scheduled_task_id))
 
-    def update_scheduled_task(self, scheduled_task_id: str, **fields: Any) -> Json:
+    def update_scheduled_task(
+        self, scheduled_task_id: str, clear_from_workload: bool = False, **fields: Any
+    ) -> Json:
         """Changes the given fields (snake_case or camelCase); ``task_config``
-        fields merge into the stored ones. Returns the updated object."""
+        fields merge into the stored ones; ``clear_from_workload=True`` sends
+        ``taskConfig.fromWorkload: null`` (the tasks stop taking images and
+        nodes from a workload). Returns the updated object."""
         body = _camel(fields, _SCHEDULE_FIELDS)
+        if clear_from_workload:
+            body["taskConfig"] = dict(body.get("taskConfig") or {}, fromWorkload=None)
         return self._request("PUT", "/api/v1/scheduled-tasks/%s" % _seg(scheduled_task_id), json=body)
 
     def delete_scheduled_task(self, scheduled_task_id: str) -> Json:
@@ -480,10 +486,16 @@ class PrewarmClient:
         """One policy, with its coverage and last runs."""
         return self._request("GET", "/api/v1/keep-warm/%s" % _seg(policy_id))
 
-    def update_keep_warm_policy(self, policy_id: str, **fields: Any) -> Json:
+    def update_keep_warm_policy(
+        self, policy_id: str, clear_from_workload: bool = False, **fields: Any
+    ) -> Json:
         """Changes the given fields (snake_case or camelCase); ``remove_taint=""``
-        turns gating off. Returns the updated policy."""
+        turns gating off; ``clear_from_workload=True`` sends ``fromWorkload: null``
+        (the policy stops taking images and nodes from a workload). Returns the
+        updated policy."""
         body = _camel(fields, _POLICY_FIELDS)
+        if clear_from_workload:
+            body["fromWorkload"] = None
         return self._request("PUT", "/api/v1/keep-warm/%s" % _seg(policy_id), json=body)
 
     def delete_keep_warm_policy(self, policy_id: str) -> Json:

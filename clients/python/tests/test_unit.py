@@ -64,6 +64,20 @@ def test_task_options_are_sent_in_camel_case():
     assert body == {"images": ["nginx"], "registryPullRate": {"ghcr.io": "600/1m"}}
 
 
+def test_updates_can_clear_from_workload(monkeypatch):
+    client = prewarm_client.PrewarmClient("http://127.0.0.1:1")
+    sent = []
+    monkeypatch.setattr(client, "_request", lambda method, path, json=None: sent.append(json) or {})
+    client.update_keep_warm_policy("p", images=["nginx"], clear_from_workload=True)
+    client.update_keep_warm_policy("p", images=["nginx"])
+    client.update_scheduled_task("s", task_config={"batchSize": 2}, clear_from_workload=True)
+    assert sent == [
+        {"images": ["nginx"], "fromWorkload": None},
+        {"images": ["nginx"]},
+        {"taskConfig": {"batchSize": 2, "fromWorkload": None}},
+    ]
+
+
 def test_ca_bundle_comes_from_the_argument_or_the_environment(tmp_path, monkeypatch):
     bundle = tmp_path / "ca.pem"
     bundle.write_text("-----BEGIN CERTIFICATE-----\n")

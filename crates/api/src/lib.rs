@@ -134,6 +134,35 @@ pub struct WorkloadRef {
     pub name: String,
 }
 
+impl WorkloadRef {
+    /// `Kind/namespace/name` (the `fromWorkload` query parameter and CLI flag
+    /// form) → a reference; names are checked where it is used.
+    pub fn parse(raw: &str) -> Result<WorkloadRef, String> {
+        let mut parts = raw.splitn(3, '/');
+        let (Some(kind), Some(namespace), Some(name)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(format!("expected Kind/namespace/name, got {raw:?}"));
+        };
+        let kind = match kind {
+            "Deployment" => WorkloadKind::Deployment,
+            "StatefulSet" => WorkloadKind::StatefulSet,
+            "DaemonSet" => WorkloadKind::DaemonSet,
+            "Job" => WorkloadKind::Job,
+            "CronJob" => WorkloadKind::CronJob,
+            other => {
+                return Err(format!(
+                    "unknown kind {other:?}; use Deployment, StatefulSet, DaemonSet, Job or CronJob"
+                ))
+            }
+        };
+        Ok(WorkloadRef {
+            kind,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        })
+    }
+}
+
 /// One requirement of a node selector term (`matchExpressions` / `matchFields`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -2,12 +2,13 @@
 //! policy endpoints of docs/api.md "Keep-warm policies".
 
 use clap::{Args, Subcommand};
+use prewarm_api::WorkloadRef;
 use reqwest::Method;
 use serde_json::{json, Map, Value};
 
 use crate::client::{CliError, EXIT_OK};
 use crate::output::{self, cell, fields, table};
-use crate::task::plan_details;
+use crate::task::{plan_details, workload_cell};
 use crate::{parse_key_value, segment, Connection};
 
 const BASE: &str = "/api/v1/keep-warm";
@@ -29,7 +30,7 @@ pub enum KeepWarmCommand {
     /// Keep IMAGE… on every matching node, including nodes that join later.
     Create {
         /// Image references.
-        #[arg(required = true, value_name = "IMAGE")]
+        #[arg(required_unless_present = "from_workload", value_name = "IMAGE")]
         images: Vec<String>,
         /// Name (required).
         #[arg(long)]
@@ -71,6 +72,9 @@ pub enum KeepWarmCommand {
         /// Targeting and pull settings.
         #[command(flatten)]
         policy: PolicyFlags,
+        /// Stop taking images and nodes from a workload (sends `fromWorkload: null`).
+        #[arg(long, conflicts_with = "from_workload")]
+        clear_from_workload: bool,
     },
     /// Delete a policy (a run still going finishes).
     Delete {
@@ -116,6 +120,11 @@ pub struct PolicyFlags {
     /// NoSchedule taint KEY removed from a node once it holds every image ("" turns it off).
     #[arg(long, value_name = "KEY")]
     pub remove_taint: Option<String>,
+    /// Take images (before IMAGE…), node constraints and pull secrets from this
+    /// workload's pod template (Deployment, StatefulSet, DaemonSet, Job or
+    /// CronJob), read at every run.
+    #[arg(long, value_name = "KIND/NAMESPACE/NAME", value_parser = WorkloadRef::parse)]
+    pub from_workload: Option<WorkloadRef>,
 }
 
 impl PolicyFlags {
@@ -147,6 +156,9 @@ impl PolicyFlags {
         if let Some(v) = &self.remove_taint {
             put("removeTaint", json!(v));
         }
+        if let Some(w) = &self.from_workload {
+            put("fromWorkload", json!(w));
+        }
     }
 }
 
@@ -166,7 +178,9 @@ pub async fn run(args: KeepWarmArgs) -> Result<u8, CliError> {
         } => {
             let mut body = Map::new();
             body.insert("name".into(), json!(name));
-            body.insert("images".into(), json!(images));
+            if !images.is_empty() {
+                body.insert("images".into(), json!(images));
+            }
             if disabled {
                 body.insert("enabled".into(), json!(false));
             }
@@ -201,8 +215,12 @@ pub async fn run(args: KeepWarmArgs) -> Result<u8, CliError> {
             images,
             name,
             policy,
+            clear_from_workload,
         } => {
             let mut body = Map::new();
+            if clear_from_workload {
+                body.insert("fromWorkload".into(), Value::Null);
+            }
             if !images.is_empty() {
                 body.insert("images".into(), json!(images));
             }
@@ -301,7 +319,7 @@ fn policy_details(p: &Value) -> String {
         ("Images", cell(&p["images"])),
         ("Selector", cell(&p["nodeSelector"])),
         ("Nodes", cell(&p["nodeNames"])),
-        ("From workload", cell(&p["fromWorkload"])),
+        ("From workload", workload_cell(&p["fromWorkload"])),
         ("Remove taint", cell(&p["removeTaint"])),
         ("Warm nodes", coverage_cell(p)),
         ("Cold nodes", cell(&p["coverage"]["coldNodes"])),

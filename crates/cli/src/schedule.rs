@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 
 use crate::client::{CliError, EXIT_OK};
 use crate::output::{self, cell, fields, page_table};
-use crate::task::{follow_to_end, TaskConfigFlags};
+use crate::task::{follow_to_end, workload_cell, TaskConfigFlags};
 use crate::{segment, Connection};
 
 const BASE: &str = "/api/v1/scheduled-tasks";
@@ -29,14 +29,14 @@ pub enum ScheduleCommand {
     /// Create a scheduled task pulling IMAGE… on a cron schedule.
     Create {
         /// Image references of the task config.
-        #[arg(required = true, value_name = "IMAGE")]
+        #[arg(required_unless_present = "from_workload", value_name = "IMAGE")]
         images: Vec<String>,
         /// Schedule settings.
         #[command(flatten)]
         schedule: ScheduleFlags,
         /// Settings of the tasks it creates.
         #[command(flatten)]
-        config: TaskConfigFlags,
+        config: Box<TaskConfigFlags>,
     },
     /// List scheduled tasks.
     List {
@@ -64,7 +64,10 @@ pub enum ScheduleCommand {
         schedule: ScheduleUpdateFlags,
         /// Settings of the tasks it creates.
         #[command(flatten)]
-        config: TaskConfigFlags,
+        config: Box<TaskConfigFlags>,
+        /// Stop taking the tasks' images and nodes from a workload (sends `fromWorkload: null`).
+        #[arg(long, conflicts_with = "from_workload")]
+        clear_from_workload: bool,
     },
     /// Delete a scheduled task.
     Delete {
@@ -183,7 +186,12 @@ fn create_body(images: &[String], s: &ScheduleFlags, config: &TaskConfigFlags) -
     Value::Object(body)
 }
 
-fn update_body(images: &[String], s: &ScheduleUpdateFlags, config: &TaskConfigFlags) -> Value {
+fn update_body(
+    images: &[String],
+    s: &ScheduleUpdateFlags,
+    config: &TaskConfigFlags,
+    clear_from_workload: bool,
+) -> Value {
     let mut body = Map::new();
     let optional = [
         ("name", s.name.as_ref().map(|v| json!(v))),
@@ -202,7 +210,10 @@ fn update_body(images: &[String], s: &ScheduleUpdateFlags, config: &TaskConfigFl
             body.insert(k.into(), v);
         }
     }
-    let task_config = config.to_json(images);
+    let mut task_config = config.to_json(images);
+    if clear_from_workload {
+        task_config.insert("fromWorkload".into(), Value::Null);
+    }
     if !task_config.is_empty() {
         body.insert("taskConfig".into(), Value::Object(task_config));
     }
@@ -241,8 +252,9 @@ pub async fn run(args: ScheduleArgs) -> Result<u8, CliError> {
             images,
             schedule,
             config,
+            clear_from_workload,
         } => {
-            let body = update_body(&images, &schedule, &config);
+            let body = update_body(&images, &schedule, &config, clear_from_workload);
             if body.as_object().is_some_and(Map::is_empty) {
                 return Err(CliError::Usage(
                     "nothing to update: give at least one flag".to_owned(),
@@ -351,6 +363,7 @@ fn schedule_details(s: &Value) -> String {
         ("Timeout (s)", cell(&s["timeoutSeconds"])),
         ("Images", cell(&config["images"])),
         ("Selector", cell(&config["nodeSelector"])),
+        ("From workload", workload_cell(&config["fromWorkload"])),
         ("Next run", cell(&s["nextExecutionAt"])),
         ("Last run", cell(&s["lastExecutionAt"])),
         ("Created", cell(&s["createdAt"])),
@@ -388,6 +401,7 @@ fn execution_table(list: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prewarm_api::WorkloadRef;
 
     #[test]
     fn update_sends_only_what_was_given() {
@@ -405,8 +419,25 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            update_body(&[], &flags, &config),
+            update_body(&[], &flags, &config, false),
             json!({"cronExpr": "@daily", "taskConfig": {"batchSize": 3}})
+        );
+        let none = ScheduleUpdateFlags {
+            cron: None,
+            ..flags
+        };
+        assert_eq!(
+            update_body(&[], &none, &TaskConfigFlags::default(), true),
+            json!({"taskConfig": {"fromWorkload": null}}),
+            "--clear-from-workload sends null"
+        );
+        let set = TaskConfigFlags {
+            from_workload: Some(WorkloadRef::parse("CronJob/ops/nightly").unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(
+            update_body(&[], &none, &set, false),
+            json!({"taskConfig": {"fromWorkload": {"kind": "CronJob", "namespace": "ops", "name": "nightly"}}})
         );
     }
 

@@ -1,7 +1,7 @@
 //! `task create|get|list|cancel|watch`.
 
 use clap::{Args, Subcommand};
-use prewarm_api::{Task, TaskStatus};
+use prewarm_api::{Task, TaskStatus, WorkloadRef};
 use reqwest::Method;
 use serde_json::{json, Map, Value};
 
@@ -26,11 +26,11 @@ pub enum TaskCommand {
     /// Create a task pulling IMAGE… onto the matching nodes.
     Create {
         /// Image references (`nginx:1.25`, `registry:5000/app@sha256:…`).
-        #[arg(required = true, value_name = "IMAGE")]
+        #[arg(required_unless_present = "from_workload", value_name = "IMAGE")]
         images: Vec<String>,
         /// Task settings.
         #[command(flatten)]
-        config: TaskConfigFlags,
+        config: Box<TaskConfigFlags>,
         /// Follow the task to its end with a progress bar; the exit code tells how it ended.
         #[arg(long, conflicts_with = "dry_run")]
         wait: bool,
@@ -131,6 +131,11 @@ pub struct TaskConfigFlags {
     /// ghcr.io=600/1m; repeatable), instead of the service's --registry-pull-rate.
     #[arg(long = "registry-pull-rate", value_name = "HOST=N/DURATION", value_parser = crate::parse_key_value)]
     pub registry_pull_rates: Vec<(String, String)>,
+    /// Take images (before IMAGE…), node constraints and pull secrets from this
+    /// workload's pod template (Deployment, StatefulSet, DaemonSet, Job or
+    /// CronJob), read when the task starts.
+    #[arg(long, value_name = "KIND/NAMESPACE/NAME", value_parser = WorkloadRef::parse)]
+    pub from_workload: Option<WorkloadRef>,
 }
 
 impl TaskConfigFlags {
@@ -184,6 +189,9 @@ impl TaskConfigFlags {
                 "registryPullRate",
                 crate::selector_json(&self.registry_pull_rates),
             );
+        }
+        if let Some(w) = &self.from_workload {
+            put("fromWorkload", json!(w));
         }
         body
     }
@@ -453,6 +461,19 @@ pub(crate) fn plan_details(p: &Value) -> String {
     out
 }
 
+/// `Kind/namespace/name` of a `fromWorkload` value ("-" without one).
+pub fn workload_cell(w: &Value) -> String {
+    if w.is_null() {
+        return "-".to_owned();
+    }
+    format!(
+        "{}/{}/{}",
+        cell(&w["kind"]),
+        cell(&w["namespace"]),
+        cell(&w["name"])
+    )
+}
+
 fn task_details(t: &Value) -> String {
     let p = &t["progress"];
     let mut pairs = vec![
@@ -475,6 +496,22 @@ fn task_details(t: &Value) -> String {
         ("Started", cell(&t["startedAt"])),
         ("Finished", cell(&t["finishedAt"])),
     ];
+    if !t["fromWorkload"].is_null() {
+        pairs.push(("From workload", workload_cell(&t["fromWorkload"])));
+    }
+    let resolved = &t["resolvedWorkload"];
+    if !resolved.is_null() {
+        pairs.push((
+            "Workload read",
+            format!(
+                "{} (generation {}, resourceVersion {}, {} nodes)",
+                cell(&resolved["resolvedAt"]),
+                cell(&resolved["generation"]),
+                cell(&resolved["resourceVersion"]),
+                cell(&resolved["selectedNodes"])
+            ),
+        ));
+    }
     if !t["reason"].is_null() {
         pairs.push(("Reason", cell(&t["reason"])));
         pairs.push(("Error", cell(&t["errorMessage"])));

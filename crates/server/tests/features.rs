@@ -680,6 +680,60 @@ images:
     assert!(message.contains("gone does not exist"), "{message}");
     assert_eq!(gone.progress.total_nodes, 0, "nothing was pulled for it");
     assert_eq!(status(&svc.wait_end(&blocker, LONG).await), "completed");
+
+    // The CLI names a workload on a schedule and a (disabled) policy, and clears it.
+    let app = format!("Deployment/{apps}/app");
+    let json_of = |out: std::process::Output| -> Value {
+        assert!(out.status.success(), "{}", show(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let schedule = json_of(
+        prewarm(
+            &svc,
+            &["schedule", "create", "--name", "late", "--cron", "@yearly"]
+                .into_iter()
+                .chain(["--from-workload", &app, "-o", "json"])
+                .collect::<Vec<_>>(),
+        )
+        .await,
+    );
+    assert_eq!(schedule["taskConfig"]["fromWorkload"], from("app"));
+    let id = schedule["id"].as_str().unwrap();
+    let clear = [
+        "--clear-from-workload",
+        "--image",
+        "late/plain:1",
+        "-o",
+        "json",
+    ];
+    let args: Vec<&str> = ["schedule", "update", id]
+        .into_iter()
+        .chain(clear)
+        .collect();
+    let schedule = json_of(prewarm(&svc, &args).await);
+    assert!(
+        schedule["taskConfig"]["fromWorkload"].is_null(),
+        "{schedule}"
+    );
+    let policy = json_of(
+        prewarm(
+            &svc,
+            &["keep-warm", "create", "--name", "late", "--disabled"]
+                .into_iter()
+                .chain(["--from-workload", &app, "-o", "json"])
+                .collect::<Vec<_>>(),
+        )
+        .await,
+    );
+    assert_eq!(policy["fromWorkload"], from("app"));
+    let id = policy["id"].as_str().unwrap();
+    let args: Vec<&str> = ["keep-warm", "update", id]
+        .into_iter()
+        .chain(clear)
+        .collect();
+    let policy = json_of(prewarm(&svc, &args).await);
+    assert!(policy["fromWorkload"].is_null(), "{policy}");
+    assert_eq!(policy["images"], json!(["late/plain:1"]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

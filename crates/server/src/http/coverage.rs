@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use axum::extract::State;
 use axum::Json;
-use prewarm_api::{Coverage, CreateTaskRequest, ErrorBody, WorkloadKind, WorkloadRef};
+use prewarm_api::{Coverage, CreateTaskRequest, ErrorBody, WorkloadRef};
 
 use super::error::ApiError;
 use super::extract::QueryParams;
@@ -40,7 +40,7 @@ pub async fn get(
     State(state): State<AppState>,
     params: QueryParams,
 ) -> Result<Json<Coverage>, ApiError> {
-    let workload = params.parse("fromWorkload", parse_workload)?;
+    let workload = params.parse("fromWorkload", WorkloadRef::parse)?;
     let images = params.parse("images", parse_images)?;
     let selector = params
         .parse("nodeSelector", parse_selector)?
@@ -90,32 +90,6 @@ pub async fn get(
         group_by.as_deref(),
         &state.image_keys,
     )))
-}
-
-/// `Kind/namespace/name` → a workload reference.
-pub fn parse_workload(raw: &str) -> Result<WorkloadRef, String> {
-    let mut parts = raw.splitn(3, '/');
-    let (Some(kind), Some(namespace), Some(name)) = (parts.next(), parts.next(), parts.next())
-    else {
-        return Err(format!("expected Kind/namespace/name, got {raw:?}"));
-    };
-    let kind = match kind {
-        "Deployment" => WorkloadKind::Deployment,
-        "StatefulSet" => WorkloadKind::StatefulSet,
-        "DaemonSet" => WorkloadKind::DaemonSet,
-        "Job" => WorkloadKind::Job,
-        "CronJob" => WorkloadKind::CronJob,
-        other => {
-            return Err(format!(
-                "unknown kind {other:?}; use Deployment, StatefulSet, DaemonSet, Job or CronJob"
-            ))
-        }
-    };
-    Ok(WorkloadRef {
-        kind,
-        namespace: namespace.to_owned(),
-        name: name.to_owned(),
-    })
 }
 
 /// `a,b,c` → distinct image references.
@@ -169,13 +143,15 @@ mod tests {
         );
         assert!(parse_selector("novalue").is_err());
         assert_eq!(
-            parse_workload("DaemonSet/kube-system/agent").unwrap().kind,
-            WorkloadKind::DaemonSet
+            WorkloadRef::parse("DaemonSet/kube-system/agent")
+                .unwrap()
+                .kind,
+            prewarm_api::WorkloadKind::DaemonSet
         );
-        assert!(parse_workload("Pod/default/x")
+        assert!(WorkloadRef::parse("Pod/default/x")
             .unwrap_err()
             .contains("unknown kind"));
-        assert!(parse_workload("Deployment/x").is_err());
+        assert!(WorkloadRef::parse("Deployment/x").is_err());
         assert!(parse_selector("a=b c").is_err());
     }
 }
