@@ -26,6 +26,8 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Patch, PatchParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
@@ -359,9 +361,18 @@ impl Leadership {
     pub async fn acquire(&self, stop: &CancellationToken) -> Option<CancellationToken> {
         let mut delay = Duration::from_millis(200);
         loop {
+            let started = Instant::now();
             let attempt = async {
                 let manager = self.manager().await?;
-                manager.changed().await
+                let won = manager.changed().await?;
+                if won && self.writes.last().is_none_or(|w| w < started) {
+                    // The Lease named this replica already (a restart, a term
+                    // lost to failed renewals) and the manager took it as it
+                    // was: renew it before leading, so the term counts from a
+                    // write and not from a Lease that may have run out.
+                    self.renew_own().await?;
+                }
+                anyhow::Ok(won)
             };
             tokio::select! {
                 () = stop.cancelled() => return None,
@@ -380,7 +391,7 @@ impl Leadership {
                     }
                     Ok(false) => {}
                     Err(err) => {
-                        tracing::warn!(error = %err, "competing for the Lease");
+                        tracing::warn!(error = format!("{err:#}"), "competing for the Lease");
                         self.forget_manager().await;
                         tokio::select! {
                             () = stop.cancelled() => return None,
@@ -391,6 +402,33 @@ impl Leadership {
                 },
             }
         }
+    }
+
+    /// Renews the Lease as this replica holds it now, on condition that
+    /// nobody changed it since it was read (its resourceVersion).
+    async fn renew_own(&self) -> anyhow::Result<()> {
+        let lease = self.api.get(&self.name).await?;
+        let holder = lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.as_deref());
+        anyhow::ensure!(
+            holder == Some(self.state.replica()),
+            "the Lease is held by {holder:?} now"
+        );
+        let patch = serde_json::json!({
+            "metadata": { "resourceVersion": lease.metadata.resource_version },
+            "spec": {
+                "renewTime": MicroTime(k8s_openapi::jiff::Timestamp::now()),
+                "leaseDurationSeconds": self.timing.duration.as_secs(),
+            },
+        });
+        self.api
+            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .context("renewing this replica's Lease")?;
+        tracing::info!(replica = %self.state.replica(), "the Lease named this replica already; renewed it before leading");
+        Ok(())
     }
 
     /// Renews the Lease until it is lost or `stop` is cancelled. A failed
@@ -682,7 +720,6 @@ mod tests {
     #[test]
     fn only_an_unexpired_holder_counts() {
         use k8s_openapi::api::coordination::v1::LeaseSpec;
-        use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
         let now = SystemTime::now();
         let lease = |holder: Option<&str>, renewed_secs_ago: u64| Lease {
             spec: Some(LeaseSpec {

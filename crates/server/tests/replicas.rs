@@ -689,6 +689,12 @@ async fn a_single_instance_cut_off_from_its_lease_leads_again_and_finishes_the_t
         2,
         "{log}"
     );
+    // It led again only after renewing the Lease that still named it.
+    let renewed = log.find("renewed it before leading").expect(&log);
+    assert!(
+        renewed < log.rfind("leading: running the engine").unwrap(),
+        "{log}"
+    );
     pulls_per_node(&pods, nodes, 1);
     wait_no_pods(ns, LONG).await;
 }
