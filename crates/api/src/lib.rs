@@ -384,6 +384,29 @@ pub struct TaskPlan {
     /// speed), slowest first: the task starts them first.
     #[serde(default)]
     pub slowest_nodes: Vec<PlannedNode>,
+    /// What the pulls ask of each registry host, by host; a paced host's
+    /// wait is part of `etaSeconds` (which is at least the longest wait).
+    #[serde(default)]
+    pub registries: Vec<PlannedRegistry>,
+}
+
+/// What a plan's pulls ask of one registry host.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedRegistry {
+    /// Registry host as the kubelet counts it (`docker.io` for bare names).
+    pub host: String,
+    /// Nodes that would pull from it (each takes one of its pull tokens).
+    pub nodes: u32,
+    /// (node, image) pulls from it.
+    pub pulls: u32,
+    /// Its pull rate `N/DURATION` when paced: the task's `registryPullRate`
+    /// for the host, else the service's `--registry-pull-rate`; null when not paced.
+    pub pull_rate: Option<String>,
+    /// Seconds until the last of its nodes may start at that rate, its tokens
+    /// all free to begin with (other tasks' pulls and a 429 backoff can add
+    /// to it); 0 when not paced or when the rate covers every node at once.
+    pub wait_seconds: f64,
 }
 
 /// A node of a plan with its learned pull speed.

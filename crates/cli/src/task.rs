@@ -424,6 +424,26 @@ pub(crate) fn plan_details(p: &Value) -> String {
         .collect();
     out.push('\n');
     out.push_str(&table(&["IMAGE", "NODES WITH IT", "PULLS NEEDED"], &rows));
+    let registries = list(&p["registries"]);
+    if !registries.is_empty() {
+        let rows: Vec<Vec<String>> = registries
+            .iter()
+            .map(|r| {
+                vec![
+                    cell(&r["host"]),
+                    cell(&r["nodes"]),
+                    cell(&r["pulls"]),
+                    r["pullRate"].as_str().unwrap_or("not paced").to_owned(),
+                    format!("{}s", cell(&r["waitSeconds"])),
+                ]
+            })
+            .collect();
+        out.push('\n');
+        out.push_str(&table(
+            &["REGISTRY", "NODES", "PULLS", "PULL RATE", "WAIT"],
+            &rows,
+        ));
+    }
     let slowest = list(&p["slowestNodes"]);
     if !slowest.is_empty() {
         out.push_str(&format!(
@@ -699,5 +719,27 @@ mod tests {
         assert!(slow < fast, "{out}");
         let row = out.lines().nth(slow).unwrap();
         assert!(row.contains("12.0s") && row.contains("24.0s"), "{out}");
+    }
+
+    #[test]
+    fn a_plan_has_a_line_per_registry() {
+        let p = json!({
+            "selectedNodes": 40, "selectedNodeNames": [], "skippedByReason": {},
+            "jobs": 40, "pullsNeeded": 80, "apiWrites": 80, "etaSeconds": 60.0, "images": [],
+            "registries": [
+                {"host": "fast.example", "nodes": 40, "pulls": 40, "pullRate": null, "waitSeconds": 0.0},
+                {"host": "paced.example", "nodes": 40, "pulls": 40, "pullRate": "20/1m", "waitSeconds": 60.0}
+            ]
+        });
+        let out = plan_details(&p);
+        let line = |host: &str| {
+            out.lines()
+                .find(|l| l.starts_with(host))
+                .unwrap()
+                .to_owned()
+        };
+        assert!(line("paced.example").contains("20/1m"), "{out}");
+        assert!(line("paced.example").contains("60"), "{out}");
+        assert!(line("fast.example").contains("not paced"), "{out}");
     }
 }

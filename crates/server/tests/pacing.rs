@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use kube_sim::testing::most_served_in_any;
-use serde_json::json;
+use serde_json::{json, Value};
 
 const LONG: Duration = Duration::from_secs(240);
 const MINUTE: Duration = Duration::from_secs(60);
@@ -29,13 +29,31 @@ preloaded:
 "#);
     let ns = "t-pacing";
     let svc = Service::start_flags(ns, &["--registry-pull-rate", "paced.example=20/1m"]);
-    let id = svc
-        .create(json!({
-            "images": ["paced.example/app:1", "fast.example/tool:1"],
-            "nodeSelector": {"suite": "pacing"},
-            "batchSize": 50
-        }))
-        .await;
+    let body = json!({
+        "images": ["paced.example/app:1", "fast.example/tool:1"],
+        "nodeSelector": {"suite": "pacing"},
+        "batchSize": 50
+    });
+    // The plan shows what each registry is asked: the paced one's 40 nodes
+    // at 20/1m start over a minute, and the ETA waits for them.
+    let mut plan = Value::Null;
+    wait_for("a plan over the 200 nodes", LONG, async || {
+        let url = format!("{}/api/v1/tasks?dryRun=true", svc.url);
+        let answer = http().post(url).json(&body).send().await.unwrap();
+        plan = answer.json().await.unwrap();
+        plan["selectedNodes"] == 200 && plan["pullsNeeded"] == 240
+    })
+    .await;
+    assert_eq!(
+        plan["registries"],
+        json!([
+            {"host": "fast.example", "nodes": 200, "pulls": 200, "pullRate": null, "waitSeconds": 0.0},
+            {"host": "paced.example", "nodes": 40, "pulls": 40, "pullRate": "20/1m", "waitSeconds": 60.0}
+        ]),
+        "{plan}"
+    );
+    assert!(plan["etaSeconds"].as_f64() >= Some(60.0), "{plan}");
+    let id = svc.create(body).await;
     // The other registry's nodes all finish while the paced ones wait for tokens.
     let midway = svc
         .wait_until(&id, LONG, |t| {

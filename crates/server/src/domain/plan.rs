@@ -5,10 +5,12 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use prewarm_api::{PlannedImage, PlannedNode, PlannedSkip, PullPolicy, TaskPlan};
+use prewarm_api::{PlannedImage, PlannedNode, PlannedRegistry, PlannedSkip, PullPolicy, TaskPlan};
+use tokio::time::Instant;
 
 use super::image_ref::matches_node_image;
 use super::node_speed::{self, longest_first, makespan, NodeSpeed};
+use super::pacing::{Bucket, HostRate};
 use super::selection::{DiskCheck, DiskMargin, Fit, Targeting};
 use super::task::TaskSpec;
 use crate::cluster::NodeInfo;
@@ -59,6 +61,8 @@ pub fn plan(
     let mut skipped: BTreeMap<String, u32> = BTreeMap::new();
     // (node, pulls) of every node that would get a Job.
     let mut pulling: Vec<(&str, u32)> = Vec::new();
+    // Per registry host: (nodes, pulls).
+    let mut registries: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
     let mut skip = |plan: &mut TaskPlan, node: &str, reason: &str, message: Option<String>| {
         *skipped.entry(reason.to_owned()).or_default() += 1;
         if plan.skipped_node_details.len() < PLAN_LIST_LIMIT {
@@ -91,10 +95,19 @@ pub fn plan(
                     continue;
                 }
                 let mut pulls = 0;
-                for (planned, &there) in plan.images.iter_mut().zip(&present) {
+                let mut hosts: Vec<&str> = Vec::new();
+                for ((planned, &there), image) in
+                    plan.images.iter_mut().zip(&present).zip(&spec.images)
+                {
                     if !(there && spec.pull_policy == PullPolicy::IfNotPresent) {
                         planned.pulls_needed += 1;
                         pulls += 1;
+                        let host = image.registry();
+                        registries.entry(host).or_default().1 += 1;
+                        if !hosts.contains(&host) {
+                            hosts.push(host);
+                            registries.entry(host).or_default().0 += 1;
+                        }
                     }
                 }
                 if pulls == 0 {
@@ -108,6 +121,15 @@ pub fn plan(
         }
     }
     plan.skipped_by_reason = skipped;
+    plan.registries = registries
+        .into_iter()
+        .map(|(host, (nodes, pulls))| PlannedRegistry {
+            host: host.to_owned(),
+            nodes,
+            pulls,
+            ..Default::default()
+        })
+        .collect();
     plan.api_writes = plan.jobs * 2;
     plan.eta_seconds = if plan.jobs == 0 {
         Some(0.0)
@@ -118,6 +140,42 @@ pub fn plan(
         .eta_seconds
         .map(|s| now + chrono::Duration::milliseconds((s * 1000.0) as i64));
     plan
+}
+
+/// Registry pacing in `plan` (of `spec`): the rate of each paced host (the
+/// task's `registryPullRate`, else the service's `--registry-pull-rate`) and
+/// how long until its last node may start, its tokens all free to begin
+/// with. The ETA is at least the longest of those waits, as a running task's
+/// is.
+pub fn pace(plan: &mut TaskPlan, spec: &TaskSpec, service: &[HostRate], now: DateTime<Utc>) {
+    let mono = Instant::now();
+    let mut longest = 0.0_f64;
+    for registry in &mut plan.registries {
+        let rate = spec
+            .registry_pull_rates
+            .get(&registry.host)
+            .copied()
+            .or_else(|| {
+                service
+                    .iter()
+                    .find(|s| s.host == registry.host)
+                    .map(|s| s.rate)
+            });
+        let Some(rate) = rate else {
+            continue;
+        };
+        registry.pull_rate = Some(rate.to_string());
+        registry.wait_seconds = Bucket::new(rate)
+            .time_for(u64::from(registry.nodes), mono)
+            .as_secs_f64();
+        longest = longest.max(registry.wait_seconds);
+    }
+    if longest > 0.0 {
+        let eta = plan.eta_seconds.map_or(longest, |e| e.max(longest));
+        plan.eta_seconds = Some(eta);
+        plan.estimated_completion =
+            Some(now + chrono::Duration::milliseconds((eta * 1000.0) as i64));
+    }
 }
 
 /// The ETA of the nodes that would pull (`(name, pulls)`, by name): each
@@ -204,6 +262,46 @@ mod tests {
     fn spec(body: serde_json::Value) -> TaskSpec {
         let req: CreateTaskRequest = serde_json::from_value(body).unwrap();
         TaskSpec::from_request(req).unwrap()
+    }
+
+    #[test]
+    fn paced_registries_have_their_rate_and_wait_and_raise_the_eta() {
+        let nodes: Vec<NodeInfo> = (0..5).map(|i| node(&format!("n{i}"), &[])).collect();
+        let s = spec(serde_json::json!({
+            "images": ["nginx:1.25", "redis:7", "ghcr.io/team/app:1", "quay.io/org/tool:2"],
+            "registryPullRate": {"ghcr.io": "5/30s"}
+        }));
+        let mean = Speeds {
+            learned: None,
+            mean_node_seconds: Some(4.0),
+        };
+        let now = Utc::now();
+        let mut p = plan(&nodes, &s, DiskMargin::default(), mean, now);
+        assert_eq!(p.eta_seconds, Some(4.0));
+        let service: Vec<HostRate> = vec!["docker.io=2/1m".parse().unwrap()];
+        pace(&mut p, &s, &service, now);
+        let line = |host: &str| p.registries.iter().find(|r| r.host == host).unwrap();
+        let docker = line("docker.io");
+        assert_eq!((docker.nodes, docker.pulls), (5, 10), "one token per node");
+        assert_eq!(docker.pull_rate.as_deref(), Some("2/1m"));
+        assert_eq!(
+            docker.wait_seconds, 120.0,
+            "2 now, 2 a minute later, 1 after two"
+        );
+        let ghcr = line("ghcr.io");
+        assert_eq!(
+            ghcr.pull_rate.as_deref(),
+            Some("5/30s"),
+            "the task's own rate"
+        );
+        assert_eq!(ghcr.wait_seconds, 0.0, "five tokens for five nodes");
+        let quay = line("quay.io");
+        assert_eq!((quay.pull_rate.as_deref(), quay.wait_seconds), (None, 0.0));
+        assert_eq!(p.eta_seconds, Some(120.0), "the longest wait");
+        assert_eq!(
+            p.estimated_completion,
+            Some(now + chrono::Duration::seconds(120))
+        );
     }
 
     #[test]

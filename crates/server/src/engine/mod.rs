@@ -88,6 +88,7 @@ const WEBHOOK_RESUME_EVERY: Duration = Duration::from_secs(60);
 pub struct EngineHandle {
     notify: Arc<Notify>,
     disk_margin: DiskMargin,
+    registry_pull_rates: Arc<[HostRate]>,
 }
 
 impl EngineHandle {
@@ -99,6 +100,11 @@ impl EngineHandle {
     /// The disk margin the engine selects nodes with (for plans).
     pub fn disk_margin(&self) -> DiskMargin {
         self.disk_margin
+    }
+
+    /// `--registry-pull-rate`: the registry hosts the engine paces (for plans).
+    pub fn registry_pull_rates(&self) -> &[HostRate] {
+        &self.registry_pull_rates
     }
 }
 
@@ -218,6 +224,7 @@ impl Engine {
         EngineHandle {
             notify: self.notify.clone(),
             disk_margin: self.config.disk_margin,
+            registry_pull_rates: self.config.registry_pull_rates.clone().into(),
         }
     }
 

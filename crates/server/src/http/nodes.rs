@@ -12,7 +12,7 @@ use super::error::ApiError;
 use super::extract::{int_in_range, QueryParams};
 use super::AppState;
 use crate::cluster::NodeInfo;
-use crate::domain::plan::{plan, Speeds};
+use crate::domain::plan::{pace, plan, Speeds};
 use crate::domain::task::TaskSpec;
 
 /// Nodes listed when `limit` is not given.
@@ -74,7 +74,9 @@ pub(super) async fn dry_run_plan(
         learned: learned.as_ref(),
         mean_node_seconds: state.metrics.recent_node_pulls.mean(),
     };
-    plan(nodes, spec, state.engine.disk_margin(), speeds, now)
+    let mut plan = plan(nodes, spec, state.engine.disk_margin(), speeds, now);
+    pace(&mut plan, spec, state.engine.registry_pull_rates(), now);
+    plan
 }
 
 #[cfg(test)]
