@@ -96,5 +96,6 @@ export const api = {
   listPolicies: ({ limit = 10, offset = 0 } = {}) => request('GET', `/api/v1/keep-warm${query({ limit, offset })}`),
   enablePolicy: (id) => request('PUT', `/api/v1/keep-warm/${enc(id)}/enable`),
   disablePolicy: (id) => request('PUT', `/api/v1/keep-warm/${enc(id)}/disable`),
+  nodeStats: ({ limit = 20 } = {}) => request('GET', `/api/v1/nodes/stats${query({ limit })}`),
   listExecutions: (id, { limit = 10, offset = 0 } = {}) => request('GET', `/api/v1/scheduled-tasks/${enc(id)}/executions${query({ limit, offset })}`),
 };

@@ -10,6 +10,7 @@ import * as taskDetail from './views/task-detail.js';
 import * as schedules from './views/schedules.js';
 import * as coverage from './views/coverage.js';
 import * as keepWarm from './views/keep-warm.js';
+import * as nodes from './views/nodes.js';
 
 const main = document.getElementById('main');
 const userBox = document.getElementById('user');
@@ -104,6 +105,7 @@ const ROUTES = [
   [/^#\/schedules(?:\/([^/?]+))?(?:\/(edit))?$/, schedules, 'Schedules'],
   [/^#\/coverage$/, coverage, 'Coverage'],
   [/^#\/keep-warm$/, keepWarm, 'Keep-warm'],
+  [/^#\/nodes$/, nodes, 'Nodes'],
 ];
 
 async function render() {

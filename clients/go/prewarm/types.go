@@ -317,10 +317,11 @@ type PlannedImage struct {
 
 // NodeStats is one node's learned pull speed.
 type NodeStats struct {
-	Node           string    `json:"node"`
-	SecondsPerPull float64   `json:"secondsPerPull"`
-	Samples        int       `json:"samples"`
-	UpdatedAt      time.Time `json:"updatedAt"`
+	Node           string     `json:"node"`
+	SecondsPerPull float64    `json:"secondsPerPull"`
+	Samples        int        `json:"samples"`
+	UpdatedAt      time.Time  `json:"updatedAt"`
+	GoneSince      *time.Time `json:"goneSince,omitempty"`
 }
 
 // NodeStatsList is the answer of GET /api/v1/nodes/stats: slowest first.

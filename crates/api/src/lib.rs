@@ -1144,6 +1144,10 @@ pub struct NodeStats {
     pub samples: u64,
     /// When the last pull was measured.
     pub updated_at: DateTime<Utc>,
+    /// Since when the node is missing from the cluster (absent while it is
+    /// there); its speed is forgotten once it has been gone `--retention`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gone_since: Option<DateTime<Utc>>,
 }
 
 /// Body of `GET /api/v1/nodes/stats`: the slowest nodes first.

@@ -55,10 +55,14 @@ fn stats_table(answer: &Value) -> String {
                 format!("{:.2}", n["secondsPerPull"].as_f64().unwrap_or(0.0)),
                 cell(&n["samples"]),
                 cell(&n["updatedAt"]),
+                n["goneSince"].as_str().unwrap_or("-").to_owned(),
             ]
         })
         .collect();
-    let mut out = table(&["NODE", "SECONDS/PULL", "SAMPLES", "UPDATED"], &rows);
+    let mut out = table(
+        &["NODE", "SECONDS/PULL", "SAMPLES", "UPDATED", "GONE SINCE"],
+        &rows,
+    );
     out.push_str(&format!(
         "({} of {} nodes with a learned pull speed)\n",
         nodes.len(),
@@ -77,7 +81,8 @@ mod tests {
         let text = stats_table(&json!({
             "nodes": [
                 {"node": "slow-1", "secondsPerPull": 41.25, "samples": 3, "updatedAt": "2024-01-16T10:00:00Z"},
-                {"node": "fast-0", "secondsPerPull": 2.0, "samples": 1, "updatedAt": "2024-01-16T09:00:00Z"},
+                {"node": "fast-0", "secondsPerPull": 2.0, "samples": 1, "updatedAt": "2024-01-16T09:00:00Z",
+                 "goneSince": "2024-01-17T00:00:00Z"},
             ],
             "total": 7,
         }));
@@ -88,7 +93,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            lines[2].starts_with("fast-0") && lines[2].contains("2.00"),
+            lines[2].starts_with("fast-0")
+                && lines[2].contains("2.00")
+                && lines[2].ends_with("2024-01-17T00:00:00Z"),
             "{text}"
         );
         assert_eq!(lines[3], "(2 of 7 nodes with a learned pull speed)");

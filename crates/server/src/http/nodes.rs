@@ -50,6 +50,7 @@ pub async fn stats(
             seconds_per_pull: s.seconds_per_pull,
             samples: s.samples,
             updated_at: s.updated_at,
+            gone_since: s.gone_since,
         })
         .collect();
     Ok(Json(NodeStatsList { nodes, total }))

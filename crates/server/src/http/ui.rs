@@ -67,6 +67,7 @@ const ASSETS: &[Asset] = &[
     asset!("js/views/schedules.js", JS),
     asset!("js/views/coverage.js", JS),
     asset!("js/views/keep-warm.js", JS),
+    asset!("js/views/nodes.js", JS),
 ];
 
 /// Routes of the UI: `/` (the page) and `/ui/{path}` (its scripts, styles, icons).
