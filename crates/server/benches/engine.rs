@@ -410,6 +410,35 @@ async fn big_task(
     let id = v["taskId"].as_str().unwrap().to_owned();
     let task = wait_done(http, url, &id).await;
     let makespan = started.elapsed().as_secs_f64();
+    // The pull objects are deleted in the background after their nodes end:
+    // count the writes (and the CPU) once every create has its delete.
+    let kind = if run.pods() { "pods" } else { "jobs" };
+    let settled = Instant::now();
+    loop {
+        let received = writes_since(&received_before, &proxy.writes());
+        let count = |verb: &str| {
+            received
+                .get(&format!("{verb} {kind}"))
+                .copied()
+                .unwrap_or(0)
+        };
+        if count("DELETE") >= count("POST") {
+            break;
+        }
+        if settled.elapsed() > Duration::from_secs(300) {
+            println!(
+                "warning: {} of {} pull {kind} not deleted 300 s after the task ended",
+                count("POST") - count("DELETE"),
+                count("POST")
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "pull {kind} all deleted {:.1}s after the task ended",
+        settled.elapsed().as_secs_f64()
+    );
     let first_big_job_ms = job_seen
         .lock()
         .unwrap()
