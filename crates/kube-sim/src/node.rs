@@ -29,7 +29,7 @@ pub fn node_object(spec: &NodeSpec, state: &NodeState, now: Timestamp) -> Node {
         ("beta.kubernetes.io/arch".to_string(), "amd64".to_string()),
     ]);
     labels.extend(spec.labels.clone());
-    let taints = taints(spec, spec.ready);
+    let taints = taints(spec, spec.ready, spec.disk_pressure);
     let pod_cidr = {
         let h = hex_sha256(spec.name.as_bytes());
         let b = u8::from_str_radix(&h[..2], 16).unwrap_or(0);
@@ -67,7 +67,7 @@ pub const DISK_PRESSURE_TAINT: &str = "node.kubernetes.io/disk-pressure";
 /// while the node is not Ready and `node.kubernetes.io/disk-pressure:NoSchedule`
 /// while it is under DiskPressure. kube-sim maintains these itself because the
 /// local control plane runs without the node-lifecycle controller.
-pub fn taints(spec: &NodeSpec, ready: bool) -> Vec<Taint> {
+pub fn taints(spec: &NodeSpec, ready: bool, disk_pressure: bool) -> Vec<Taint> {
     let mut taints: Vec<Taint> = spec
         .taints
         .iter()
@@ -80,7 +80,7 @@ pub fn taints(spec: &NodeSpec, ready: bool) -> Vec<Taint> {
         .collect();
     let conditions = [
         (!ready, NOT_READY_TAINT),
-        (spec.disk_pressure, DISK_PRESSURE_TAINT),
+        (disk_pressure, DISK_PRESSURE_TAINT),
     ];
     for (_, key) in conditions.into_iter().filter(|(on, _)| *on) {
         taints.push(Taint {

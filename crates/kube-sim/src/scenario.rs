@@ -161,6 +161,9 @@ pub enum EventAction {
     DeleteNodes(GlobMatcher),
     /// Set the `Ready` condition of the matching nodes.
     SetReady(GlobMatcher, bool),
+    /// Set (or clear) the `DiskPressure` condition of the matching nodes, with
+    /// its `node.kubernetes.io/disk-pressure:NoSchedule` taint.
+    SetDiskPressure(GlobMatcher, bool),
     /// Register these nodes (a group with `joinAfter`).
     AddNodes(Vec<String>),
     /// From now on a tag resolves to another digest (pushed anew).
@@ -171,7 +174,8 @@ impl PartialEq for EventAction {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
             (EventAction::DeleteNodes(a), EventAction::DeleteNodes(b)) => a.glob() == b.glob(),
-            (EventAction::SetReady(a, x), EventAction::SetReady(b, y)) => {
+            (EventAction::SetReady(a, x), EventAction::SetReady(b, y))
+            | (EventAction::SetDiskPressure(a, x), EventAction::SetDiskPressure(b, y)) => {
                 a.glob() == b.glob() && x == y
             }
             (EventAction::AddNodes(a), EventAction::AddNodes(b)) => a == b,
@@ -286,7 +290,15 @@ struct EventFile {
     after: DurationText,
     delete_nodes: Option<String>,
     set_ready: Option<SetReadyFile>,
+    set_disk_pressure: Option<SetDiskPressureFile>,
     move_tag: Option<MoveTagFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct SetDiskPressureFile {
+    nodes: String,
+    disk_pressure: bool,
 }
 
 #[derive(Deserialize)]
@@ -439,10 +451,13 @@ impl Scenario {
             .enumerate()
             .map(|(i, e)| {
                 let after = duration(e.after)?;
-                let action = match (e.delete_nodes, e.set_ready, e.move_tag) {
-                    (Some(n), None, None) => EventAction::DeleteNodes(glob(&n)?),
-                    (None, Some(s), None) => EventAction::SetReady(glob(&s.nodes)?, s.ready),
-                    (None, None, Some(m)) => {
+                let action = match (e.delete_nodes, e.set_ready, e.set_disk_pressure, e.move_tag) {
+                    (Some(n), None, None, None) => EventAction::DeleteNodes(glob(&n)?),
+                    (None, Some(s), None, None) => EventAction::SetReady(glob(&s.nodes)?, s.ready),
+                    (None, None, Some(d), None) => {
+                        EventAction::SetDiskPressure(glob(&d.nodes)?, d.disk_pressure)
+                    }
+                    (None, None, None, Some(m)) => {
                         let image = ImageRef::parse(&m.image).map_err(|e| {
                             Error::Scenario(format!("events[{i}].moveTag.image: {e}"))
                         })?;
@@ -456,7 +471,7 @@ impl Scenario {
                     }
                     _ => {
                         return Err(Error::Scenario(format!(
-                            "events[{i}]: needs exactly one of deleteNodes, setReady, moveTag"
+                            "events[{i}]: needs exactly one of deleteNodes, setReady, setDiskPressure, moveTag"
                         )))
                     }
                 };
@@ -755,9 +770,21 @@ images:
 events:
   - after: 5s
     moveTag: {{image: "example.com/app:v1", digest: "{d2}"}}
+  - after: 6s
+    setDiskPressure: {{nodes: "sm*", diskPressure: true}}
+  - after: 7s
+    setDiskPressure: {{nodes: "small", diskPressure: false}}
 "#
         ))
         .unwrap();
+        let EventAction::SetDiskPressure(nodes, true) = &s.events[1].action else {
+            panic!("{:?}", s.events[1]);
+        };
+        assert!(nodes.is_match("small") && !nodes.is_match("full"));
+        assert!(matches!(
+            s.events[2].action,
+            EventAction::SetDiskPressure(_, false)
+        ));
         assert_eq!(s.nodes[0].ephemeral_storage.as_deref(), Some("1Gi"));
         assert!(!s.nodes[0].disk_pressure && s.nodes[1].disk_pressure);
         let tag = img("example.com/app:v1");

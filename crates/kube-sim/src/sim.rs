@@ -57,6 +57,10 @@ struct SimNode {
     state: Mutex<NodeState>,
     /// Deleted by a scenario event: its pods are no longer served.
     gone: AtomicBool,
+    /// Its `Ready` condition now (scenario events change it).
+    ready: AtomicBool,
+    /// Its `DiskPressure` condition now (scenario events change it).
+    disk_pressure: AtomicBool,
 }
 
 /// Shared by the watcher loop and every pod task.
@@ -84,6 +88,8 @@ pub async fn run(
                 spec: spec.clone(),
                 state: Mutex::new(NodeState::new(&spec.name, &scenario)),
                 gone: AtomicBool::new(false),
+                ready: AtomicBool::new(spec.ready),
+                disk_pressure: AtomicBool::new(spec.disk_pressure),
             };
             (spec.name.clone(), Arc::new(node))
         })
@@ -249,6 +255,37 @@ async fn flush_images(ctx: Arc<Context>, mut dirty: mpsc::UnboundedReceiver<Stri
     }
 }
 
+/// Applies `change` to the matching nodes still there and writes their
+/// conditions and condition taints (`Ready`, `DiskPressure`) as they now are.
+async fn set_conditions(
+    ctx: &Context,
+    api: &Api<Node>,
+    glob: &globset::GlobMatcher,
+    change: impl Fn(&SimNode),
+) {
+    let now = Timestamp::now();
+    for node in ctx.nodes.values() {
+        if !glob.is_match(&node.spec.name) || node.gone.load(Ordering::SeqCst) {
+            continue;
+        }
+        change(node);
+        let ready = node.ready.load(Ordering::SeqCst);
+        let pressure = node.disk_pressure.load(Ordering::SeqCst);
+        let status =
+            Patch::Merge(json!({ "status": { "conditions": conditions(ready, pressure, now) } }));
+        let spec =
+            Patch::Merge(json!({ "spec": { "taints": taints(&node.spec, ready, pressure) } }));
+        let pp = PatchParams::default();
+        let result = match api.patch_status(&node.spec.name, &pp, &status).await {
+            Ok(_) => api.patch(&node.spec.name, &pp, &spec).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::warn!(node = %node.spec.name, error = %e, "setting conditions");
+        }
+    }
+}
+
 async fn run_events(ctx: Arc<Context>) {
     let start = tokio::time::Instant::now();
     let api: Api<Node> = Api::all(ctx.client.clone());
@@ -276,25 +313,17 @@ async fn run_events(ctx: Arc<Context>) {
             }
             EventAction::SetReady(glob, ready) => {
                 tracing::info!(nodes = %glob.glob(), ready, "event: setting Ready");
-                let now = Timestamp::now();
-                for node in ctx.nodes.values() {
-                    if !glob.is_match(&node.spec.name) || node.gone.load(Ordering::SeqCst) {
-                        continue;
-                    }
-                    let status = Patch::Merge(
-                        json!({ "status": { "conditions": conditions(*ready, node.spec.disk_pressure, now) } }),
-                    );
-                    let spec =
-                        Patch::Merge(json!({ "spec": { "taints": taints(&node.spec, *ready) } }));
-                    let pp = PatchParams::default();
-                    let result = match api.patch_status(&node.spec.name, &pp, &status).await {
-                        Ok(_) => api.patch(&node.spec.name, &pp, &spec).await,
-                        Err(e) => Err(e),
-                    };
-                    if let Err(e) = result {
-                        tracing::warn!(node = %node.spec.name, error = %e, "setting Ready");
-                    }
-                }
+                set_conditions(&ctx, &api, glob, |node| {
+                    node.ready.store(*ready, Ordering::SeqCst)
+                })
+                .await;
+            }
+            EventAction::SetDiskPressure(glob, pressure) => {
+                tracing::info!(nodes = %glob.glob(), disk_pressure = pressure, "event: setting DiskPressure");
+                set_conditions(&ctx, &api, glob, |node| {
+                    node.disk_pressure.store(*pressure, Ordering::SeqCst)
+                })
+                .await;
             }
         }
     }

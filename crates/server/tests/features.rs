@@ -826,6 +826,85 @@ preloaded:
     }
 }
 
+/// When `node`'s DiskPressure condition last turned True, if it is True.
+async fn disk_pressure_since(node: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let client = cluster().kube_client().await;
+    let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client);
+    let n = api.get(node).await.unwrap();
+    let condition = n
+        .status?
+        .conditions?
+        .into_iter()
+        .find(|c| c.type_ == "DiskPressure" && c.status == "True")?;
+    let at = condition.last_transition_time?.0;
+    chrono::DateTime::from_timestamp(at.as_second(), 0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_coming_under_disk_pressure_mid_task_pull_nothing_after() {
+    // One node at a time, by name: dp-0 pulls for 20 s, the others in 1 s.
+    // 12 s after kube-sim is ready (dp-0 still pulling) dp-2 and dp-3 come
+    // under DiskPressure.
+    let _sim = sim(r#"
+timeScale: 0.05
+nodes:
+  - namePrefix: dp-
+    count: 4
+    labels: {suite: dp}
+images:
+  - match: "*"
+    nodes: "dp-0"
+    pullSeconds: 400
+  - match: "*"
+    pullSeconds: 20
+events:
+  - after: 12s
+    setDiskPressure: {nodes: "dp-{2,3}", diskPressure: true}
+"#);
+    let ns = "t-dp";
+    let svc = Service::start(ns);
+    let jobs = JobLog::watch(ns).await;
+    let id = svc
+        .create(json!({"images": ["example.com/dp/app:1"], "nodeSelector": {"suite": "dp"}, "batchSize": 1}))
+        .await;
+    let task = svc.wait_end(&id, LONG).await;
+    assert_eq!(status(&task), "completed", "{task:#?}");
+    let came = disk_pressure_since("dp-2")
+        .await
+        .expect("dp-2 under DiskPressure");
+    assert!(
+        task.started_at.expect("started") < came,
+        "the task started after the pressure came (service too slow to start?): {task:#?}"
+    );
+    assert_eq!(
+        task.progress.total_nodes, 4,
+        "selected before the pressure came"
+    );
+    assert_eq!(task.progress.completed_nodes, 2);
+    let skipped: Vec<(&str, &str)> = task
+        .skipped_node_details
+        .iter()
+        .map(|d| (d.node_name.as_str(), d.reason.as_str()))
+        .collect();
+    assert_eq!(
+        skipped,
+        [("dp-2", "DiskPressure"), ("dp-3", "DiskPressure")]
+    );
+    wait_no_jobs(ns, Duration::from_secs(30)).await;
+    assert_eq!(
+        jobs.per_node().keys().collect::<Vec<_>>(),
+        ["dp-0", "dp-1"],
+        "no Job on a node after it came under DiskPressure"
+    );
+    for node in ["dp-2", "dp-3"] {
+        let images = reported_images(node).await;
+        assert!(
+            !images.iter().any(|i| i.contains("dp/app")),
+            "{node} pulled nothing: {images:?}"
+        );
+    }
+}
+
 const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
 
