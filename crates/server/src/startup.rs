@@ -159,6 +159,9 @@ struct TermParts {
     history: HistoryLimits,
     /// Shared by every term's keep-warm controller, so the API's handle stays live.
     keep_warm: KeepWarmHandle,
+    /// The API's wake handles of the engine and the scheduler (the first
+    /// term's), shared by every later term.
+    wake: Option<(EngineHandle, SchedulerHandle)>,
 }
 
 /// What runs while this replica leads: the engine, the cron scheduler and
@@ -180,7 +183,7 @@ impl TermParts {
 
     /// A fresh engine, scheduler and keep-warm controller (nothing runs until their `run`).
     fn term(&self) -> Term {
-        let engine = Engine::new(
+        let mut engine = Engine::new(
             self.store.clone(),
             self.cluster.clone(),
             self.clock.clone(),
@@ -190,7 +193,10 @@ impl TermParts {
         .with_progress(self.progress.clone())
         .with_webhooks(self.webhooks.clone())
         .with_node_speeds(self.node_speeds.clone());
-        let scheduler = Scheduler::new(
+        if let Some((engine_wake, _)) = &self.wake {
+            engine = engine.with_handle(engine_wake);
+        }
+        let mut scheduler = Scheduler::new(
             self.schedules.clone(),
             self.store.clone(),
             engine.handle(),
@@ -198,6 +204,9 @@ impl TermParts {
         )
         .with_metrics(self.metrics.clone())
         .with_cluster(self.cluster.clone());
+        if let Some((_, scheduler_wake)) = &self.wake {
+            scheduler = scheduler.with_handle(scheduler_wake);
+        }
         let keep_warm = KeepWarm::new(
             self.policies.clone(),
             self.store.clone(),
@@ -381,7 +390,7 @@ impl Application {
             Some(config) => Webhooks::start(config, store.clone(), metrics.clone(), leader),
             None => Webhooks::disabled(),
         };
-        let terms = TermParts {
+        let mut terms = TermParts {
             store: store.clone(),
             schedules: schedules.clone(),
             cluster: cluster.clone(),
@@ -394,8 +403,10 @@ impl Application {
             keep_warm: KeepWarmHandle::new(),
             policies: policies.clone(),
             node_speeds: node_speeds.clone(),
+            wake: None,
         };
         let term = terms.term();
+        terms.wake = Some((term.0.handle(), term.1.handle()));
         let audit = operations.guard.audit.clone();
         let router = http::router_with_timeout(
             AppState {
@@ -801,6 +812,25 @@ mod tests {
     use super::*;
     use crate::cluster::fake::FakeCluster;
     use crate::testing::engine_config;
+
+    #[tokio::test]
+    async fn later_terms_hear_the_wakes_the_api_sends() {
+        let app = Application::build_with(
+            Arc::new(MemoryStore::new()),
+            Arc::new(FakeCluster::new()),
+            Arc::new(SystemClock),
+            Arc::new(Metrics::new()),
+            engine_config(),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+        let (api_engine, api_scheduler) = app.terms.wake.clone().unwrap();
+        assert!(api_engine.wakes_the_same(&app.term.0.handle()));
+        let (engine, scheduler, _) = app.terms.term();
+        assert!(api_engine.wakes_the_same(&engine.handle()));
+        assert!(api_scheduler.wakes_the_same(&scheduler.handle()));
+    }
 
     #[tokio::test]
     async fn serves_on_a_free_port_until_cancelled() {

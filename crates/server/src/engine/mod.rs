@@ -97,6 +97,12 @@ impl EngineHandle {
         self.notify.notify_one();
     }
 
+    /// Whether waking `self` wakes the engine `other` belongs to.
+    #[cfg(test)]
+    pub(crate) fn wakes_the_same(&self, other: &EngineHandle) -> bool {
+        Arc::ptr_eq(&self.notify, &other.notify)
+    }
+
     /// The disk margin the engine selects nodes with (for plans).
     pub fn disk_margin(&self) -> DiskMargin {
         self.disk_margin
@@ -216,6 +222,13 @@ impl Engine {
     /// Reports into `metrics` (task, node and pull figures).
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Engine {
         self.metrics = metrics;
+        self
+    }
+
+    /// Listens to `handle` (the one the API wakes, shared across leadership
+    /// terms) instead of its own.
+    pub fn with_handle(mut self, handle: &EngineHandle) -> Engine {
+        self.notify = handle.notify.clone();
         self
     }
 

@@ -63,6 +63,12 @@ impl SchedulerHandle {
     pub fn wake(&self) {
         self.notify.notify_one();
     }
+
+    /// Whether waking `self` wakes the scheduler `other` belongs to.
+    #[cfg(test)]
+    pub(crate) fn wakes_the_same(&self, other: &SchedulerHandle) -> bool {
+        Arc::ptr_eq(&self.notify, &other.notify)
+    }
 }
 
 /// The cron scheduler loop.
@@ -106,6 +112,13 @@ impl Scheduler {
     /// (without one, such runs fail saying so).
     pub fn with_cluster(mut self, cluster: Arc<dyn Cluster>) -> Scheduler {
         self.cluster = Some(cluster);
+        self
+    }
+
+    /// Listens to `handle` (the one the API wakes, shared across leadership
+    /// terms) instead of its own.
+    pub fn with_handle(mut self, handle: &SchedulerHandle) -> Scheduler {
+        self.notify = handle.notify.clone();
         self
     }
 
