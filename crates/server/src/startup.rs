@@ -696,8 +696,9 @@ async fn lead_while_holding(
     });
     let follow = changes.map(|changes| {
         let (handles, stop, webhooks) = (handles.clone(), stop.clone(), terms.webhooks.clone());
+        let keep_warm = terms.keep_warm.clone();
         tokio::spawn(changes.run(stop, move |change| {
-            on_change(&handles, &progress, &webhooks, change)
+            on_change(&handles, &keep_warm, &progress, &webhooks, change)
         }))
     });
     let mut first = Some(first);
@@ -770,6 +771,7 @@ async fn lead_while_holding(
 /// Applies one change published through the shared store.
 fn on_change(
     handles: &TermHandles,
+    keep_warm: &KeepWarmHandle,
     progress: &ProgressHub,
     webhooks: &Arc<Webhooks>,
     change: Change,
@@ -789,12 +791,16 @@ fn on_change(
                 scheduler.wake();
             }
         }
+        // The keep-warm handle is shared by every term; a wake while no
+        // term runs only makes the next term's first pass come sooner.
+        Change::Policy(_) => keep_warm.wake(),
         Change::View(task) => progress.publish(&task),
         Change::Resubscribed => {
             if let Some((engine, scheduler)) = handles {
                 engine.wake();
                 scheduler.wake();
             }
+            keep_warm.wake();
         }
     }
 }

@@ -303,7 +303,40 @@ images:
         rest[next].wait_end(&id, LONG).await.status,
         TaskStatus::Completed
     );
+
+    // A keep-warm policy created on the follower: the leader's controller
+    // hears of it through the store's policies channel and warms the nodes
+    // that lack its image, well before its periodic resync would have run.
+    let created = Instant::now();
+    let r = http()
+        .post(format!("{}/api/v1/keep-warm", rest[1 - next].url))
+        .json(&json!({"name": "trio-warm", "images": ["memcached:1.6"], "nodeSelector": {"suite": "trio"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let policy: Value = r.json().await.unwrap();
+    let policy = policy["id"].as_str().unwrap().to_owned();
+    assert!(policy.starts_with("keep-warm-"), "{policy}");
+    let url = format!("{}/api/v1/tasks?limit=100", rest[1 - next].url);
+    let heard = async || {
+        let list: Value = http().get(&url).send().await.unwrap().json().await.unwrap();
+        list["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["trigger"] == "keep-warm" && t["keepWarmPolicyId"] == policy.as_str())
+    };
+    wait_for("the policy's first run", RESYNC_BOUND, heard).await;
+    println!(
+        "policy created on a follower to its first run: {} ms ({policy})",
+        created.elapsed().as_millis()
+    );
 }
+
+/// Well under the keep-warm controller's periodic resync (30 s): a run
+/// sooner than this was woken by the policy's change, not by the resync.
+const RESYNC_BOUND: Duration = Duration::from_secs(10);
 
 /// A local webhook receiver: every `(event, task id)` it was sent.
 async fn receiver() -> (String, Arc<Mutex<Vec<(String, String)>>>) {

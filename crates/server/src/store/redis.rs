@@ -178,6 +178,10 @@ impl Keys {
     pub(crate) fn schedules_channel(&self) -> String {
         format!("{}schedules", self.prefix)
     }
+    /// Created, changed or deleted keep-warm policy ids.
+    pub(crate) fn policies_channel(&self) -> String {
+        format!("{}policies", self.prefix)
+    }
 }
 
 /// The wire name of a status (`pending`, …).
@@ -849,6 +853,8 @@ mod tests {
 
     use super::Change;
     use crate::store::contract::{sample_task, t};
+    use crate::store::policies::PolicyStore;
+    use crate::store::policy_contract::sample_policy;
     use crate::store::{StoreError, TaskStore};
 
     #[tokio::test]
@@ -943,6 +949,16 @@ mod tests {
             other => panic!("expected the cancelled view, got {other:?}"),
         }
         assert!(matches!(next(&mut rx).await, Change::Task(id) if id == task.task_id));
+        // A keep-warm policy created, changed and deleted on the follower:
+        // the leader hears of each.
+        let mut policy = sample_policy("keep-warm-20260101-aaaaaa", t(1));
+        follower.insert_policy(&policy).await.unwrap();
+        assert!(matches!(next(&mut rx).await, Change::Policy(id) if id == policy.id));
+        policy.enabled = false;
+        assert!(follower.update_policy(&policy).await.unwrap());
+        assert!(matches!(next(&mut rx).await, Change::Policy(id) if id == policy.id));
+        assert!(follower.delete_policy(&policy.id).await.unwrap());
+        assert!(matches!(next(&mut rx).await, Change::Policy(id) if id == policy.id));
         stop.cancel();
         feed.await.unwrap();
     }

@@ -24,6 +24,8 @@ pub enum Change {
     View(Box<Task>),
     /// A schedule was created, changed or deleted (its id).
     Schedule(String),
+    /// A keep-warm policy was created, changed or deleted (its id).
+    Policy(String),
     /// The subscription was re-established after a loss: anything may have
     /// changed meanwhile.
     Resubscribed,
@@ -48,10 +50,11 @@ impl Changes {
     /// Hands every change to `on_change` until `stop` is cancelled,
     /// subscribing again (with growing, jittered waits) whenever Redis goes away.
     pub async fn run(self, stop: CancellationToken, mut on_change: impl FnMut(Change) + Send) {
-        let (wake, views, schedules) = (
+        let (wake, views, schedules, policies) = (
             self.keys.wake_channel(),
             self.keys.views_channel(),
             self.keys.schedules_channel(),
+            self.keys.policies_channel(),
         );
         let own_views = format!("{}\n", self.replica);
         let mut delay = RETRY_MIN;
@@ -61,7 +64,7 @@ impl Changes {
                 () = stop.cancelled() => return,
                 subscribed = tokio::time::timeout(SUBSCRIBE_TIMEOUT, async {
                     let mut pubsub = self.client.get_async_pubsub().await?;
-                    pubsub.subscribe(&[&wake, &views, &schedules]).await?;
+                    pubsub.subscribe(&[&wake, &views, &schedules, &policies]).await?;
                     Ok::<_, redis::RedisError>(pubsub)
                 }) => subscribed,
             };
@@ -87,6 +90,8 @@ impl Changes {
                             on_change(Change::Task(payload));
                         } else if channel == schedules {
                             on_change(Change::Schedule(payload));
+                        } else if channel == policies {
+                            on_change(Change::Policy(payload));
                         } else if channel == views && !payload.starts_with(&own_views) {
                             let json = payload.split_once('\n').map_or("", |(_, json)| json);
                             match serde_json::from_str::<Task>(json) {

@@ -3,7 +3,10 @@
 //! A policy is a hash (`keep-warm:<id>`: JSON view and list member) indexed
 //! by the `keep-warm-policies` sorted set; its kept runs are a list
 //! (`keep-warm-runs:<id>`, newest first) trimmed to [`KEPT_RUNS`] in the same
-//! script that pushes. Every change is one script, so each method is atomic.
+//! script that pushes. Every change is one script, so each method is atomic;
+//! creates, updates and deletes announce the policy's id on the policies
+//! channel in the same script, so the leader's keep-warm controller hears of
+//! a change made on any replica at once.
 
 use async_trait::async_trait;
 use prewarm_api::{KeepWarmPolicy, PolicyRun};
@@ -19,6 +22,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'json', ARGV[1], 'member', ARGV[2])
 redis.call('ZADD', KEYS[2], 0, ARGV[2])
 redis.call('DEL', KEYS[3])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1
 ";
 
@@ -26,6 +30,7 @@ return 1
 pub(super) const UPDATE_POLICY: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'json', ARGV[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 ";
 
@@ -35,6 +40,7 @@ local member = redis.call('HGET', KEYS[1], 'member')
 if not member then return 0 end
 redis.call('ZREM', KEYS[2], member)
 redis.call('DEL', KEYS[1], KEYS[3])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
 return 1
 ";
 
@@ -82,6 +88,8 @@ impl PolicyStore for RedisStore {
             .key(self.keys.policy_runs(id))
             .arg(encode(id, &stored_form(policy))?)
             .arg(list_member(policy.created_at, id))
+            .arg(self.keys.policies_channel())
+            .arg(id)
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| self.failed(e))?;
@@ -120,6 +128,8 @@ impl PolicyStore for RedisStore {
             .update_policy
             .key(self.keys.policy(id))
             .arg(encode(id, &stored_form(policy))?)
+            .arg(self.keys.policies_channel())
+            .arg(id)
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| self.failed(e))?;
@@ -133,6 +143,8 @@ impl PolicyStore for RedisStore {
             .key(self.keys.policy(id))
             .key(self.keys.policies())
             .key(self.keys.policy_runs(id))
+            .arg(self.keys.policies_channel())
+            .arg(id)
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| self.failed(e))?;
