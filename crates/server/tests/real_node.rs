@@ -334,6 +334,70 @@ async fn private_image_needs_its_pull_secret() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the real node: scripts/test.sh real-node group"]
+async fn an_image_larger_than_the_real_nodes_disk_is_skipped_before_any_pull() {
+    let real = real_node();
+    // Not in the registry: had the node been tried, its pull would fail
+    // (not found) instead of the node being skipped.
+    let huge = real.image("disk-check/huge:1");
+    // A simulated node reports the image at 1 PiB, which tells the service its size.
+    let _sim = sim(&format!(
+        r#"
+nodes:
+  - names: [disk-peer]
+    labels: {{suite: disk-peer}}
+images:
+  - match: "{huge}"
+    sizeBytes: 1125899906842624
+preloaded:
+  - image: "{huge}"
+    nodes: "disk-peer"
+"#
+    ));
+    let ns = "t-real-disk";
+    let (svc, _dir) = real.service(ns);
+    let pods = JobLog::watch_pods(ns).await;
+    let body = json!({"images": [huge], "nodeNames": [real.node]});
+    // The size reaches the service with kube-sim's node report: the dry-run
+    // plan says when it has (nothing is created by a plan).
+    let plan_url = format!("{}/api/v1/tasks?dryRun=true", svc.url);
+    let plan = eventually("a plan that skips the real node", LONG, || {
+        let (url, body) = (plan_url.clone(), body.clone());
+        async move {
+            let r = http().post(url).json(&body).send().await.ok()?;
+            let plan: serde_json::Value = r.json().await.ok()?;
+            (plan["skippedByReason"] == json!({"InsufficientDisk": 1})).then_some(plan)
+        }
+    })
+    .await;
+    assert_eq!(plan["jobs"], 0, "{plan}");
+    let id = svc.create(body).await;
+    let task = svc.wait_end(&id, LONG).await;
+    assert_eq!(status(&task), "completed", "{task:#?}");
+    assert_eq!(task.progress.failed_nodes, 0, "{task:#?}");
+    let skipped = &task.skipped_node_details[0];
+    assert_eq!(
+        (skipped.node_name.as_str(), skipped.reason.as_str()),
+        (real.node.as_str(), "InsufficientDisk")
+    );
+    // What the real kubelet reports: its allocatable ephemeral-storage, less
+    // the images it lists.
+    assert!(
+        skipped.message.contains("allocatable ephemeral-storage"),
+        "{}",
+        skipped.message
+    );
+    let nodes: Api<Node> = Api::all(cluster().kube_client().await);
+    let node = nodes.get(&real.node).await.unwrap();
+    let allocatable = node.status.unwrap().allocatable.unwrap();
+    assert!(
+        allocatable.contains_key("ephemeral-storage"),
+        "{allocatable:?}"
+    );
+    assert_eq!(pods.created(), 0, "no pull on a node short of room");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real node: scripts/test.sh real-node group"]
 async fn if_not_present_skips_a_node_that_lists_the_image() {
     let real = real_node();
     let ns = "t-present";
