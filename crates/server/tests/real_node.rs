@@ -372,26 +372,31 @@ preloaded:
     assert_eq!(plan["jobs"], 0, "{plan}");
     let id = svc.create(body).await;
     let task = svc.wait_end(&id, LONG).await;
-    assert_eq!(status(&task), "completed", "{task:#?}");
+    // Its only node skipped, the task has nothing left to do.
+    assert_eq!(status(&task), "failed", "{task:#?}");
+    assert_eq!(task.reason.as_deref(), Some("NoNodesLeft"), "{task:#?}");
     assert_eq!(task.progress.failed_nodes, 0, "{task:#?}");
+    assert_eq!(task.progress.skipped_nodes, 1, "{task:#?}");
     let skipped = &task.skipped_node_details[0];
     assert_eq!(
         (skipped.node_name.as_str(), skipped.reason.as_str()),
         (real.node.as_str(), "InsufficientDisk")
     );
-    // What the real kubelet reports: its allocatable ephemeral-storage, less
-    // the images it lists.
-    assert!(
-        skipped.message.contains("allocatable ephemeral-storage"),
-        "{}",
-        skipped.message
-    );
+    // The room it counted is what the real kubelet reports: its allocatable
+    // ephemeral-storage (less the images it lists).
     let nodes: Api<Node> = Api::all(cluster().kube_client().await);
     let node = nodes.get(&real.node).await.unwrap();
-    let allocatable = node.status.unwrap().allocatable.unwrap();
+    let allocatable = &node.status.unwrap().allocatable.unwrap()["ephemeral-storage"];
+    let bytes = kube_quantity::ParsedQuantity::try_from(allocatable)
+        .unwrap()
+        .to_bytes_u64()
+        .unwrap();
+    let gib = bytes as f64 / (1u64 << 30) as f64;
+    let counted = format!("allocatable ephemeral-storage {gib:.2} GiB - images ");
     assert!(
-        allocatable.contains_key("ephemeral-storage"),
-        "{allocatable:?}"
+        skipped.message.contains(&counted),
+        "{} (node: {allocatable:?})",
+        skipped.message
     );
     assert_eq!(pods.created(), 0, "no pull on a node short of room");
 }
