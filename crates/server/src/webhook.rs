@@ -265,7 +265,10 @@ async fn run_worker(
             };
             let outcome = tokio::select! {
                 () = ended => None,
-                outcome = deliver(&config, &task) => Some(outcome),
+                outcome = async {
+                    let task = still_owed(&*store, &task).await?;
+                    Some(deliver(&config, &task).await)
+                } => outcome,
             };
             if let Some((status, error)) = outcome {
                 let result = match status {
@@ -284,6 +287,22 @@ async fn run_worker(
                 .remove(&task.task_id);
             drop(permit);
         });
+    }
+}
+
+/// The task as the store has it now, if its webhook is still owed. A queued
+/// copy can be stale: a listing of owed webhooks may have been read just
+/// before another delivery of the same task recorded its outcome, and
+/// sending it again would deliver the webhook twice. When the store cannot
+/// say, nothing is sent now; the engine's periodic resume queues it again.
+async fn still_owed(store: &dyn TaskStore, queued: &Task) -> Option<Task> {
+    match store.get(&queued.task_id).await {
+        Ok(Some(task)) if task.webhook_status == Some(WebhookStatus::Pending) => Some(task),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(task = %queued.task_id, error = %e, "could not read the task before its webhook; it stays owed");
+            None
+        }
     }
 }
 
@@ -556,6 +575,46 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        webhooks.stop(Duration::from_secs(5)).await;
+    }
+
+    /// Waits until no delivery of `id` is queued or under way.
+    async fn settled(webhooks: &Webhooks, id: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while webhooks.owed.lock().unwrap().contains(id) {
+            assert!(tokio::time::Instant::now() < deadline, "{id} never settled");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stale_copy_queued_after_the_delivery_is_not_sent_again() {
+        let store = Arc::new(MemoryStore::new());
+        let hook = receiver().await;
+        hook.release.add_permits(8);
+        let ended = ended_task(&store, "task-20260101-twice", &hook.url).await;
+        let metrics = Arc::new(Metrics::new());
+        let webhooks = Webhooks::start(
+            config(),
+            store.clone(),
+            metrics.clone(),
+            LeaderState::always("r1", metrics),
+        );
+        webhooks.notify(&ended);
+        settled(&webhooks, &ended.task_id).await;
+        assert_eq!(
+            status(&store, &ended.task_id).await,
+            Some(WebhookStatus::Delivered)
+        );
+        // A listing of owed webhooks read before that outcome was recorded
+        // (a resume racing the delivery) queues the same, still pending, copy.
+        webhooks.notify(&ended);
+        settled(&webhooks, &ended.task_id).await;
+        assert_eq!(
+            *hook.got.lock().unwrap(),
+            vec!["task-20260101-twice.completed"],
+            "delivered once"
+        );
         webhooks.stop(Duration::from_secs(5)).await;
     }
 }

@@ -77,11 +77,13 @@ export function render(root, { match }, ctx) {
     if (isActive(st)) samples = recordSample(id, p);
   }
 
-  function chartSamples() {
+  // The last point is the counts the page shows now (the newest event's, which
+  // may be newer than the last full view), at the task's end once the view has it.
+  function chartSamples(p, st) {
     const pts = [...samples];
     if (task && task.startedAt) pts.unshift({ t: new Date(task.startedAt).getTime(), completed: 0, failed: 0 });
-    if (task && task.finishedAt) pts.push({ t: new Date(task.finishedAt).getTime(), completed: task.progress.completedNodes, failed: task.progress.failedNodes });
-    else if (task && task.status === 'running') pts.push({ t: Date.now(), completed: task.progress.completedNodes, failed: task.progress.failedNodes });
+    if (task && task.finishedAt) pts.push({ t: new Date(task.finishedAt).getTime(), completed: p.completedNodes, failed: p.failedNodes });
+    else if (st !== 'pending') pts.push({ t: Date.now(), completed: p.completedNodes, failed: p.failedNodes });
     const seen = new Set();
     return pts.filter((p) => (seen.has(p.t) ? false : seen.add(p.t)));
   }
@@ -96,7 +98,7 @@ export function render(root, { match }, ctx) {
     replace(cancelSlot, ctx.canMutate && isActive(st)
       ? h('button', { type: 'button', class: 'btn btn-danger', id: 'cancel-task', on: { click: cancel } }, 'Cancel task')
       : null);
-    const pts = chartSamples();
+    const pts = chartSamples(p, st);
     replace(chartBox,
       pts.length >= 2 ? progressChart(pts, p.totalNodes, chartBox.clientWidth || 640) : h('p', { class: 'muted' }, 'The chart fills in while the task runs.'),
       h('figcaption', { class: 'muted' }, 'Completed (green) and failed (red) nodes over time, as observed by this page.'));
