@@ -79,10 +79,14 @@ export function render(root, { match }, ctx) {
 
   // The last point is the counts the page shows now (the newest event's, which
   // may be newer than the last full view), at the task's end once the view has it.
+  // Samples are stamped when this page received them, so one can come after
+  // the task's finishedAt (an event still in flight when the task ended):
+  // only the end itself is drawn from finishedAt on.
   function chartSamples(p, st) {
-    const pts = [...samples];
+    const end = task && task.finishedAt ? new Date(task.finishedAt).getTime() : null;
+    const pts = end === null ? [...samples] : samples.filter((s) => s.t < end);
     if (task && task.startedAt) pts.unshift({ t: new Date(task.startedAt).getTime(), completed: 0, failed: 0 });
-    if (task && task.finishedAt) pts.push({ t: new Date(task.finishedAt).getTime(), completed: p.completedNodes, failed: p.failedNodes });
+    if (end !== null) pts.push({ t: end, completed: p.completedNodes, failed: p.failedNodes });
     else if (st !== 'pending') pts.push({ t: Date.now(), completed: p.completedNodes, failed: p.failedNodes });
     const seen = new Set();
     return pts.filter((p) => (seen.has(p.t) ? false : seen.add(p.t)));
