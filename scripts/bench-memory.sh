@@ -6,7 +6,7 @@
 #
 # Builds two release binaries into $CARGO_TARGET_DIR (default
 # /tmp/prewarm-memory-release; delete it afterwards): the system allocator
-# (glibc here) and jemalloc (the default build, `--features jemalloc`), then runs
+# (glibc here, the default build) and jemalloc (`--features jemalloc`), then runs
 # benches/history.rs (debug harness: it only stores tasks, sends requests and
 # reads /proc) on each. Variants measured:
 #   system          glibc malloc as it comes

@@ -819,9 +819,9 @@ mod tests {
     use crate::cluster::fake::FakeCluster;
     use crate::testing::engine_config;
 
-    #[tokio::test]
-    async fn later_terms_hear_the_wakes_the_api_sends() {
-        let app = Application::build_with(
+    /// The service on a memory store and a fake cluster, on a free port.
+    async fn memory_app() -> Application {
+        Application::build_with(
             Arc::new(MemoryStore::new()),
             Arc::new(FakeCluster::new()),
             Arc::new(SystemClock),
@@ -830,7 +830,12 @@ mod tests {
             "127.0.0.1:0".parse().unwrap(),
         )
         .await
-        .unwrap();
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn later_terms_hear_the_wakes_the_api_sends() {
+        let app = memory_app().await;
         let (api_engine, api_scheduler) = app.terms.wake.clone().unwrap();
         assert!(api_engine.wakes_the_same(&app.term.0.handle()));
         let (engine, scheduler, _) = app.terms.term();
@@ -840,16 +845,7 @@ mod tests {
 
     #[tokio::test]
     async fn serves_on_a_free_port_until_cancelled() {
-        let app = Application::build_with(
-            Arc::new(MemoryStore::new()),
-            Arc::new(FakeCluster::new()),
-            Arc::new(SystemClock),
-            Arc::new(Metrics::new()),
-            engine_config(),
-            "127.0.0.1:0".parse().unwrap(),
-        )
-        .await
-        .unwrap();
+        let app = memory_app().await;
         let port = app.port();
         assert_ne!(port, 0);
         assert_eq!(app.local_addr().port(), port);
