@@ -4,7 +4,7 @@
 //! fails (throttling with `Retry-After`, server errors, quota refusals,
 //! calls that never answer).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -74,7 +74,9 @@ struct State {
     alive: BTreeMap<String, PullJob>,
     creates: Vec<String>,
     create_calls: usize,
-    max_alive_per_task: HashMap<String, usize>,
+    /// Jobs whose every container was reported terminated (done pulling).
+    finished: HashSet<String>,
+    max_pulling_per_task: HashMap<String, usize>,
     faults: VecDeque<Fault>,
 }
 
@@ -84,6 +86,8 @@ pub(crate) struct FakeCluster {
     events: broadcast::Sender<ClusterEvent>,
     /// Whether `probe` succeeds.
     pub(crate) probe_ok: AtomicBool,
+    /// While set, Job deletions never answer (an API server slow to delete).
+    pub(crate) hold_deletes: AtomicBool,
 }
 
 impl Default for FakeCluster {
@@ -107,6 +111,7 @@ impl FakeCluster {
             }),
             events: broadcast::channel(1024).0,
             probe_ok: AtomicBool::new(true),
+            hold_deletes: AtomicBool::new(false),
         }
     }
 
@@ -134,13 +139,18 @@ impl FakeCluster {
         self.lock().create_calls
     }
 
-    /// Most Jobs of `task` alive at once.
-    pub(crate) fn max_alive(&self, task: &str) -> usize {
+    /// Most Jobs of `task` pulling at once: alive and not reported finished.
+    pub(crate) fn max_pulling(&self, task: &str) -> usize {
         self.lock()
-            .max_alive_per_task
+            .max_pulling_per_task
             .get(task)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Notes that Job `name`'s containers all ended: it pulls nothing more.
+    pub(crate) fn finished(&self, name: &str) {
+        self.lock().finished.insert(name.to_owned());
     }
 
     /// Replaces the nodes without telling any watcher (the next resync sees them).
@@ -210,13 +220,19 @@ impl Cluster for FakeCluster {
         let n = s
             .alive
             .values()
-            .filter(|j| j.task_id == job.task_id)
+            .filter(|j| j.task_id == job.task_id && !s.finished.contains(&j.name()))
             .count();
-        let m = s.max_alive_per_task.entry(job.task_id.clone()).or_default();
+        let m = s
+            .max_pulling_per_task
+            .entry(job.task_id.clone())
+            .or_default();
         *m = (*m).max(n);
         Ok(())
     }
     async fn delete_job(&self, name: &str) -> ClusterResult<()> {
+        if self.hold_deletes.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         self.lock().alive.remove(name);
         Ok(())
     }

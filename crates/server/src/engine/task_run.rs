@@ -38,8 +38,9 @@ pub struct TaskRun {
     pub cursor: usize,
     /// Nodes whose record must be written before their Job is deleted.
     pub unrecorded: BTreeSet<usize>,
-    /// Jobs to delete once the records above are written.
-    pub doomed_jobs: Vec<String>,
+    /// Jobs to delete once the records above are written, each with whether
+    /// it still holds its window slot until deleted (see `attempt_ended`).
+    pub doomed_jobs: Vec<(String, bool)>,
     /// The view changed since the last write.
     pub dirty: bool,
     /// When each node's current attempt started (for the pull duration metric).
@@ -370,8 +371,16 @@ impl TaskRun {
         self.attempt_started.remove(&i);
         self.confirmed.remove(&i);
         self.untimed.push(i);
+        // A node whose every image ran pulls nothing more: its slot goes to
+        // the next node now, while the record is written and the Job
+        // deleted behind it. Any other end (a failed pull the kubelet may
+        // retry, a timeout, a Job still pulling) holds the slot until the
+        // deletion is done, so no more than `batchSize` nodes ever pull.
+        if completed {
+            self.in_flight = self.in_flight.saturating_sub(1);
+        }
         let job = self.job_of(i);
-        self.doomed_jobs.push(job);
+        self.doomed_jobs.push((job, !completed));
         self.dirty = true;
     }
 

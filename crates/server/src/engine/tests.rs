@@ -1,6 +1,7 @@
 //! Engine logic through the `Cluster` trait with an in-memory cluster and a
 //! hand-driven clock. The real API server is exercised by the integration tests.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use prewarm_api::{CreateTaskRequest, TaskStatus};
@@ -115,7 +116,13 @@ impl Harness {
                         image_id: format!("docker.io/library/x@sha256:{i:064}"),
                     }
                 })
-                .collect();
+                .collect::<Vec<_>>();
+            if containers
+                .iter()
+                .all(|c| c.state == ContainerState::Terminated)
+            {
+                self.cluster.finished(&job.name());
+            }
             self.engine
                 .on_event(ClusterEvent::PodChanged(Box::new(PodObservation {
                     name: format!("{}-pod", job.name()),
@@ -223,9 +230,52 @@ async fn rolling_window_never_exceeds_batch_and_completes() {
     assert_eq!(task.progress.total_batches, 4);
     assert_eq!(task.image_statuses[1].completed_nodes, 10);
     assert!(!task.image_statuses[0].digests.is_empty());
-    assert_eq!(h.cluster.max_alive(&id), 3);
+    assert_eq!(h.cluster.max_pulling(&id), 3);
     assert!(h.cluster.alive().is_empty(), "every Job deleted");
     assert_eq!(h.cluster.creates().len(), 10, "one Job per node");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_completed_nodes_slot_goes_to_the_next_node_before_its_job_is_deleted() {
+    let (mut h, id) = started(6, batch(2, &["nginx:1"])).await;
+    assert_eq!(h.cluster.alive().len(), 2);
+    h.cluster.hold_deletes.store(true, Ordering::SeqCst);
+    h.report_all(&[]);
+    h.step().await;
+    assert_eq!(
+        h.cluster.creates().len(),
+        4,
+        "two more nodes started while the deletions hang"
+    );
+    assert_eq!(
+        h.cluster.alive().len(),
+        4,
+        "the finished Jobs are still there"
+    );
+    assert_eq!(h.cluster.max_pulling(&id), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_attempt_holds_its_slot_until_its_job_is_deleted() {
+    let (mut h, id) = started(
+        4,
+        CreateTaskRequest {
+            max_retries: Some(1),
+            retry_delay: Some(30),
+            ..batch(2, &["flaky/app:1"])
+        },
+    )
+    .await;
+    h.cluster.hold_deletes.store(true, Ordering::SeqCst);
+    h.report_all(&[("flaky/app:1", "ErrImagePull")]);
+    h.step().await;
+    h.step().await;
+    assert_eq!(
+        h.cluster.creates().len(),
+        2,
+        "a Job the kubelet may still be pulling for keeps its slot"
+    );
+    assert_eq!(h.task(&id).await.status, TaskStatus::Running);
 }
 
 #[tokio::test(start_paused = true)]
@@ -927,7 +977,7 @@ async fn a_start_cut_short_after_its_first_jobs_is_resumed_without_duplicates() 
     creates.dedup();
     assert_eq!(creates.len(), 6, "one Job per node");
     assert_eq!(cluster.creates().len(), 6);
-    assert_eq!(cluster.max_alive(&id), 2);
+    assert_eq!(cluster.max_pulling(&id), 2);
 }
 
 #[tokio::test(start_paused = true)]

@@ -120,7 +120,7 @@ impl Engine {
             doomed.extend(
                 run.doomed_jobs
                     .drain(..)
-                    .map(|j| (Some(task_id.clone()), j)),
+                    .map(|(job, holds_slot)| (holds_slot.then(|| task_id.clone()), job)),
             );
         }
         self.calls.delete_jobs(doomed);
