@@ -26,6 +26,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::broadcast;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use super::lean::{Lean, Parts};
 use crate::metrics::{CountKubeRequests, Metrics};
 
 use super::{
@@ -44,10 +45,10 @@ pub struct KubeCluster {
     mode: PullMode,
     jobs_api: Api<Job>,
     pods_api: Api<Pod>,
-    nodes: Store<Node>,
+    nodes: Store<Lean<Node>>,
     /// The pull Jobs (`PullMode::Jobs` only: pods mode needs no Job access).
-    jobs: Option<Store<Job>>,
-    pods: Store<Pod>,
+    jobs: Option<Store<Lean<Job>>>,
+    pods: Store<Lean<Pod>>,
     events: broadcast::Sender<ClusterEvent>,
     connected: Arc<AtomicBool>,
     /// Stops the watches when the cluster is dropped.
@@ -102,7 +103,7 @@ impl KubeCluster {
 
         let nodes = watches.spawn(
             "nodes",
-            Api::<Node>::all(client.clone()),
+            Api::all(client.clone()),
             watcher::Config::default(),
             |n: &mut Node| {
                 // Only what `node_info` reads is kept: labels, the Ready and
@@ -130,7 +131,7 @@ impl KubeCluster {
         let jobs = (mode == PullMode::Jobs).then(|| {
             watches.spawn(
                 "jobs",
-                Api::<Job>::namespaced(client.clone(), namespace),
+                Api::namespaced(client.clone(), namespace),
                 watcher::Config::default().labels(&selector),
                 strip_job,
                 each(
@@ -141,7 +142,7 @@ impl KubeCluster {
         });
         let pods = watches.spawn(
             "pods",
-            Api::<Pod>::namespaced(client.clone(), namespace),
+            Api::namespaced(client.clone(), namespace),
             watcher::Config::default().labels(&selector),
             strip_pod,
             each(
@@ -211,7 +212,7 @@ where
 fn each<K>(
     on_apply: impl Fn(&K) -> Option<ClusterEvent> + Send + 'static,
     on_delete: impl Fn(&K) -> Option<ClusterEvent> + Send + 'static,
-) -> impl FnMut(&watcher::Event<K>) -> Option<ClusterEvent> + Send + 'static {
+) -> impl FnMut(&watcher::Event<Lean<K>>) -> Option<ClusterEvent> + Send + 'static {
     move |ev| match ev {
         watcher::Event::Init => None,
         watcher::Event::InitApply(obj) | watcher::Event::Apply(obj) => on_apply(obj),
@@ -233,11 +234,11 @@ struct NodeChanges {
 }
 
 impl NodeChanges {
-    fn into_events(mut self) -> impl FnMut(&watcher::Event<Node>) -> Option<ClusterEvent> {
+    fn into_events(mut self) -> impl FnMut(&watcher::Event<Lean<Node>>) -> Option<ClusterEvent> {
         move |ev| self.on_event(ev)
     }
 
-    fn on_event(&mut self, ev: &watcher::Event<Node>) -> Option<ClusterEvent> {
+    fn on_event(&mut self, ev: &watcher::Event<Lean<Node>>) -> Option<ClusterEvent> {
         match ev {
             watcher::Event::Init => {
                 self.listed = Some(HashSet::new());
@@ -280,20 +281,22 @@ impl Watches<'_> {
     /// its store is the cache the engine reads (a relist replaces it whole,
     /// so objects deleted meanwhile are gone from it), and `to_event` turns
     /// its changes into engine events. Errors back off with kube-runtime's
-    /// default backoff and mark the API disconnected.
+    /// default backoff and mark the API disconnected. Objects are decoded
+    /// [`Lean`], then `strip` drops what the cache does not keep.
     fn spawn<K>(
         &self,
         kind: &'static str,
-        api: Api<K>,
+        api: Api<Lean<K>>,
         config: watcher::Config,
-        strip: impl FnMut(&mut K) + Send + 'static,
-        mut to_event: impl FnMut(&watcher::Event<K>) -> Option<ClusterEvent> + Send + 'static,
-    ) -> Store<K>
+        mut strip: impl FnMut(&mut K) + Send + 'static,
+        mut to_event: impl FnMut(&watcher::Event<Lean<K>>) -> Option<ClusterEvent> + Send + 'static,
+    ) -> Store<Lean<K>>
     where
-        K: kube::Resource<DynamicType = ()>
+        K: Parts
+            + k8s_openapi::Resource
+            + k8s_openapi::Metadata<Ty = kube::api::ObjectMeta>
             + Clone
             + std::fmt::Debug
-            + serde::de::DeserializeOwned
             + Send
             + Sync
             + 'static,
@@ -301,7 +304,7 @@ impl Watches<'_> {
         let (store, writer) = reflector::store();
         let stream = watcher(api, config)
             .default_backoff()
-            .modify(strip)
+            .modify(move |obj| strip(&mut obj.0))
             .reflect(writer);
         let (events, connected, stop) = (
             self.events.clone(),
@@ -430,15 +433,16 @@ impl Cluster for KubeCluster {
     }
 
     async fn delete_task_jobs(&self, task_id: &str) -> ClusterResult<()> {
+        // The answer lists every object deleted, decoded lean: a task's
+        // thousand pull Pods with their managedFields would be ~90 MB at once.
         let (params, lp) = (DeleteParams::background(), Self::task_selector(task_id));
+        let (client, ns) = (self.client.clone(), self.namespace.as_str());
         let deleted = match self.mode {
-            PullMode::Jobs => self
-                .jobs_api
+            PullMode::Jobs => Api::<Lean<Job>>::namespaced(client, ns)
                 .delete_collection(&params, &lp)
                 .await
                 .map(|_| ()),
-            PullMode::Pods => self
-                .pods_api
+            PullMode::Pods => Api::<Lean<Pod>>::namespaced(client, ns)
                 .delete_collection(&params, &lp)
                 .await
                 .map(|_| ()),
@@ -725,7 +729,7 @@ pub async fn client_config(kubeconfig: Option<&Path>) -> anyhow::Result<Config> 
 mod tests {
     use super::*;
 
-    fn node(name: &str, ready: bool, images: &[&str], heartbeat: &str) -> Node {
+    fn node(name: &str, ready: bool, images: &[&str], heartbeat: &str) -> Lean<Node> {
         serde_json::from_value(serde_json::json!({
             "metadata": {"name": name, "resourceVersion": heartbeat},
             "status": {

@@ -12,6 +12,7 @@ use tokio::sync::broadcast;
 #[cfg(test)]
 pub(crate) mod fake;
 pub mod kube;
+pub mod lean;
 pub mod node_taint;
 pub mod pull_job;
 pub mod workload;
