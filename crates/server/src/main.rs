@@ -42,6 +42,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve(config) => {
+            fix_malloc_mmap_threshold();
             init_tracing(&config);
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(runtime) => runtime,
@@ -51,6 +52,33 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => fail(&err),
             }
+        }
+    }
+}
+
+/// Under glibc's malloc, keeps blocks of 128 KiB and more in their own
+/// mappings, returned to the system when freed. By default glibc raises
+/// that threshold each time such a block is freed, after which large
+/// answers (a page of 100 task views, a batch of node records) are carved
+/// from the heap arenas and their memory stays with the process: with
+/// 10,000 stored tasks and a 5,000-node task this alone was 20 MiB more
+/// resident (BENCHMARKS.md, "Allocators"). An explicit
+/// `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=...` is left as set; the
+/// jemalloc build and musl builds have their own allocators.
+fn fix_malloc_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu", not(feature = "jemalloc")))]
+    {
+        const THRESHOLD: libc::c_int = 128 * 1024;
+        if std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("mmap_threshold")) {
+            return;
+        }
+        // SAFETY: mallopt takes plain integers and only sets a parameter of
+        // glibc's allocator, under its own lock; it is called before the
+        // runtime starts any thread.
+        #[allow(unsafe_code)]
+        let set = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, THRESHOLD) };
+        if set != 1 {
+            eprintln!("could not set malloc's mmap threshold; continuing with glibc's default");
         }
     }
 }

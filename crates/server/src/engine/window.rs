@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use prewarm_api::{Task, TaskStatus};
 use tokio::time::Instant;
 
-use super::task_run::{record_of, TaskRun};
-use super::writes::owe_webhook;
+use super::task_run::TaskRun;
+use super::writes::{owe_webhook, put_all_records};
 use super::Engine;
 use crate::cluster::workload::{resolve_spec, WorkloadError};
 use crate::cluster::PullJob;
@@ -21,8 +21,6 @@ use crate::domain::selection::{select_nodes, DiskCheck};
 use crate::domain::task::TaskSpec;
 use crate::metrics::StatusLabels;
 
-/// Node records per store write when a task starts (each batch is one transaction).
-const NODE_RECORD_BATCH: usize = 1000;
 /// Longest wait for a task's `fromWorkload` read at its start (the loop waits meanwhile).
 const WORKLOAD_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -191,12 +189,9 @@ impl Engine {
         let Some(run) = self.runs.get_mut(task_id) else {
             return false;
         };
-        let records: Vec<_> = run.nodes.iter().map(record_of).collect();
-        for batch in records.chunks(NODE_RECORD_BATCH) {
-            if let Err(e) = self.store.put_nodes(task_id, batch).await {
-                tracing::error!(task = %task_id, error = %e, "could not store selected nodes; will retry");
-                return false;
-            }
+        if let Err(e) = put_all_records(self.store.as_ref(), task_id, &run.nodes).await {
+            tracing::error!(task = %task_id, error = %e, "could not store selected nodes; will retry");
+            return false;
         }
         run.refresh_view(now);
         match self

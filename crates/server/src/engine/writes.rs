@@ -9,8 +9,27 @@ use tokio::time::Instant;
 
 use super::task_run::{record_of, TaskRun};
 use super::Engine;
-use crate::domain::node_pull::TIMEOUT_REASON;
+use crate::domain::node_pull::{NodePull, TIMEOUT_REASON};
 use crate::metrics::{Metrics, StatusLabels};
+use crate::store::{StoreResult, TaskStore};
+
+/// Node records per store write when every node is written at once (a
+/// task's start and end): each batch is one transaction, and only one
+/// batch is encoded at a time.
+const NODE_RECORD_BATCH: usize = 1000;
+
+/// Writes the records of all of a task's `nodes`, in batches.
+pub(super) async fn put_all_records(
+    store: &dyn TaskStore,
+    task_id: &str,
+    nodes: &[NodePull],
+) -> StoreResult<()> {
+    for batch in nodes.chunks(NODE_RECORD_BATCH) {
+        let records: Vec<_> = batch.iter().map(record_of).collect();
+        store.put_nodes(task_id, &records).await?;
+    }
+    Ok(())
+}
 
 /// Least time between two progress writes of one task.
 const VIEW_FLUSH_EVERY: Duration = Duration::from_millis(500);
@@ -56,10 +75,9 @@ impl Engine {
         // Attempts that ended in the same step as the task are not flushed with the runs.
         count_ended_attempts(&self.metrics, &mut run);
         self.learn(std::mem::take(&mut run.speed_samples));
-        let records: Vec<_> = run.nodes.iter().map(record_of).collect();
         run.unrecorded.clear();
         owe_webhook(&mut run.view);
-        if let Err(e) = self.store.put_nodes(&run.view.task_id, &records).await {
+        if let Err(e) = put_all_records(self.store.as_ref(), &run.view.task_id, &run.nodes).await {
             tracing::error!(task = %run.view.task_id, error = %e, "could not store node outcomes");
         }
         match self.store.update_if(&run.view, &[expected]).await {
