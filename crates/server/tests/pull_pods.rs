@@ -88,7 +88,7 @@ async fn a_task_completes_with_one_pinned_pod_per_node_and_no_job() {
     }
     wait_no_pods(ns, Duration::from_secs(60)).await;
     one_pod_per_node(&pods, 12);
-    assert!(pods.max_alive() <= 4, "window of 4: {}", pods.max_alive());
+    assert_eq!(pods.max_pulling(), 4, "window of 4");
     assert_eq!(jobs.created(), 0, "pods mode creates no Job");
     // One create per node; at most a delete per node besides, plus one
     // delete-by-label at the end (deletes run in the background: the last

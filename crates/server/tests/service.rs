@@ -25,6 +25,7 @@ images:
 "#);
     let svc = Service::start("t-full");
     let jobs = JobLog::watch("t-full").await;
+    let pods = JobLog::watch_pods("t-full").await;
     let id = svc
         .create(json!({
             "images": ["nginx:1.25", "redis:7", "registry.example.com:5000/team/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"],
@@ -48,9 +49,9 @@ images:
     wait_no_jobs("t-full", Duration::from_secs(30)).await;
     assert_eq!(jobs.created(), 20, "one Job per node");
     assert!(
-        jobs.max_alive() <= 5,
+        pods.max_pulling() <= 5,
         "window of 5, saw {}",
-        jobs.max_alive()
+        pods.max_pulling()
     );
 }
 
@@ -136,13 +137,18 @@ images:
 "#);
     let svc = Service::start("t-win");
     let jobs = JobLog::watch("t-win").await;
+    let pods = JobLog::watch_pods("t-win").await;
     let id = svc
         .create(json!({"images": ["nginx:1.25"], "batchSize": 3, "nodeSelector": {"suite": "win"}}))
         .await;
     let task = svc.wait_end(&id, LONG).await;
     assert_eq!(status(&task), "completed");
     assert_eq!(jobs.created(), 20);
-    assert_eq!(jobs.max_alive(), 3, "the window is full but never exceeded");
+    assert_eq!(
+        pods.max_pulling(),
+        3,
+        "the window is full but never exceeded"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -355,6 +355,9 @@ pub struct JobLog {
 struct JobLogInner {
     alive: BTreeSet<String>,
     max_alive: usize,
+    /// Objects seen done pulling (alive or not).
+    finished: BTreeSet<String>,
+    max_pulling: usize,
     created: BTreeMap<String, usize>,
     nodes: BTreeMap<String, BTreeSet<String>>,
 }
@@ -367,17 +370,20 @@ impl JobLog {
 
     /// Watches every Job in `namespace` of the cluster `client` reaches.
     pub async fn watch_with(client: kube::Client, namespace: &str) -> JobLog {
-        Self::watch_objects::<Job>(client, namespace).await
+        Self::watch_objects::<Job>(client, namespace, |_| false).await
     }
 
     /// Watches every Pod in `namespace` (the pull objects of `--pull-mode pods`).
+    /// A Pod is done pulling once it ended or every container started
+    /// (running or terminated: its image is on the node).
     pub async fn watch_pods(namespace: &str) -> JobLog {
-        Self::watch_objects::<Pod>(cluster().kube_client().await, namespace).await
+        Self::watch_objects::<Pod>(cluster().kube_client().await, namespace, pod_pulled).await
     }
 
     /// Watches every `K` in `namespace`; a node is named by the object's
-    /// `prewarm.io/node-name` annotation.
-    async fn watch_objects<K>(client: kube::Client, namespace: &str) -> JobLog
+    /// `prewarm.io/node-name` annotation, and `done` says whether an object
+    /// pulls nothing more.
+    async fn watch_objects<K>(client: kube::Client, namespace: &str, done: fn(&K) -> bool) -> JobLog
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
             + Clone
@@ -408,11 +414,16 @@ impl JobLog {
                             .and_then(|a| a.get("prewarm.io/node-name"))
                             .cloned()
                             .unwrap_or_default();
+                        if done(&j) {
+                            s.finished.insert(name.clone());
+                        }
                         if s.alive.insert(name.clone()) {
                             *s.created.entry(name.clone()).or_default() += 1;
                             s.nodes.entry(node).or_default().insert(name);
                         }
                         s.max_alive = s.max_alive.max(s.alive.len());
+                        let pulling = s.alive.difference(&s.finished).count();
+                        s.max_pulling = s.max_pulling.max(pulling);
                     }
                     watcher::Event::Delete(j) => {
                         s.alive.remove(j.meta().name.as_deref().unwrap_or_default());
@@ -436,6 +447,12 @@ impl JobLog {
         self.inner.lock().unwrap().max_alive
     }
 
+    /// Most objects alive and not done pulling at once (the window: a
+    /// finished one may still await its deletion while the next pulls).
+    pub fn max_pulling(&self) -> usize {
+        self.inner.lock().unwrap().max_pulling
+    }
+
     /// Jobs alive now.
     pub fn alive(&self) -> usize {
         self.inner.lock().unwrap().alive.len()
@@ -450,6 +467,31 @@ impl JobLog {
     pub fn per_node(&self) -> BTreeMap<String, BTreeSet<String>> {
         self.inner.lock().unwrap().nodes.clone()
     }
+}
+
+/// Whether a pull Pod pulls nothing more: it ended, or every container
+/// started (running or terminated means its image is on the node).
+fn pod_pulled(pod: &Pod) -> bool {
+    let Some(status) = pod.status.as_ref() else {
+        return false;
+    };
+    if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+        return true;
+    }
+    let started = |c: &k8s_openapi::api::core::v1::ContainerStatus| {
+        c.state
+            .as_ref()
+            .is_some_and(|s| s.running.is_some() || s.terminated.is_some())
+    };
+    let containers = status.container_statuses.as_deref().unwrap_or_default();
+    !containers.is_empty()
+        && containers.iter().all(started)
+        && status
+            .init_container_statuses
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .all(started)
 }
 
 /// Jobs currently in `namespace` according to the API server (a fresh list).
