@@ -179,9 +179,16 @@ impl KeepWarm {
         }
         // Nodes joining together share one pass (and one task).
         tokio::select! {
-            _ = shutdown.cancelled() => false,
-            _ = tokio::time::sleep(SETTLE) => true,
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(SETTLE) => {}
         }
+        // The pass reads the state as it is now, so whatever else is queued
+        // is seen by it. Left queued, every event (a task's pod updates
+        // included) would stay in the shared channel: a receiver that reads
+        // only up to the next node change falls behind by the channel's
+        // whole capacity, and the channel keeps that many events in memory.
+        drain(events);
+        true
     }
 
     /// One level-triggered pass over every policy.
@@ -376,5 +383,95 @@ impl KeepWarm {
             .iter()
             .map(|p| (p.id.clone(), p.updated_at))
             .collect();
+    }
+}
+
+/// Takes every event queued for `events` without waiting.
+fn drain(events: &mut broadcast::Receiver<ClusterEvent>) {
+    loop {
+        match events.try_recv() {
+            Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::cluster::fake::FakeCluster;
+    use crate::cluster::{JobObservation, NodeInfo};
+    use crate::engine::{Engine, EngineConfig};
+    use crate::store::MemoryStore;
+
+    fn controller() -> KeepWarm {
+        let store = Arc::new(MemoryStore::new());
+        let cluster = Arc::new(FakeCluster::new());
+        let clock = Arc::new(ManualClock::new("2024-01-16T10:00:00Z".parse().unwrap()));
+        let engine = Engine::new(
+            store.clone(),
+            cluster.clone(),
+            clock.clone(),
+            EngineConfig {
+                namespace: "prewarm".into(),
+                helper_image: "prewarm:test".into(),
+                max_concurrent_nodes: 500,
+                pull_timeout: Duration::from_secs(600),
+                disk_margin: Default::default(),
+                registry_pull_rates: Vec::new(),
+                node_retention: crate::history::DEFAULT_RETENTION,
+            },
+        );
+        KeepWarm::new(store.clone(), store, cluster, engine.handle(), clock)
+    }
+
+    fn job_event(i: usize) -> ClusterEvent {
+        ClusterEvent::JobChanged(Box::new(JobObservation {
+            name: format!("pw-{i}"),
+            task_id: "task-1".into(),
+            node: format!("n{i}"),
+            attempt: 0,
+            failed_reason: None,
+        }))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wake_leaves_no_event_queued_behind_it() {
+        let kw = controller();
+        let (tx, mut rx) = broadcast::channel(4096);
+        let stop = CancellationToken::new();
+        // A task's pod and Job updates, a node change among them, more updates.
+        for i in 0..1000 {
+            tx.send(job_event(i)).unwrap();
+        }
+        tx.send(ClusterEvent::NodeChanged(Box::new(NodeInfo::default())))
+            .unwrap();
+        for i in 0..1000 {
+            tx.send(job_event(i)).unwrap();
+        }
+        assert!(kw.wait(&mut rx, &stop).await, "woken for the node change");
+        assert_eq!(
+            rx.len(),
+            0,
+            "the updates after the node change are taken, not left in the channel"
+        );
+        // Events sent while it settles are taken as well.
+        tx.send(ClusterEvent::NodeChanged(Box::new(NodeInfo::default())))
+            .unwrap();
+        let queued_before = rx.len();
+        assert_eq!(queued_before, 1);
+        let waiting = kw.wait(&mut rx, &stop);
+        tokio::pin!(waiting);
+        tokio::select! {
+            biased;
+            _ = &mut waiting => panic!("returned before settling"),
+            () = tokio::time::sleep(SETTLE / 2) => {}
+        }
+        for i in 0..100 {
+            tx.send(job_event(i)).unwrap();
+        }
+        assert!(waiting.await);
+        assert_eq!(tx.len(), 0, "nothing left queued for the controller");
     }
 }
