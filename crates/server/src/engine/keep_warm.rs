@@ -401,7 +401,7 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::cluster::fake::FakeCluster;
-    use crate::cluster::{JobObservation, NodeInfo};
+    use crate::cluster::JobObservation;
     use crate::engine::{Engine, EngineConfig};
     use crate::store::MemoryStore;
 
@@ -445,8 +445,7 @@ mod tests {
         for i in 0..1000 {
             tx.send(job_event(i)).unwrap();
         }
-        tx.send(ClusterEvent::NodeChanged(Box::new(NodeInfo::default())))
-            .unwrap();
+        tx.send(ClusterEvent::NodeChanged(Box::default())).unwrap();
         for i in 0..1000 {
             tx.send(job_event(i)).unwrap();
         }
@@ -457,8 +456,7 @@ mod tests {
             "the updates after the node change are taken, not left in the channel"
         );
         // Events sent while it settles are taken as well.
-        tx.send(ClusterEvent::NodeChanged(Box::new(NodeInfo::default())))
-            .unwrap();
+        tx.send(ClusterEvent::NodeChanged(Box::default())).unwrap();
         let queued_before = rx.len();
         assert_eq!(queued_before, 1);
         let waiting = kw.wait(&mut rx, &stop);
