@@ -56,13 +56,9 @@ impl Harness {
             cluster.clone(),
             clock.clone(),
             EngineConfig {
-                namespace: "prewarm".into(),
-                helper_image: "prewarm:test".into(),
                 max_concurrent_nodes: cap,
                 pull_timeout: Duration::from_secs(600),
-                disk_margin: Default::default(),
-                registry_pull_rates: Vec::new(),
-                node_retention: crate::history::DEFAULT_RETENTION,
+                ..crate::testing::engine_config()
             },
         );
         Harness {
